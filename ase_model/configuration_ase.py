@@ -1,0 +1,108 @@
+"""ASE-MLLM configuration: a LLaVA configuration plus the IASM and the fusion blocks of IAS-ViT."""
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+
+@strict
+class ASEConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`ASEForConditionalGeneration`].
+
+    The fields shared with [`~transformers.LlavaConfig`] mean the same thing there (vision tower, text model,
+    image token, projector, vision feature layer and selection), so that a LLaVA checkpoint maps onto an
+    ASE-MLLM one field for field. The ASE-specific fields:
+
+    fusion_layers (`list[int]`, *optional*):
+        Indices (0-based) of vision encoder layers that are followed by a gated cross-attention block in which
+        the patch tokens attend to the IASM's saliency tokens. Defaults to four layers spread over the part of
+        the tower that the vision feature layer uses.
+    fusion_num_heads (`int`, *optional*):
+        Attention heads of the fusion blocks (defaults to the vision tower's).
+    iasm_channels (`list[int]`, *optional*):
+        Channels of IASM's three stride-2 convolution stages (the map comes out at 1/8 of the input).
+    iasm_num_tokens (`int`):
+        How many saliency feature tokens IASM hands to the fusion blocks.
+    iasm_use_prior (`bool`):
+        Whether IASM takes a fourth input channel: a classic (spectral residual) saliency prior.
+    score_head_hidden (`int`):
+        Hidden width of the aesthetic score regression head.
+    score_max (`float`):
+        Scores are predicted in [0, score_max].
+    """
+
+    model_type = "ase_mllm"
+    attribute_map = {"image_token_id": "image_token_index"}
+
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="clip_vision_model",
+            init_kwargs={
+                "intermediate_size": 4096,
+                "hidden_size": 1024,
+                "patch_size": 14,
+                "image_size": 336,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "vocab_size": 32000,
+                "projection_dim": 768,
+            },
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_index: int = 32000
+    image_seq_length: int = 576
+    projector_hidden_act: str = "gelu"
+    vision_feature_select_strategy: Literal["default", "full"] = "default"
+    vision_feature_layer: int | list[int] = -2
+    multimodal_projector_bias: bool = True
+    tie_word_embeddings: bool = False
+    fusion_layers: list[int] | None = None
+    fusion_num_heads: int | None = None
+    iasm_channels: list[int] | None = None
+    iasm_num_tokens: int = 8
+    iasm_use_prior: bool = False
+    score_head_hidden: int = 256
+    score_max: float = 10.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # LLaVA keeps this on the text config in older checkpoints; forward it as LlavaConfig does.
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = self.text_config.tie_word_embeddings
+        if self.iasm_channels is None:
+            self.iasm_channels = [16, 32, 64]
+        if self.fusion_num_heads is None:
+            self.fusion_num_heads = self.vision_config.num_attention_heads
+        if self.fusion_layers is None:
+            depth = self.vision_layers_used
+            self.fusion_layers = sorted({max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)})
+        self.fusion_layers = sorted(int(i) for i in self.fusion_layers)
+
+    @property
+    def vision_layers_used(self) -> int:
+        """How many encoder layers the selected vision feature layer(s) depend on."""
+        n = self.vision_config.num_hidden_layers
+        layers = [self.vision_feature_layer] if isinstance(self.vision_feature_layer, int) else self.vision_feature_layer
+        # hidden_states has n + 1 entries: the embeddings, then each layer's output.
+        return max((i if i >= 0 else n + 1 + i) for i in layers)
+
+    def validate_layers(self):
+        """Raise on fusion layers the vision tower does not have or whose output is never used."""
+        used = self.vision_layers_used
+        bad = [i for i in self.fusion_layers if not 0 <= i < used]
+        if bad:
+            raise ValueError(
+                f"fusion_layers {bad} are outside the {used} vision layers that vision_feature_layer="
+                f"{self.vision_feature_layer} uses (valid: 0..{used - 1})"
+            )
+
+
+__all__ = ["ASEConfig"]

@@ -1,0 +1,1 @@
+"""The built-in starter model: analytic critic (teacher), grounded dataset generator, training recipe."""

@@ -1,0 +1,1 @@
+"""ASE-MLLM daemon: ZeroMQ server, model worker, store, watcher, XMP writer, client."""

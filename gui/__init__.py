@@ -1,0 +1,1 @@
+"""ASE-MLLM PySide6 viewer."""
