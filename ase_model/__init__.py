@@ -4,13 +4,24 @@
 AutoModelForImageTextToText, AutoProcessor), so `from_pretrained` works on saved ASE-MLLM folders.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_ase import ASEConfig
 from .modeling_ase import ASEForConditionalGeneration, ASEModel
+from .processing_ase import ASEProcessor
 
 AutoConfig.register("ase_mllm", ASEConfig)
 AutoModel.register(ASEConfig, ASEModel)
 AutoModelForImageTextToText.register(ASEConfig, ASEForConditionalGeneration)
+AutoProcessor.register(ASEConfig, ASEProcessor)
 
-__all__ = ["ASEConfig", "ASEModel", "ASEForConditionalGeneration"]
+
+def __getattr__(name):  # the Critic pulls in image decoding (rawpy, OpenCV): load it on first use
+    if name in ("Critic", "Critique"):
+        from . import critic
+
+        return getattr(critic, name)
+    raise AttributeError(name)
+
+
+__all__ = ["ASEConfig", "ASEModel", "ASEForConditionalGeneration", "ASEProcessor", "Critic", "Critique"]

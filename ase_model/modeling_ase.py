@@ -228,8 +228,6 @@ class ASEPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, GatedCrossAttention):
             init.zeros_(module.gate)
-        elif isinstance(module, nn.Conv2d) and isinstance(getattr(module, "_ase_iasm", None), bool):
-            pass
 
 
 class ASEModel(ASEPreTrainedModel):
@@ -255,13 +253,16 @@ class ASEModel(ASEPreTrainedModel):
         saliency_prior: torch.Tensor | None = None,
         vision_feature_layer: int | list[int] | None = None,
         vision_feature_select_strategy: str | None = None,
+        **kwargs,  # generate() passes return_dict=True; the output is always an ASEImageOutput
     ) -> ASEImageOutput:
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         pixel_values = pixel_values.to(self.dtype)
         hidden_states, saliency, saliency_logits = self.vision_tower(pixel_values, saliency_prior)
+        # IAS-ViT stops at the deepest layer needed, so count negative indices from the full tower's depth.
+        depth = self.config.vision_config.num_hidden_layers + 1
         layers = [layer] if isinstance(layer, int) else layer
-        selected = [hidden_states[i] for i in layers]
+        selected = [hidden_states[i if i >= 0 else depth + i] for i in layers]
         if strategy == "default":  # drop CLIP's class token, as LLaVA does
             selected = [h[:, 1:] for h in selected]
         selected = torch.cat(selected, dim=-1)

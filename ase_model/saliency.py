@@ -49,3 +49,31 @@ def centroid(sal: np.ndarray) -> tuple[float, float]:
     h, w = p.shape
     ys, xs = np.mgrid[0:h, 0:w]
     return float((p * (xs + 0.5)).sum() / w), float((p * (ys + 0.5)).sum() / h)
+
+
+def to_png(sal: np.ndarray) -> bytes:
+    """A [0, 1] map as an 8-bit grayscale PNG (the daemon's and the CLI's wire/disk form)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.round(np.clip(sal, 0, 1) * 255).astype(np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def from_png(data: bytes) -> np.ndarray:
+    """Inverse of `to_png`: float32 map in [0, 1]."""
+    import io
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+
+
+def summary(sal: np.ndarray) -> dict:
+    """A few numbers that describe a map: centroid and peak (x, y fractions) and spread (0 = a point, ~0.4 = flat)."""
+    p = to_probability(sal)
+    h, w = p.shape
+    cx, cy = centroid(sal)
+    py, px = np.unravel_index(int(np.argmax(p)), p.shape)
+    ys, xs = np.mgrid[0:h, 0:w]
+    spread = float(np.sqrt((p * (((xs + 0.5) / w - cx) ** 2 + ((ys + 0.5) / h - cy) ** 2)).sum()))
+    return {"centroid": [round(cx, 4), round(cy, 4)], "peak": [round((px + 0.5) / w, 4), round((py + 0.5) / h, 4)], "spread": round(spread, 4)}

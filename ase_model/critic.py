@@ -1,0 +1,260 @@
+"""The Critic: the API the daemon, the CLI and scripts use to critique photos with an ASE-MLLM.
+
+    critic = Critic.from_pretrained()                  # the built-in starter model
+    [c] = critic.critique(["IMG_0001.jpg"])
+    c.text, c.attributes, c.score, c.tags, c.saliency  # saliency: float32 (h, w) in [0, 1], photo's aspect
+
+One batched pass serves many images: IAS-ViT, projector and score head run once for the batch, then greedy
+decoding (left-padded, so a batched critique equals one-by-one critiques). On CUDA the decoder uses a static
+KV cache, which transformers compiles (CUDA graphs); `warmup()` pays that cost up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.generation.streamers import BaseStreamer
+
+from .attributes import parse_critique
+from .imageio import load_image
+from .modeling_ase import ASEForConditionalGeneration
+from .processing_ase import ASEProcessor, pad_box
+
+DEFAULT_MAX_NEW_TOKENS = 160
+StreamCallback = Callable[[int, str], None]  # (index of the image in the batch, new text)
+
+
+def default_model_dir() -> Path:
+    """The starter model shipped in the package (ASE_MODEL overrides)."""
+    env = os.environ.get("ASE_MODEL")
+    return Path(env) if env else Path(__file__).resolve().parent / "starter_model"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in (None, "auto"):
+        return getattr(torch, dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def fingerprint(model_dir: Path) -> str:
+    """Identifies a model's weights: name + hash of its config and of each weight file's size, head and tail.
+
+    Cheap on multi-GB checkpoints yet changes whenever the weights change (fine-tuning rewrites every file).
+    """
+    h = hashlib.sha256()
+    for path in sorted(model_dir.iterdir()):
+        if path.name == "config.json" or path.suffix == ".safetensors":
+            size = path.stat().st_size
+            h.update(f"{path.name}:{size}".encode())
+            with open(path, "rb") as f:
+                h.update(f.read(1 << 20))
+                if size > 2 << 20:
+                    f.seek(-(1 << 20), os.SEEK_END)
+                    h.update(f.read())
+    return f"{model_dir.name}@{h.hexdigest()[:16]}"
+
+
+@dataclass
+class Critique:
+    text: str
+    attributes: dict[str, str]
+    score: float
+    tags: list[str]
+    saliency: np.ndarray  # float32 (h, w) in [0, 1], the photo's aspect ratio
+    model: str
+    image: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self, saliency: bool = False) -> dict:
+        out = {
+            "image": self.image,
+            "text": self.text,
+            "attributes": self.attributes,
+            "score": round(self.score, 3),
+            "tags": self.tags,
+            "model": self.model,
+            "timings": self.timings,
+        }
+        if saliency:
+            out["saliency"] = self.saliency.tolist()
+        return out
+
+
+class _BatchStreamer(BaseStreamer):
+    """Hands each image's new text to a callback as tokens arrive (transformers' TextStreamer does batch 1)."""
+
+    def __init__(self, tokenizer, batch: int, callback: StreamCallback):
+        self.tokenizer, self.callback = tokenizer, callback
+        self.ids: list[list[int]] = [[] for _ in range(batch)]
+        self.sent = [""] * batch
+        self.done = [False] * batch
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor):
+        if not self.prompt_seen:  # generate() first passes the prompt
+            self.prompt_seen = True
+            return
+        for i, tok in enumerate(value.reshape(len(self.ids), -1)[:, -1].tolist()):
+            if self.done[i]:
+                continue
+            if tok == self.tokenizer.eos_token_id:
+                self.done[i] = True
+                continue
+            self.ids[i].append(tok)
+            text = self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+                continue
+            if len(text) > len(self.sent[i]) and text.startswith(self.sent[i]):
+                delta, self.sent[i] = text[len(self.sent[i]):], text
+                self.callback(i, delta)
+
+    def end(self):
+        pass
+
+
+class Critic:
+    def __init__(self, model: ASEForConditionalGeneration, processor: ASEProcessor, model_id: str, tag_root: str = "aesthetics",
+                 static_cache: bool | None = None):
+        self.model = model.eval()
+        self.processor = processor
+        self.model_id = model_id
+        self.tag_root = tag_root
+        self.device = model.device
+        self.dtype = model.dtype
+        # A static cache lets transformers compile the decode step (CUDA graphs); on CPU it only costs.
+        self.static_cache = self.device.type == "cuda" if static_cache is None else static_cache
+        self._lock = threading.Lock()  # one forward at a time: generate() is not re-entrant
+        processor.tokenizer.padding_side = "left"
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None, tag_root: str = "aesthetics",
+                        static_cache: bool | None = None) -> "Critic":
+        model_dir = Path(path) if path is not None else default_model_dir()
+        if not (model_dir / "config.json").exists():
+            raise FileNotFoundError(
+                f"no ASE-MLLM model at {model_dir} (config.json missing); build one with `ase-mllm build` or "
+                "train the starter model (docs/starter-model.md)"
+            )
+        dev = pick_device(device)
+        model = ASEForConditionalGeneration.from_pretrained(model_dir, dtype=pick_dtype(dev, dtype)).to(dev)
+        processor = ASEProcessor.from_pretrained(model_dir)
+        return cls(model, processor, fingerprint(model_dir), tag_root=tag_root, static_cache=static_cache)
+
+    # ---- the API ------------------------------------------------------------------------------------------
+    def load(self, source) -> Image.Image:
+        return source if isinstance(source, Image.Image) else load_image(source)
+
+    @torch.inference_mode()
+    def critique(self, images: Sequence, max_new_tokens: int | None = None, stream: StreamCallback | None = None,
+                 prompt: str | None = None, names: Sequence[str | None] | None = None) -> list[Critique]:
+        """Critique one or many images (paths, bytes or PIL images) in one batched pass."""
+        from .tags import suggest_tags
+
+        t0 = time.perf_counter()
+        pil = [self.load(im) for im in images]
+        if names is None:
+            names = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
+        t_load = time.perf_counter()
+        text_prompt = self.processor.build_prompt(prompt)
+        inputs = self.processor(images=pil, text=[text_prompt] * len(pil)).to(self.device)
+        with self._lock:
+            t_prep = time.perf_counter()
+            image_out = self.model.get_image_features(inputs["pixel_values"].to(self.dtype), inputs.get("saliency_prior"))
+            t_vision = time.perf_counter()
+            gen_kwargs = dict(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                mm_encoder_outputs={"image": image_out},
+                max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+                eos_token_id=self.processor.tokenizer.eos_token_id,
+            )
+            if self.static_cache:
+                gen_kwargs["cache_implementation"] = "static"
+            if stream is not None:
+                gen_kwargs["streamer"] = _BatchStreamer(self.processor.tokenizer, len(pil), stream)
+            out = self.model.generate(**gen_kwargs)
+            t_gen = time.perf_counter()
+        new_tokens = out[:, inputs["input_ids"].shape[1]:]
+        texts = [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        n_tokens = int((new_tokens != self.processor.tokenizer.pad_token_id).sum())
+        saliency = image_out.saliency.float().cpu().numpy()
+        scores = image_out.score.float().cpu().tolist()
+        timings = {
+            "load_ms": 1000 * (t_load - t0),
+            "vision_ms": 1000 * (t_vision - t_prep),
+            "generate_ms": 1000 * (t_gen - t_vision),
+            "total_ms": 1000 * (time.perf_counter() - t0),
+            "batch": len(pil),
+            "new_tokens": n_tokens,
+        }
+        timings = {k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()}
+        return [
+            Critique(
+                text=text,
+                attributes=parse_critique(text),
+                score=float(score),
+                tags=suggest_tags(text, root=self.tag_root),
+                saliency=crop_saliency(sal, im.size),
+                model=self.model_id,
+                image=name,
+                timings=timings,
+            )
+            for text, score, sal, im, name in zip(texts, scores, saliency, pil, names)
+        ]
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,), max_new_tokens: int | None = None) -> float:
+        """Run dummy critiques so that compilation and allocator growth happen before the first user request."""
+        t0 = time.perf_counter()
+        size = self.processor.image_size()
+        rng = np.random.default_rng(0)
+        for n in batch_sizes:
+            dummy = [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+            self.critique(dummy, max_new_tokens=max_new_tokens)
+        return time.perf_counter() - t0
+
+    def info(self) -> dict:
+        return {
+            "model": self.model_id,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "gates": self.model.model.vision_tower.gates(),
+            "static_cache": self.static_cache,
+        }
+
+
+def crop_saliency(sal: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """The model's map over the padded square, cut back to the photo and scaled to [0, 1]."""
+    width, height = image_size
+    h, w = sal.shape
+    left, top, right, bottom = pad_box(width, height)
+    x0, x1 = int(round(left * w)), max(int(round(left * w)) + 1, int(round(right * w)))
+    y0, y1 = int(round(top * h)), max(int(round(top * h)) + 1, int(round(bottom * h)))
+    crop = np.asarray(sal[y0:y1, x0:x1], dtype=np.float32)
+    peak = float(crop.max())
+    return crop / peak if peak > 0 else crop
