@@ -366,9 +366,10 @@ def _decode_ours(cur: dict) -> dict:
                if k.startswith(_NS + _SALIENCY) and "/" not in k and "[" not in k}
     saliency: dict[str, Any] = {}
     for name, value in sal_raw.items():
-        if name.endswith("X") and name[:-1] + "Y" in sal_raw:
-            saliency[_snake(name[:-1])] = [_parse_scalar(_as_text(value)), _parse_scalar(_as_text(sal_raw[name[:-1] + "Y"]))]
-        elif name.endswith("Y") and name[:-1] + "X" in sal_raw:
+        base = name[:-1]
+        if name.endswith("X") and base + "Y" in sal_raw:  # a 2-vector stored as <Base>X / <Base>Y
+            saliency[_snake(base)] = [_parse_scalar(_as_text(value)), _parse_scalar(_as_text(sal_raw[base + "Y"]))]
+        elif name.endswith("Y") and base + "X" in sal_raw:
             continue
         elif isinstance(value, list):
             saliency[_snake(name)] = [_parse_scalar(v) for v in value]
@@ -489,13 +490,13 @@ def _open_xmp(data: bytes, path: Path):
     try:
         img = pyexiv2.ImageData(data)
     except Exception as e:  # exiv2 errors arrive as RuntimeError
-        raise SidecarError(path, f"existing sidecar is not valid XMP, left untouched ({e})".strip(),
+        raise SidecarError(path, f"existing sidecar is not valid XMP, left untouched ({str(e).strip()})",
                            errno.EINVAL) from e
     try:
         mime = img.get_mime_type()
     except Exception as e:
         img.close()
-        raise SidecarError(path, f"existing sidecar cannot be read by exiv2 ({e})", errno.EINVAL) from e
+        raise SidecarError(path, f"existing sidecar cannot be read by exiv2 ({str(e).strip()})", errno.EINVAL) from e
     if mime != _RDF_XML:
         img.close()
         raise SidecarError(path, f"existing sidecar is not an XMP packet (exiv2 sees {mime}), left untouched",
@@ -526,7 +527,7 @@ def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Pat
         except (ValueError, TypeError):
             raise
         except Exception as e:
-            raise SidecarError(target, f"exiv2 could not update the XMP: {e}", errno.EIO) from e
+            raise SidecarError(target, f"exiv2 could not update the XMP: {str(e).strip()}", errno.EIO) from e
         finally:
             img.close()
         # Re-read what we are about to write: every foreign value must be unchanged and ours exact.
@@ -542,22 +543,31 @@ def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Pat
     return data
 
 
-def _new_file_mode(target: Path, image_path: Path) -> tuple[int, tuple[int, int] | None]:
-    """Mode (and owner) for the replacement: the old sidecar's, else the photo's read/write bits."""
+def _umask() -> int:
+    # os.umask() can only be read by setting it, which races with other threads; Linux shows it here.
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _new_file_mode(target: Path) -> tuple[int, tuple[int, int] | None]:
+    """Mode (and owner) for the replacement: the old sidecar's, else what a plain open() would give
+    (mkstemp's 0600 would hide a new sidecar from darktable run by another user)."""
     try:
         st = target.stat()
         return st.st_mode & 0o7777, (st.st_uid, st.st_gid)
     except OSError:
-        pass
-    try:
-        return image_path.stat().st_mode & 0o666, None
-    except OSError:
-        return 0o644, None
+        return 0o666 & ~_umask(), None
 
 
-def _commit(target: Path, old: bytes | None, data: bytes, image_path: Path) -> bool:
+def _commit(target: Path, old: bytes | None, data: bytes) -> bool:
     """Atomically replace `target` with `data` unless it changed since we read `old` (then False)."""
-    mode, owner = _new_file_mode(target, image_path)
+    mode, owner = _new_file_mode(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
@@ -621,16 +631,15 @@ def write_sidecar(image_path, result: dict, options: SidecarOptions | None = Non
     ValueError for a result that cannot be stored (NaN score, an attribute name that is no XML name).
     """
     options = options or SidecarOptions()
-    image_path = Path(image_path)
-    target = sidecar_path(image_path)
-    if target.is_symlink():  # replace the file the link points to, not the link
-        target = Path(os.path.realpath(target))
+    side = sidecar_path(image_path)
+    # A symlinked sidecar: replace the file it points to and keep the link.
+    target = Path(os.path.realpath(side)) if side.is_symlink() else side
     with _WRITE_LOCK:
         for _ in range(_REPLACE_TRIES):
             old = _read_existing(target)
             data = _build(old, result, options, target)
-            if _commit(target, old, data, image_path):
-                return target
+            if _commit(target, old, data):
+                return side
     raise SidecarError(target, "another program kept rewriting the sidecar; gave up", errno.EAGAIN)
 
 
