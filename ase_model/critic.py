@@ -124,15 +124,19 @@ class _BatchStreamer(BaseStreamer):
                 self.done[i] = True
                 continue
             self.ids[i].append(tok)
-            text = self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-                continue
-            if len(text) > len(self.sent[i]) and text.startswith(self.sent[i]):
-                delta, self.sent[i] = text[len(self.sent[i]):], text
-                self.callback(i, delta)
+            self._emit(i, final=False)
+
+    def _emit(self, i: int, final: bool):
+        text = self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
+        if text.endswith("\ufffd") and not final:  # an incomplete UTF-8 sequence: wait for the next token
+            return
+        if len(text) > len(self.sent[i]) and text.startswith(self.sent[i]):
+            delta, self.sent[i] = text[len(self.sent[i]):], text
+            self.callback(i, delta)
 
     def end(self):
-        pass
+        for i in range(len(self.ids)):  # whatever was held back waiting for more bytes
+            self._emit(i, final=True)
 
 
 class Critic:
@@ -248,13 +252,17 @@ class Critic:
         }
 
 
-def crop_saliency(sal: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """The model's map over the padded square, cut back to the photo and scaled to [0, 1]."""
+def crop_saliency(sal: np.ndarray, image_size: tuple[int, int], long_side: int | None = None) -> np.ndarray:
+    """The model's map over the padded square, cut back to the photo (exact fractional box), resampled at the
+    photo's aspect ratio (long side: twice the map's, at least 64 px) and scaled to [0, 1]."""
     width, height = image_size
     h, w = sal.shape
     left, top, right, bottom = pad_box(width, height)
-    x0, x1 = int(round(left * w)), max(int(round(left * w)) + 1, int(round(right * w)))
-    y0, y1 = int(round(top * h)), max(int(round(top * h)) + 1, int(round(bottom * h)))
-    crop = np.asarray(sal[y0:y1, x0:x1], dtype=np.float32)
-    peak = float(crop.max())
-    return crop / peak if peak > 0 else crop
+    long_side = long_side or max(64, 2 * max(h, w))
+    scale = long_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    box = (left * w, top * h, right * w, bottom * h)
+    out = np.asarray(Image.fromarray(np.asarray(sal, dtype=np.float32), mode="F").resize(size, Image.BILINEAR, box=box))
+    out = np.clip(out, 0, None)
+    peak = float(out.max())
+    return (out / peak if peak > 0 else out).astype(np.float32)
