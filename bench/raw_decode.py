@@ -59,7 +59,8 @@ def _ifd(entries: dict[int, tuple[int, object]], offset: int) -> bytes:
             raw = str(values).encode("ascii") + b"\0"
             count = len(raw)
         else:
-            flat = [v for pair in values for v in pair] if typ in (_RATIONAL, _SRATIONAL) else list(values)
+            rational = typ in (_RATIONAL, _SRATIONAL)
+            flat = [v for pair in values for v in pair] if rational else list(values)
             raw = struct.pack("<%d%s" % (len(flat), _FMT[typ][0]), *flat)
             count = len(values)
         if len(raw) <= 4:
@@ -204,3 +205,101 @@ def write_dng(
         f.write(raw_bytes)
         f.write(ifds)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def _camera_like_dng(
+    directory: Path, megapixels: float, preview_side: int
+) -> tuple[Path, tuple[int, int]]:
+    """A 3:2 Bayer DNG of about ``megapixels`` MP with a ``preview_side`` px JPEG preview."""
+    from PIL import Image
+
+    from skimage import data
+
+    w = int(round((megapixels * 1e6 * 1.5) ** 0.5)) // 2 * 2
+    h = int(round(w / 1.5)) // 2 * 2
+    photo = Image.fromarray(data.coffee())  # a real photo, enlarged to sensor size
+    full = np.asarray(photo.resize((w, h), Image.Resampling.BILINEAR))
+    pw = preview_side
+    preview = np.asarray(photo.resize((pw, int(round(pw / 1.5))), Image.Resampling.LANCZOS))
+    path = write_dng(directory / "bench.dng", full, preview=preview)
+    return path, (w, h)
+
+
+def _median_time(fn, repeats: int) -> tuple[float, list[float], object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def run(repeats: int = 3, megapixels: float = 24.0, preview_side: int = 1620) -> dict:
+    """Time ``load_image`` on a camera-like DNG: embedded preview vs. full demosaic.
+
+    Returns a dict with medians in seconds: ``preview_s`` (default call: the 1620 px preview
+    qualifies), ``demosaic_s`` (min_preview_side above the preview: full-size AHD demosaic),
+    ``half_size_s`` (demosaic for max_side=1024: LibRaw half_size, no interpolation), and
+    ``speedup`` = demosaic_s / preview_s.
+    """
+    from ase_model.imageio import load_image
+
+    with tempfile.TemporaryDirectory(prefix="ase-raw-bench-") as tmp:
+        t0 = time.perf_counter()
+        path, (w, h) = _camera_like_dng(Path(tmp), megapixels, preview_side)
+        build_s = time.perf_counter() - t0
+        load_image(path)  # warm-up: imports, page cache
+        prev_s, prev_runs, prev_im = _median_time(lambda: load_image(path), max(repeats, 3))
+        dem_s, dem_runs, dem_im = _median_time(lambda: load_image(path, min_preview_side=10**9), repeats)
+        half_s, half_runs, half_im = _median_time(
+            lambda: load_image(path, min_preview_side=10**9, max_side=1024), repeats
+        )
+        size_mb = path.stat().st_size / 1e6
+    return {
+        "raw_size": (w, h),
+        "megapixels": round(w * h / 1e6, 1),
+        "file_mb": round(size_mb, 1),
+        "build_s": build_s,
+        "repeats": repeats,
+        "preview_s": prev_s,
+        "preview_size": prev_im.size,
+        "demosaic_s": dem_s,
+        "demosaic_size": dem_im.size,
+        "half_size_s": half_s,
+        "half_size_size": half_im.size,
+        "speedup": dem_s / prev_s,
+        "speedup_half": half_s / prev_s,
+        "runs": {"preview": prev_runs, "demosaic": dem_runs, "half_size": half_runs},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--mp", type=float, default=24.0, help="sensor megapixels (default 24)")
+    ap.add_argument("--preview", type=int, default=1620, help="embedded preview long side")
+    args = ap.parse_args(argv)
+    r = run(args.repeats, args.mp, args.preview)
+    w, h = r["raw_size"]
+    print(f"RAW: {w}x{h} ({r['megapixels']} MP) Bayer DNG, {r['file_mb']} MB, "
+          f"{args.preview} px JPEG preview; median of {r['repeats']} runs; {os.cpu_count()} CPUs")
+    print(f"{'path':<34}{'output':>12}{'median s':>11}{'vs preview':>12}")
+    rows = [
+        ("embedded preview (default)", r["preview_size"], r["preview_s"], 1.0),
+        ("full demosaic (AHD)", r["demosaic_size"], r["demosaic_s"], r["speedup"]),
+        ("demosaic half_size, max_side=1024", r["half_size_size"], r["half_size_s"], r["speedup_half"]),
+    ]
+    for name, (ow, oh), s, ratio in rows:
+        print(f"{name:<34}{f'{ow}x{oh}':>12}{s:>11.3f}{ratio:>11.1f}x")
+    verdict = "OK" if r["speedup"] >= 10 else "BELOW TARGET"
+    print(f"preview vs full demosaic: {r['speedup']:.1f}x (target >= 10x: {verdict})")
+    return r
+
+
+if __name__ == "__main__":
+    main()
