@@ -1,0 +1,378 @@
+"""Grounded starter dataset: real photos, controlled augmentations, and critiques that are true of each image.
+
+    python -m ase_model.starter.dataset OUT --n 3000 --seed 0 [--size 224] [--workers 1] [--holdout chelsea,motorcycle]
+
+For each item: a real photo that ships offline (skimage.data, sklearn sample images) goes through controlled
+augmentations (geometry at source resolution, then resize, then photometric changes at the final size), is
+JPEG-encoded (quality 92) and decoded again, and the analytic critic (ase_model.starter.analytic) measures THAT
+decoded image - the very pixels saved - so the critique written from its verdicts describes the saved image,
+whatever the augmentation intended. The spectral-residual map of the same image is saved as the IASM
+pseudo-label.
+
+Layout written under OUT:
+    images/<id>.jpg, saliency/<id>.png (8-bit), train.jsonl, test.jsonl, summary.json
+Each JSONL line: {"image", "critique", "attributes", "score", "verdicts", "tags", "source", "augment",
+"saliency", "measurements"} with paths relative to OUT. Whole source photos in `holdout` go only to test.jsonl
+(default: chelsea - an animal close-up in colour - and motorcycle - an indoor object scene - so the test split
+has two scene types the model never saw); every other photo only to train.jsonl.
+
+Seeded per item (random.Random(f"...:{seed}:{index}")), so the output is byte-identical for a seed whatever
+the number of workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+DEFAULT_HOLDOUT = ("chelsea", "motorcycle")
+JPEG_QUALITY = 92
+
+# Real photographs that ship with installed packages: (name, loader, registry key of the file for skimage).
+# Left out on purpose: skimage's clock (a motion-blur test target), hubble_deep_field (astronomy), retina,
+# immunohistochemistry, cell (medical / microscopy), grass, gravel, brick (texture swatches), page, text
+# (documents), and the synthetic images (logo, colorwheel, horse silhouette, phantom, checkerboard, blobs).
+_SKIMAGE_PHOTOS = {
+    "astronaut": "data/astronaut.png",
+    "camera": "data/camera.png",
+    "chelsea": "data/chelsea.png",
+    "coffee": "data/coffee.png",
+    "coins": "data/coins.png",
+    "eagle": "data/eagle.png",  # fetched on demand by scikit-image: used only where already cached
+    "moon": "data/moon.png",
+    "motorcycle": "data/motorcycle_left.png",
+    "rocket": "data/rocket.jpg",
+}
+_SKLEARN_PHOTOS = ("china", "flower")
+
+SKIPPED_SOURCES: list[str] = []  # filled by source_photos(): candidates not available offline
+
+
+# ---------------------------------------------------------------- sources
+
+def _skimage_file_present(key: str) -> bool:
+    """True when scikit-image has the file locally (in its distribution or its download cache).
+
+    Checked before calling the loader so that nothing ever tries a download (and so that, under pytest,
+    scikit-image's own 'skip the test when pooch is missing' never fires for us).
+    """
+    try:
+        from skimage.data import _fetchers
+    except Exception:  # pragma: no cover - scikit-image layout changed
+        return False
+    bases = [getattr(_fetchers, "_DISTRIBUTION_DIR", None)]
+    fetcher = getattr(_fetchers, "_image_fetcher", None)
+    bases.append(str(fetcher.abspath) if fetcher is not None else os.path.dirname(getattr(_fetchers, "data_dir", "")))
+    return any(b and os.path.isfile(os.path.join(b, key)) for b in bases)
+
+
+def _load_skimage(name: str) -> np.ndarray:
+    import skimage.data as data
+
+    if name == "motorcycle":
+        return data.stereo_motorcycle()[0]
+    return getattr(data, name)()
+
+
+_CACHE: dict[str, np.ndarray] = {}
+
+
+def source_photos() -> dict[str, Image.Image]:
+    """Every real photo available offline, as RGB PIL images keyed by name (sorted); unavailable ones are
+    skipped quietly and listed in SKIPPED_SOURCES."""
+    if not _CACHE:
+        skipped = []
+        for name, key in sorted(_SKIMAGE_PHOTOS.items()):
+            try:
+                if not _skimage_file_present(key):
+                    raise FileNotFoundError(key)
+                _CACHE[name] = np.asarray(_load_skimage(name))
+            except Exception:
+                skipped.append(name)
+        try:
+            from sklearn.datasets import load_sample_images
+
+            bunch = load_sample_images()
+            for fname, img in zip(bunch.filenames, bunch.images):
+                _CACHE[Path(fname).stem] = np.asarray(img)
+        except Exception:
+            skipped.extend(_SKLEARN_PHOTOS)
+        SKIPPED_SOURCES[:] = sorted(skipped)
+    out = {}
+    for name in sorted(_CACHE):
+        arr = _CACHE[name]
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        out[name] = Image.fromarray(arr).convert("RGB")
+    return out
+
+
+# ---------------------------------------------------------------- augmentation primitives
+
+_V = np.arange(256, dtype=np.float64) / 255.0
+_TO_LINEAR = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4)
+
+
+def _to_srgb8(lin: np.ndarray) -> np.ndarray:
+    lin = np.clip(lin, 0.0, 1.0)
+    srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
+    return (srgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def channel_gains(image: Image.Image, gains: tuple[float, float, float]) -> Image.Image:
+    """Multiply linear-light R, G, B by gains (exposure when all equal, a white-balance cast otherwise)."""
+    lin = _TO_LINEAR[np.asarray(image.convert("RGB"))]
+    return Image.fromarray(_to_srgb8(lin * np.asarray(gains, dtype=np.float64)))
+
+
+def exposure(image: Image.Image, stops: float) -> Image.Image:
+    g = 2.0 ** stops
+    return channel_gains(image, (g, g, g))
+
+
+def rotate_crop(image: Image.Image, degrees: float) -> Image.Image:
+    """Rotate counter-clockwise and crop the largest centred rectangle of the same aspect with no empty corners."""
+    w, h = image.size
+    a = math.radians(abs(degrees))
+    scale = 1.0 / (math.cos(a) + max(w / h, h / w) * math.sin(a))
+    cw, ch = w * scale, h * scale
+    rotated = image.rotate(degrees, resample=Image.BICUBIC, expand=False)
+    return rotated.crop((round((w - cw) / 2), round((h - ch) / 2), round((w + cw) / 2), round((h + ch) / 2)))
+
+
+def gaussian_noise(image: Image.Image, sigma: float, seed: int) -> Image.Image:
+    """Add zero-mean Gaussian noise of `sigma` (0..1 scale) to every channel."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    arr = arr + np.random.default_rng(seed).normal(0.0, sigma * 255.0, arr.shape).astype(np.float32)
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+
+
+def resize_long(image: Image.Image, size: int) -> Image.Image:
+    w, h = image.size
+    s = size / max(w, h)
+    return image.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+
+
+def _r(x: float) -> float:
+    return round(float(x), 4)
+
+
+def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Image.Image, dict]:
+    """Controlled augmentations, each with some probability, parameters recorded.
+
+    Geometry first at source resolution (rotation with crop, a crop that moves the subject), then a resize to
+    `size` px on the long side, then photometric changes at the final size (so a blur sigma or noise sigma
+    means the same thing in the saved image). About 30% of items skip the photometric stage entirely, so clean,
+    well exposed, sharp images are common. Blur and noise are never combined (blur under noise would read as
+    sharp to any edge measure).
+    """
+    params: dict = {}
+    img = image.convert("RGB")
+    if rng.random() < 0.2:
+        deg = rng.choice((-1, 1)) * rng.uniform(2.0, 7.0)
+        img = rotate_crop(img, deg)
+        params["rotate_deg"] = _r(deg)
+    if rng.random() < 0.5:
+        s = rng.uniform(0.55, 0.9)  # side fraction kept; the offset moves the subject around the frame
+        fx, fy = rng.uniform(0.0, 1.0 - s), rng.uniform(0.0, 1.0 - s)
+        w, h = img.size
+        box = (round(fx * w), round(fy * h), round((fx + s) * w), round((fy + s) * h))
+        img = img.crop(box)
+        params["crop"] = [_r(fx), _r(fy), _r(s)]
+    img = resize_long(img, size)
+    if rng.random() < 0.3:
+        params["clean"] = True
+        return img, params
+    if rng.random() < 0.3:
+        stops = rng.choice((-1, 1)) * rng.uniform(1.0, 2.5)
+    elif rng.random() < 0.15:
+        stops = rng.uniform(-0.6, 0.6)
+    else:
+        stops = 0.0
+    if stops:
+        img = exposure(img, stops)
+        params["exposure_stops"] = _r(stops)
+    if rng.random() < 0.2:
+        f = rng.uniform(0.4, 0.7) if rng.random() < 0.5 else rng.uniform(1.3, 1.7)
+        img = ImageEnhance.Contrast(img).enhance(f)
+        params["contrast"] = _r(f)
+    if rng.random() < 0.25:
+        f = rng.uniform(0.0, 0.4) if rng.random() < 0.5 else rng.uniform(1.5, 2.2)
+        img = ImageEnhance.Color(img).enhance(f)
+        params["saturation"] = _r(f)
+    if rng.random() < 0.25:
+        kind = rng.choice(("warm", "cool", "green", "magenta"))
+        # log-ratio strength: warm/cool 0.6-1.0 is (1.35, 1, 0.74) to (1.65, 1, 0.61), a clearly visible cast;
+        # weaker casts sit in the range where scene colour and cast cannot be told apart.
+        s = rng.uniform(0.6, 1.0) if kind in ("warm", "cool") else rng.uniform(0.4, 0.7)
+        e = math.exp
+        gains = {"warm": (e(s / 2), 1.0, e(-s / 2)), "cool": (e(-s / 2), 1.0, e(s / 2)),
+                 "green": (e(-s / 4), e(s / 2), e(-s / 4)), "magenta": (e(s / 4), e(-s / 2), e(s / 4))}[kind]
+        img = channel_gains(img, gains)
+        params["white_balance"] = {"kind": kind, "gains": [_r(g) for g in gains]}
+    u = rng.random()
+    if u < 0.2:
+        sigma = rng.uniform(1.0, 2.5)
+        img = img.filter(ImageFilter.GaussianBlur(sigma))
+        params["blur_sigma"] = _r(sigma)
+    elif u < 0.4:
+        sigma = rng.uniform(8.0, 20.0) / 255.0
+        img = gaussian_noise(img, sigma, rng.getrandbits(63))
+        params["noise_sigma"] = _r(sigma * 255.0)
+    return img, params
+
+
+# ---------------------------------------------------------------- generation
+
+_WORKER: dict = {}
+
+
+def _init_worker(out_dir: str, seed: int, size: int, names: list[str], holdout: tuple[str, ...]) -> None:
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)  # one item per process; OpenCV's own threads would only contend
+    except Exception:  # pragma: no cover
+        pass
+    _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout), photos=source_photos())
+
+
+def _round_measurements(m: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in m.items()}
+
+
+def _make(index: int) -> tuple[str, dict]:
+    from ase_model.saliency import spectral_residual
+    from ase_model.tags import suggest_tags
+
+    from .analytic import analyze
+    from .phrasing import write_critique
+
+    w = _WORKER
+    rng = random.Random(f"ase-starter:{w['seed']}:{index}")
+    name = w["names"][index % len(w["names"])]
+    img, params = augment(w["photos"][name], rng, w["size"])
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=JPEG_QUALITY)
+    data = buf.getvalue()
+    # Judge the pixels as saved: decode the JPEG bytes that go to disk.
+    saved = Image.open(io.BytesIO(data)).convert("RGB")
+    analysis = analyze(saved)
+    critique, attributes = write_critique(analysis, rng)
+    item_id = f"{index:06d}-{name}"
+    (w["out"] / "images" / f"{item_id}.jpg").write_bytes(data)
+    sal = (spectral_residual(saved) * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(sal).save(w["out"] / "saliency" / f"{item_id}.png", optimize=False)
+    record = {
+        "image": f"images/{item_id}.jpg",
+        "critique": critique,
+        "attributes": attributes,
+        "score": analysis.score,
+        "verdicts": analysis.verdicts,
+        "tags": suggest_tags(critique),
+        "source": name,
+        "augment": params,
+        "saliency": f"saliency/{item_id}.png",
+        "measurements": _round_measurements(analysis.measurements),
+    }
+    return ("test" if name in w["holdout"] else "train"), record
+
+
+def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
+             holdout: tuple[str, ...] = DEFAULT_HOLDOUT, workers: int = 1, progress: bool = True) -> dict:
+    """Write the dataset under out_dir and return a summary (also saved as summary.json)."""
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "saliency").mkdir(parents=True, exist_ok=True)
+    photos = source_photos()
+    names = sorted(photos)
+    if not names:
+        raise RuntimeError("no source photos available offline (scikit-image / scikit-learn missing?)")
+    unknown = sorted(set(holdout) - set(names))
+    holdout = tuple(h for h in holdout if h in photos)
+    args = (str(out), seed, size, names, holdout)
+    t0 = time.perf_counter()
+    splits: dict[str, list[str]] = {"train": [], "test": []}
+    verdict_counts: dict[str, Counter] = {}
+    sources: Counter = Counter()
+    step = max(1, n_images // 20)
+
+    def consume(i: int, split: str, record: dict) -> None:
+        splits[split].append(json.dumps(record, ensure_ascii=True))
+        sources[record["source"]] += 1
+        for k, v in record["verdicts"].items():
+            verdict_counts.setdefault(k, Counter())[v] += 1
+        done = i + 1
+        if progress and (done % step == 0 or done == n_images):
+            rate = done / max(1e-9, time.perf_counter() - t0)
+            print(f"[starter-dataset] {done}/{n_images} images  {rate:.1f} img/s", flush=True)
+
+    if workers <= 1:
+        import cv2
+
+        threads = cv2.getNumThreads()
+        try:
+            _init_worker(*args)
+            for i in range(n_images):
+                consume(i, *_make(i))
+        finally:
+            cv2.setNumThreads(threads)  # leave the caller's OpenCV as it was
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
+            for i, result in enumerate(pool.imap(_make, range(n_images), chunksize=4)):
+                consume(i, *result)
+    for split, lines in splits.items():
+        (out / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    seconds = time.perf_counter() - t0
+    summary = {
+        "out_dir": str(out),
+        "n_images": n_images,
+        "n_train": len(splits["train"]),
+        "n_test": len(splits["test"]),
+        "seed": seed,
+        "size": size,
+        "holdout": list(holdout),
+        "unknown_holdout": unknown,
+        "sources": dict(sorted(sources.items())),
+        "skipped_sources": list(SKIPPED_SOURCES),
+        "verdicts": {k: dict(sorted(c.items())) for k, c in sorted(verdict_counts.items())},
+        "seconds": round(seconds, 2),
+        "images_per_second": round(n_images / max(seconds, 1e-9), 2),
+        "workers": workers,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ase_model.starter.dataset", description=__doc__.split("\n\n")[0])
+    p.add_argument("out", help="output folder")
+    p.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=224, help="long side of the saved images in px (default 224)")
+    p.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated source photos kept for test")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    holdout = tuple(h.strip() for h in a.holdout.split(",") if h.strip())
+    summary = generate(a.out, a.n, seed=a.seed, size=a.size, holdout=holdout, workers=a.workers, progress=not a.quiet)
+    print(json.dumps({k: summary[k] for k in ("n_train", "n_test", "seconds", "images_per_second", "skipped_sources")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The analytic critic on real photos: originals come out clean, controlled degradations flip the verdicts.
+
+Photos: every real photo that ships offline (ase_model.starter.dataset.source_photos), at 512 px on the long
+side, JPEG quality 92 after each degradation (as the dataset stores them). Degradations are written here
+independently of the dataset's augmentation code.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from ase_model.starter.analytic import VERDICT_LABELS, Analysis, analyze
+from ase_model.starter.dataset import source_photos
+from ase_model.starter.phrasing import write_critique
+
+COLOUR = ("astronaut", "chelsea", "china", "coffee", "flower", "motorcycle", "rocket")
+GREY = ("camera", "coins", "moon")
+
+
+def jpeg(img: Image.Image) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=92)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def fit(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    s = size / max(w, h)
+    return img.resize((round(w * s), round(h * s)), Image.LANCZOS) if s < 1 else img.copy()
+
+
+def gains(img: Image.Image, g) -> Image.Image:
+    """Gains on linear light (sRGB decoded and re-encoded)."""
+    a = np.asarray(img, np.float64) / 255
+    lin = np.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055) ** 2.4) * np.asarray(g)
+    lin = np.clip(lin, 0, 1)
+    out = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return Image.fromarray((out * 255 + 0.5).astype(np.uint8))
+
+
+def stops(img, ev):
+    return gains(img, (2.0 ** ev,) * 3)
+
+
+def noise(img, sigma):
+    a = np.asarray(img, np.float32) + np.random.default_rng(1).normal(0, sigma * 255, (img.size[1], img.size[0], 3))
+    return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+
+
+def rotate(img, deg):
+    w, h = img.size
+    a = math.radians(abs(deg))
+    s = 1 / (math.cos(a) + max(w / h, h / w) * math.sin(a))
+    r = img.rotate(deg, resample=Image.BICUBIC)
+    return r.crop((round((w - w * s) / 2), round((h - h * s) / 2), round((w + w * s) / 2), round((h + h * s) / 2)))
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Image.Image]:
+    src = source_photos()
+    assert set(COLOUR + GREY) <= set(src), sorted(src)
+    return {n: fit(src[n], 512) for n in COLOUR + GREY}
+
+
+@pytest.fixture(scope="module")
+def originals(photos) -> dict[str, Analysis]:
+    return {n: analyze(jpeg(im)) for n, im in photos.items()}
+
+
+def verdicts_after(photos, names, degrade, key):
+    return {n: analyze(jpeg(degrade(photos[n])).convert("RGB")).verdicts[key] for n in names}
+
+
+def report(name, got, want):
+    ok = sum(v == want for v in got.values())
+    print(f"{name}: {ok}/{len(got)} -> {want!r}; misses {[(n, v) for n, v in got.items() if v != want]}")
+    return ok
+
+
+def test_originals_are_mostly_clean(originals):
+    v = {n: a.verdicts for n, a in originals.items()}
+    assert all(x["exposure"] == "well exposed" for x in v.values()), v
+    assert all(x["sharpness"] == "sharp" for x in v.values()), v
+    assert all(x["noise"] == "clean" for x in v.values()), v
+    assert all(x["saturation"] in ("natural", "vivid") for n, x in v.items() if n in COLOUR), v
+    assert all(x["saturation"] == "monochrome" for n, x in v.items() if n in GREY), v
+    # Gray-edge reads the orange cat's fur as warm; every other original is neutral.
+    assert sum(x["white_balance"] == "neutral" for x in v.values()) >= len(v) - 1, v
+    assert all(x["tilt"] != "tilted" for x in v.values()), v
+    assert v["camera"]["tilt"] == "level"  # the one photo with long, confident straight lines
+    for n, a in originals.items():
+        assert set(a.verdicts) == set(VERDICT_LABELS)
+        assert all(a.verdicts[k] in VERDICT_LABELS[k] for k in a.verdicts)
+        assert 6.0 <= a.score <= 9.5, (n, a.score, a.notes)
+
+
+def test_darkening_flips_to_underexposed(photos):
+    got = verdicts_after(photos, photos, lambda im: stops(im, -1.5), "exposure")
+    assert report("-1.5 EV", got, "underexposed") == len(got)
+
+
+def test_brightening_flips_to_overexposed(photos):
+    got = verdicts_after(photos, photos, lambda im: stops(im, 2.0), "exposure")
+    # rocket is a night scene: +2 EV gives a plausible dusk exposure, and it is judged so.
+    assert report("+2 EV", got, "overexposed") >= len(got) - 2
+    assert all(v == "overexposed" for n, v in got.items() if n not in ("rocket", "flower")), got
+
+
+def test_blur_flips_to_soft(photos):
+    got = verdicts_after(photos, photos, lambda im: im.filter(ImageFilter.GaussianBlur(2.0)), "sharpness")
+    assert report("blur sigma 2 px", got, "soft") == len(got)
+
+
+def test_desaturation_flips_to_muted(photos):
+    got = verdicts_after(photos, COLOUR, lambda im: ImageEnhance.Color(im).enhance(0.35), "saturation")
+    assert report("saturation 35%", got, "muted") == len(got)
+    got = verdicts_after(photos, ("astronaut", "china"), lambda im: ImageEnhance.Color(im).enhance(0.0), "saturation")
+    assert set(got.values()) == {"monochrome"}
+
+
+def test_channel_gains_flip_to_the_right_cast(photos, originals):
+    warm = verdicts_after(photos, photos, lambda im: gains(im, (1.4, 1.0, 0.7)), "white_balance")
+    cool = verdicts_after(photos, photos, lambda im: gains(im, (0.7, 1.0, 1.4)), "white_balance")
+    report("warm gains", warm, "warm cast")
+    report("cool gains", cool, "cool cast")
+    # Photos with neutral content flip every time; warm-content scenes (orange cat, orange dahlia, lamp-lit
+    # night) confound any no-reference estimator and are allowed to miss, but never to name the opposite cast.
+    neutral_content = ("astronaut", "camera", "china", "coffee", "coins", "moon", "motorcycle")
+    assert all(warm[n] == "warm cast" for n in neutral_content), warm
+    assert all(cool[n] == "cool cast" for n in neutral_content), cool
+    assert "cool cast" not in warm.values() and "warm cast" not in cool.values()
+
+
+def test_noise_flips_to_noisy(photos):
+    got = verdicts_after(photos, photos, lambda im: noise(im, 12 / 255), "noise")
+    assert report("noise 12/255", got, "noisy") == len(got)
+
+
+def test_rotation_flips_to_tilted(photos):
+    got = {d: analyze(jpeg(rotate(photos["camera"], d))) for d in (-5, -4, 4, 5)}
+    for d, a in got.items():
+        assert a.verdicts["tilt"] == "tilted", (d, a.measurements["tilt_deg"])
+        assert abs(abs(a.measurements["tilt_deg"]) - abs(d)) < 1.5 and math.copysign(1, a.measurements["tilt_deg"]) == math.copysign(1, d)
+
+
+def test_crop_that_moves_the_subject_changes_composition(photos, originals):
+    for name in ("flower", "chelsea"):
+        assert originals[name].verdicts["composition"] == "centered"
+        im = photos[name]
+        w, h = im.size
+        moved = analyze(jpeg(im.crop((0, 0, int(w * 0.6), h))))
+        assert moved.verdicts["composition"] != "centered"
+        assert moved.measurements["saliency_x"] > 0.62
+
+
+def test_dataset_scale_degradations(photos):
+    """The dataset saves 224 px images and degrades them at that size: its blur and noise ranges must flip."""
+    small = {n: fit(photos[n], 224) for n in ("astronaut", "camera", "china")}
+    for n, im in small.items():
+        assert analyze(jpeg(im)).verdicts["sharpness"] == "sharp", n
+        assert analyze(jpeg(im.filter(ImageFilter.GaussianBlur(1.2)))).verdicts["sharpness"] == "soft", n
+        assert analyze(jpeg(noise(im, 12 / 255))).verdicts["noise"] == "noisy", n
+
+
+def test_score_follows_the_faults(photos, originals):
+    bad = analyze(jpeg(stops(photos["astronaut"], -2).filter(ImageFilter.GaussianBlur(2.5))))
+    assert bad.score <= originals["astronaut"].score - 3
+    assert 1.0 <= bad.score <= 9.5
+    assert bad.score == round(max(1.0, min(9.5, 7.0 + sum(bad.notes.values()))), 1)
+
+
+def test_deterministic_and_fast(photos):
+    im = jpeg(photos["china"])
+    first = analyze(im)
+    times = []
+    for _ in range(3):  # median of 3 timings
+        t = time.perf_counter()
+        again = analyze(im)
+        times.append(time.perf_counter() - t)
+        assert again.verdicts == first.verdicts and again.measurements == first.measurements
+    print(f"analyze 512 px: {1000 * sorted(times)[1]:.0f} ms (median of 3)")
+    assert sorted(times)[1] < 0.5  # ~60 ms on an idle core; generous for a shared, busy box
+
+
+def test_write_critique_is_true_and_deterministic(originals):
+    from ase_model.attributes import format_critique, parse_critique
+
+    for a in originals.values():
+        text, attrs = write_critique(a, random.Random(5))
+        assert (text, attrs) == write_critique(a, random.Random(5))
+        assert text == format_critique(attrs) and parse_critique(text) == attrs
+        assert 25 <= len(text.split()) <= 80, text
