@@ -1,141 +1,18 @@
-"""Saliency overlays as pure functions: a map + a photo -> an image (no widgets, no state).
+"""Saliency overlays for Qt: the array functions of `ase_model.overlay` (THE overlay code, shared with the demo
+report) plus QImage conversion.
 
     compose_overlay(photo, saliency, opacity=0.6, mode="heat")   # QImage in -> QImage out, ndarray -> ndarray
-
-The map comes from the daemon at the photo's aspect ratio but a lower resolution; it is upsampled smoothly
-(bicubic on floats) to the photo's size, stretched over its own range, and coloured with inferno (a perceptual
-colormap: lightness rises monotonically, so "brighter = more weight" reads the same to everyone, in grey too).
-
-The overlay is a straight alpha blend, out = photo * (1 - a) + colour * a, with a = opacity * w(map): in heat
-mode w grows with the map (low-weight areas stay clear), in contour mode w is 1 on iso-lines (anti-aliased
-edges) and 0 elsewhere.
-`overlay_layer` returns colour + w as one RGBA image, so the viewer can draw it over the photo with Qt at any
-opacity without recomputing (the same blend, done by the painter), and export uses `compose_overlay`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-MODES = ("heat", "contour")
-CONTOUR_LEVELS = (0.2, 0.4, 0.6, 0.8)
+from .thumbnails import model_module
 
-# inferno sampled at 0, 1/8, ..., 1 (matplotlib's values); linear interpolation between them is within a few
-# levels of the full table, and saves a matplotlib dependency.
-_INFERNO = np.array([
-    (0x00, 0x00, 0x04), (0x1F, 0x0C, 0x48), (0x55, 0x0F, 0x6D), (0x88, 0x22, 0x6A), (0xBA, 0x36, 0x55),
-    (0xE3, 0x59, 0x33), (0xF9, 0x8E, 0x09), (0xF8, 0xC9, 0x32), (0xFC, 0xFF, 0xA4),
-], dtype=np.float32)
-
-
-def colormap(values: np.ndarray) -> np.ndarray:
-    """inferno: values in [0, 1] (any shape) -> uint8 RGB (shape + (3,))."""
-    lut = _lut()
-    idx = np.clip(np.rint(np.asarray(values, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
-    return lut[idx]
-
-
-_LUT: np.ndarray | None = None
-
-
-def _lut() -> np.ndarray:
-    global _LUT
-    if _LUT is None:
-        x = np.linspace(0, 1, 256)
-        xp = np.linspace(0, 1, len(_INFERNO))
-        _LUT = np.stack([np.interp(x, xp, _INFERNO[:, c]) for c in range(3)], axis=-1).round().astype(np.uint8)
-    return _LUT
-
-
-_ALPHA: np.ndarray | None = None
-
-
-def _heat_alpha() -> np.ndarray:
-    """Heat-mode weight per map level (0..255): the weakest 15 % of the map stays clear, and the weight rises
-    slower than linear above it, so the photo reads through everywhere but the peaks, which carry the colour
-    (a linear weight veils the whole photo in the colormap's purple mid-tones)."""
-    global _ALPHA
-    if _ALPHA is None:
-        x = np.linspace(0, 1, 256)
-        _ALPHA = np.rint(np.clip((x - 0.15) / 0.85, 0, 1) ** 1.5 * 255).astype(np.uint8)
-    return _ALPHA
-
-
-def upsample(saliency: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The map resized to (height, width), bicubic, stretched to [0, 1] over its own min..max (float32)."""
-    sal = np.asarray(saliency, dtype=np.float32)
-    if sal.ndim == 3:
-        sal = sal[..., 0]
-    if sal.ndim != 2 or sal.size == 0:
-        raise ValueError(f"saliency must be a 2-D map, not shape {sal.shape}")
-    if min(sal.shape) >= 8:
-        # a [1 2 1] blur first: the map arrives as an 8-bit PNG, and once stretched its quantisation steps would
-        # show as ripples in the contours and seams in the heat map
-        pad = np.pad(sal, 1, mode="edge")
-        sal = (pad[:-2] + 2 * pad[1:-1] + pad[2:])[:, 1:-1] / 4
-        pad = np.pad(sal, 1, mode="edge")
-        sal = (pad[:, :-2] + 2 * pad[:, 1:-1] + pad[:, 2:])[1:-1] / 4
-    up = np.asarray(Image.fromarray(np.ascontiguousarray(sal, dtype=np.float32)).resize((int(width), int(height)),
-                                                                                        Image.BICUBIC))
-    # stretch to the map's own range: what matters is where the weight is *relative* to the rest of this photo
-    # (a map that is nearly flat, e.g. 0.82..1.0, would otherwise tint the whole photo). A flat map says
-    # nothing, so it draws nothing.
-    lo, hi = float(sal.min()), float(sal.max())
-    if hi - lo < 1e-3:
-        return np.zeros(up.shape, dtype=np.float32)
-    return np.clip((up - lo) / (hi - lo), 0.0, 1.0)
-
-
-def _contours(m: np.ndarray, levels=CONTOUR_LEVELS) -> tuple[np.ndarray, np.ndarray]:
-    """Anti-aliased iso-lines of m: (coverage float32 HxW in [0, 1], level value per pixel). A pixel's distance
-    to the line m = L is about |m - L| / |grad m| pixels; coverage falls from 1 to 0 across the line's edge, so
-    lines are smooth at any angle and equally wide everywhere (~1/600 of the long side, at least 1.5 px)."""
-    gy, gx = np.gradient(m)
-    grad = np.sqrt(gx * gx + gy * gy)
-    # where the map is nearly flat (a change of less than the map's range over 2x the image), an iso-line is
-    # just ripple around a level and would fill whole patches: draw none there
-    flat = grad < 0.5 / max(m.shape)
-    grad = np.maximum(grad, 1e-9)
-    half = max(1.5, max(m.shape) / 1200)
-    cover = np.zeros(m.shape, dtype=np.float32)
-    level = np.zeros(m.shape, dtype=np.float32)
-    for lv in levels:
-        c = np.clip(half + 0.5 - np.abs(m - lv) / grad, 0.0, 1.0)
-        c[flat] = 0.0
-        take = c > cover
-        cover[take] = c[take]
-        level[take] = lv
-    return cover, level
-
-
-def overlay_layer(saliency: np.ndarray, width: int, height: int, mode: str = "heat") -> np.ndarray:
-    """RGBA uint8 (height, width, 4): colour and per-pixel weight of the overlay before opacity."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-    m = upsample(saliency, width, height)
-    out = np.empty((int(height), int(width), 4), dtype=np.uint8)
-    if mode == "heat":
-        idx = np.rint(m * 255).astype(np.uint8)  # one 8-bit index, then two table look-ups (fast on 50 MP)
-        out[..., :3] = np.take(_lut(), idx, axis=0)
-        out[..., 3] = _heat_alpha()[idx]
-    else:
-        cover, level = _contours(m)
-        out[..., :3] = colormap(0.35 + 0.65 * level)  # skip inferno's near-black end: lines must show on shadows
-        out[..., 3] = np.rint(cover * 255).astype(np.uint8)
-    return out
-
-
-def blend(photo_rgb: np.ndarray, layer: np.ndarray, opacity: float) -> np.ndarray:
-    """photo (H, W, 3) uint8 with an `overlay_layer` at `opacity` in [0, 1] -> uint8 (H, W, 3)."""
-    opacity = float(np.clip(opacity, 0.0, 1.0))
-    if layer.shape[:2] != photo_rgb.shape[:2]:
-        raise ValueError(f"layer {layer.shape[:2]} and photo {photo_rgb.shape[:2]} differ in size")
-    if opacity == 0.0:
-        return np.array(photo_rgb[..., :3], dtype=np.uint8, copy=True)
-    a = layer[..., 3:4].astype(np.float32) * (opacity / 255.0)
-    p = photo_rgb[..., :3].astype(np.float32)
-    return np.rint(p + (layer[..., :3].astype(np.float32) - p) * a).astype(np.uint8)
+_core = model_module("overlay")  # loaded without torch, like the image loader
+MODES, CONTOUR_LEVELS = _core.MODES, _core.CONTOUR_LEVELS
+colormap, upsample, overlay_layer, blend = _core.colormap, _core.upsample, _core.overlay_layer, _core.blend
 
 
 # ---- QImage <-> numpy -------------------------------------------------------------------------------------------
@@ -163,9 +40,5 @@ def compose_overlay(photo, saliency: np.ndarray, opacity: float = 0.6, mode: str
     """The photo with the saliency map drawn over it. photo: QImage or (H, W, 3|4) uint8 array; returns the same
     kind (QImage RGB888 / uint8 RGB array) at the photo's size. opacity 0 returns the photo's pixels unchanged."""
     is_array = isinstance(photo, np.ndarray)
-    rgb = np.asarray(photo)[..., :3] if is_array else qimage_to_rgb(photo)
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"photo must be uint8, not {rgb.dtype}")
-    h, w = rgb.shape[:2]
-    out = blend(rgb, overlay_layer(saliency, w, h, mode), opacity)
+    out = _core.compose(np.asarray(photo) if is_array else qimage_to_rgb(photo), saliency, opacity, mode)
     return out if is_array else rgb_to_qimage(out)

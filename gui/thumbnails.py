@@ -32,7 +32,7 @@ _modules: dict[str, object] = {}
 
 
 def model_module(name: str):
-    """ase_model.<name> for the modules that need only numpy/Pillow/rawpy (imageio, attributes). Importing the
+    """ase_model.<name> for the modules that need only numpy/Pillow/rawpy (imageio, attributes, overlay). Importing the
     ase_model package pulls in torch + transformers (5-15 s) that the viewer never needs, so the module's file is
     loaded on its own (~0.3 s). If the package is imported already, or the file can't be loaded alone, the real
     module is used."""

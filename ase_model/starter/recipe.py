@@ -1,0 +1,149 @@
+"""The one seeded command that rebuilds the built-in starter model from nothing but installed packages.
+
+    python -m ase_model.starter.recipe --out ase_model/starter_model        # ~1 h on 2 CPU cores; minutes on a GPU
+
+1. generate the grounded dataset (real photos + controlled augmentations + teacher critiques), `dataset.py`;
+2. train a byte-level BPE tokenizer on its critiques;
+3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM, 4-layer Llama-style decoder), seeded;
+4. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
+5. stage `finetune --full`: everything, with caption + score + saliency losses (`ase-mllm train`);
+6. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
+
+Same seed, same data, same model (bit for bit on the same kind of device and thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+STARTER_VISION = dict(model_type="clip_vision_model", hidden_size=192, intermediate_size=768, num_hidden_layers=6,
+                      num_attention_heads=3, image_size=224, patch_size=28, projection_dim=192)
+STARTER_TEXT = dict(model_type="llama", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                    tie_word_embeddings=True)
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+MAX_SHARD = "15MB"
+
+
+def log(msg: str) -> None:
+    print(f"[recipe {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def ensure_dataset(data_dir: Path, n: int, seed: int) -> dict:
+    from .dataset import generate
+
+    summary = data_dir / "summary.json"
+    if summary.exists():
+        s = json.loads(summary.read_text())
+        if s.get("n_images", s.get("n")) == n and s.get("seed") == seed:
+            log(f"dataset {data_dir} already generated (n={n}, seed={seed})")
+            return s
+    log(f"generating {n} images into {data_dir} (seed {seed})")
+    return generate(data_dir, n, seed=seed)
+
+
+def corpus(data_dir: Path) -> list[str]:
+    texts = []
+    for name in ("train.jsonl",):
+        with open(data_dir / name) as f:
+            texts += [json.loads(line)["critique"] for line in f if line.strip()]
+    return texts
+
+
+def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) -> Path:
+    """A fresh model with a tokenizer trained on the corpus, saved like any checkpoint."""
+    import torch
+
+    from ..configuration_ase import ASEConfig
+    from ..modeling_ase import ASEForConditionalGeneration
+    from ..processing_ase import DEFAULT_PROMPT, ASEProcessor, make_image_processor
+    from ..testing import train_tokenizer
+
+    tokenizer = train_tokenizer(corpus(data_dir) + [DEFAULT_PROMPT, "USER: ASSISTANT:"], vocab_size=vocab_size)
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    text = dict(STARTER_TEXT, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    n_patches = (STARTER_VISION["image_size"] // STARTER_VISION["patch_size"]) ** 2
+    config = ASEConfig(vision_config=STARTER_VISION, text_config=text, image_token_index=image_token,
+                       image_seq_length=n_patches, iasm_channels=[8, 16, 24], iasm_num_tokens=8, fusion_layers=[2, 4],
+                       score_head_hidden=128)
+    torch.manual_seed(seed)
+    model = ASEForConditionalGeneration(config)
+    with torch.no_grad():  # a model trained from scratch learns to use saliency from the start
+        for block in model.model.vision_tower.fusion.values():
+            block.gate.fill_(0.1)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    processor = ASEProcessor(image_processor=make_image_processor(STARTER_VISION["image_size"], CLIP_MEAN, CLIP_STD),
+                             tokenizer=tokenizer, num_image_tokens=n_patches)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def export(src: Path, out: Path, card: str | None = None) -> None:
+    """float16 safetensors shards of <= 15 MB (git-friendly), the processor, and the model card."""
+    import torch
+
+    from ..modeling_ase import ASEForConditionalGeneration
+    from ..processing_ase import ASEProcessor
+
+    model = ASEForConditionalGeneration.from_pretrained(src, dtype=torch.float16)
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out, max_shard_size=MAX_SHARD)
+    ASEProcessor.from_pretrained(src).save_pretrained(out)
+    for extra in ("train_log.jsonl",):
+        if (src / extra).exists():
+            shutil.copy(src / extra, out / extra)
+    if card:
+        (out / "README.md").write_text(card)
+    biggest = max(p.stat().st_size for p in out.glob("*.safetensors"))
+    log(f"exported to {out}: largest weight file {biggest / 2**20:.1f} MiB")
+
+
+def main(argv=None) -> int:
+    from ..training import TrainArgs, train
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "starter_model"))
+    ap.add_argument("--work", default="work/starter", help="dataset, intermediate checkpoints")
+    ap.add_argument("--n", type=int, default=3000, help="dataset size")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=float, default=4.0)
+    ap.add_argument("--saliency-epochs", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = ap.parse_args(argv)
+
+    t0 = time.time()
+    work = Path(args.work)
+    data = work / "data"
+    ensure_dataset(data, args.n, args.seed)
+    init = build_initial(work / "init", data, args.seed)
+    log(f"initial model in {init}")
+    spec = [f"jsonl:{data}"]
+    common = dict(data=spec, seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads, num_workers=0,
+                  cache_images=True, log_every=20)
+    stage1 = work / "stage1-saliency"
+    train(TrainArgs(model=str(init), out=str(stage1), stage="saliency", epochs=args.saliency_epochs, lr=3e-3, **common))
+    log("stage saliency done")
+    stage2 = work / "stage2-finetune"
+    result = train(TrainArgs(model=str(stage1), out=str(stage2), stage="finetune", full=True, epochs=args.epochs,
+                             lr=args.lr, warmup_ratio=0.03, score_loss_weight=1.0, saliency_loss_weight=0.5,
+                             weight_decay=0.01, **common))
+    log(f"stage finetune done: {json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str))})}")
+    card_path = Path(__file__).resolve().parents[2] / "docs" / "starter-model.md"
+    export(stage2, Path(args.out), card_path.read_text() if card_path.exists() else None)
+    log(f"done in {(time.time() - t0) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
