@@ -58,3 +58,143 @@ def photo_files(tmp_path, photos):
 def random_image(seed: int, size=(48, 32)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+# ---- ase-daemon: real daemon processes on the tiny model ---------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def non_loopback_ip() -> str | None:
+    """This machine's own interface address if it has one that is not loopback (for the CURVE tests)."""
+    import ipaddress
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent; this only picks the outgoing interface
+            ip = s.getsockname()[0]
+        with socket.socket() as s:
+            s.bind((ip, 0))
+    except OSError:
+        return None
+    return None if ipaddress.ip_address(ip).is_loopback else ip
+
+
+class DaemonProcess:
+    """`python -m ase_daemon.cli` in a subprocess with its own ipc + tcp endpoints, store and XDG dirs."""
+
+    def __init__(self, root, model_dir, name: str = "d", extra=(), config: str | None = None):
+        import sys
+        from pathlib import Path
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ipc_path = self.root / f"{name}.sock"
+        self.ipc = f"ipc://{self.ipc_path}"
+        self.tcp = f"tcp://127.0.0.1:{free_port()}"
+        self.db = self.root / f"{name}.db"
+        self.log = self.root / f"{name}.log"
+        self.env = daemon_env(self.root)
+        self.cmd = [sys.executable, "-m", "ase_daemon.cli", "--model", str(model_dir), "--endpoint", self.ipc,
+                    "--endpoint", self.tcp, "--db", str(self.db), "--threads", "1", "--max-new-tokens", "8",
+                    *extra]
+        if config is not None:
+            cfg = self.root / f"{name}.toml"
+            cfg.write_text(config)
+            self.cmd += ["--config", str(cfg)]
+        self.proc = None
+
+    def start(self, wait_ready: bool = True, timeout: float = 120.0) -> "DaemonProcess":
+        import subprocess
+
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        if wait_ready:
+            import time
+
+            from ase_daemon.client import Client, DaemonUnavailable
+
+            deadline = time.monotonic() + timeout
+            with Client(self.ipc, timeout=1.0, retries=0) as c:
+                while True:
+                    assert self.proc.poll() is None, f"daemon exited early:\n{self.log.read_text()[-3000:]}"
+                    try:
+                        if c.ping()["state"] == "ready":
+                            break
+                    except DaemonUnavailable:
+                        pass
+                    assert time.monotonic() < deadline, f"daemon not ready:\n{self.log.read_text()[-3000:]}"
+                    time.sleep(0.1)
+        return self
+
+    def client(self, endpoint: str | None = None, timeout: float = 10.0, **kw):
+        from ase_daemon.client import Client
+
+        return Client(endpoint or self.ipc, timeout=timeout, **kw)
+
+    def stop(self, sig=None, timeout: float = 30.0) -> int | None:
+        import signal
+
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self._log.close()
+        return rc
+
+
+def daemon_env(root) -> dict:
+    """Environment for daemon/client subprocesses: offline, one torch thread, XDG dirs inside the test's folder."""
+    import os
+    from pathlib import Path
+
+    root = Path(root)
+    env = dict(os.environ)
+    env.pop("ASE_ENDPOINT", None)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               XDG_CONFIG_HOME=str(root / "config"), XDG_DATA_HOME=str(root / "data"),
+               XDG_RUNTIME_DIR=str(root / "run"), PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def curve_keys(tmp_path_factory):
+    """`ase-daemon keys` output: server pair, an authorized client pair, and a second, unauthorized pair."""
+    import zmq.auth
+
+    from ase_daemon.cli import main
+
+    folder = tmp_path_factory.mktemp("curve")
+    assert main(["keys", "--dir", str(folder)]) == 0
+    stranger = folder / "stranger"
+    stranger.mkdir()
+    zmq.auth.create_certificates(stranger, "stranger")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_daemon(tmp_path_factory, tiny_model_dir, curve_keys):
+    """One daemon for the tests that don't need their own: ipc + tcp loopback + a CURVE endpoint (on this
+    machine's own non-loopback address when it has one, else CURVE forced on a loopback port)."""
+    ip = non_loopback_ip()
+    curve_ep = f"tcp://{ip}:{free_port(ip)}" if ip else f"tcp://127.0.0.1:{free_port()}"
+    config = f"""
+[curve]
+server_secret_key = "{curve_keys / 'server.key_secret'}"
+authorized_keys = "{curve_keys / 'authorized_clients'}"
+"""
+    extra = ["--endpoint" if ip else "--curve-endpoint", curve_ep, "--max-message-mb", "1", "--batch-window-ms", "50"]
+    d = DaemonProcess(tmp_path_factory.mktemp("shared-daemon"), tiny_model_dir, "shared", extra, config=config)
+    d.curve = curve_ep
+    d.curve_keys = curve_keys
+    d.start()
+    yield d
+    d.stop()

@@ -1,0 +1,342 @@
+"""`ase-client`: talk to ase-daemon from the shell (and from the darktable plugin, through `--format lines`).
+
+    ase-client [--endpoint URL] [--timeout S] [--start] ping | status | load | unload | shutdown
+    ase-client critique IMAGE… [--format text|json|lines] [--stream] [--saliency-out DIR] [--max-new-tokens N] [--force]
+    ase-client submit IMAGE… | job ID [--saliency-out DIR] | cancel ID
+
+Exit status: 0 all ok, 1 some images (or the op) failed, 2 usage error, 3 daemon unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import protocol as P
+from .client import Client, DaemonError, DaemonUnavailable
+from .config import ConfigError, default_ipc_endpoint, is_local, load_config, resolve_endpoint, runtime_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+BUSY_RETRIES = 20
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ase-client", description="Client of the ASE-MLLM daemon (docs/protocol.md).")
+    p.add_argument("--endpoint", help="daemon endpoint (default: $ASE_ENDPOINT, the config file, the ipc socket)")
+    p.add_argument("--config", help="config file (endpoint and CURVE keys)")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for a silent daemon before giving up (default %(default)s)")
+    p.add_argument("--start", action="store_true", help="start the daemon in the background if it is not running")
+    p.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for a started daemon's model")
+    p.add_argument("--server-key", help="CURVE: the daemon's public key file (remote endpoints)")
+    p.add_argument("--client-key", help="CURVE: this client's .key_secret file")
+    p.add_argument("--send-bytes", action="store_true", help="send image bytes even to a local daemon")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("ping", help="is the daemon there; its state")
+    sub.add_parser("status", help="queue, batches, memory, counters")
+    c = sub.add_parser("critique", help="critique images and print the results")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    c.add_argument("--format", choices=("text", "json", "lines"), default="text")
+    c.add_argument("--stream", action="store_true", help="print the critique as it is written (one image at a time)")
+    c.add_argument("--saliency-out", metavar="DIR", help="write each saliency map as DIR/<name>.saliency.png")
+    c.add_argument("--max-new-tokens", type=int)
+    c.add_argument("--force", action="store_true", help="ignore the daemon's stored critique")
+    c.add_argument("--parallel", type=int, default=8, help="requests in flight at once (default %(default)s)")
+    c.add_argument("--wait-ready", type=float, default=300.0, help="seconds to wait for a loading model")
+    s = sub.add_parser("submit", help="queue background critiques; prints the job ids")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--priority", type=int, default=0)
+    s.add_argument("--max-new-tokens", type=int)
+    j = sub.add_parser("job", help="a background job's state and result")
+    j.add_argument("id")
+    j.add_argument("--saliency-out", metavar="DIR")
+    k = sub.add_parser("cancel", help="cancel a background job")
+    k.add_argument("id")
+    ld = sub.add_parser("load", help="load the model and wait until it is ready")
+    ld.add_argument("--no-wait", action="store_true")
+    sub.add_parser("unload", help="free the model (the next request loads it again)")
+    sub.add_parser("shutdown", help="stop the daemon")
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"ase-client: {msg}", file=sys.stderr, flush=True)
+
+
+def _rating(score: float) -> int | None:
+    try:  # the XMP module owns the score -> stars mapping
+        from .xmp import rating_from_score
+    except ImportError:
+        return None
+    try:
+        return rating_from_score(score)
+    except ValueError:
+        return None
+
+
+class App:
+    def __init__(self, args):
+        self.args = args
+        try:
+            self.config = load_config(args.config)
+        except ConfigError as e:
+            _err(str(e))
+            raise SystemExit(EXIT_USAGE) from None
+        self.endpoint = resolve_endpoint(args.endpoint, self.config)
+        self.local = is_local(self.endpoint) and not args.server_key
+
+    def client(self, timeout: float | None = None, retries: int = 2) -> Client:
+        return Client(self.endpoint, timeout=timeout or self.args.timeout, retries=retries,
+                      server_key=self.args.server_key, client_keys=self.args.client_key, config=self.config)
+
+    def check(self) -> dict:
+        """One ping within --timeout in total (so `daemon down` is reported in time); --start starts it."""
+        try:
+            with self.client(timeout=self.args.timeout / 2, retries=1) as c:
+                return c.ping()
+        except DaemonUnavailable:
+            if not self.args.start:
+                raise
+        return self.start_daemon()
+
+    def start_daemon(self) -> dict:
+        if not is_local(self.endpoint):
+            _err(f"--start only starts a daemon on this machine, not at {self.endpoint}")
+            raise SystemExit(EXIT_USAGE)
+        log_path = runtime_dir() / "daemon.log"
+        cmd = [sys.executable, "-m", "ase_daemon.cli"]
+        if self.args.config:
+            cmd += ["--config", str(Path(self.args.config).resolve())]
+        if self.args.endpoint or os.environ.get("ASE_ENDPOINT"):
+            cmd += ["--endpoint", self.endpoint]
+        elif self.endpoint != default_ipc_endpoint() and not self.config.endpoints:
+            cmd += ["--endpoint", self.endpoint]
+        _err(f"starting ase-daemon (log: {log_path})")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)  # detached: outlives this command
+        deadline = time.monotonic() + self.args.start_timeout
+        with self.client(timeout=1.0, retries=0) as c:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                    _err("the daemon exited at start:\n  " + "\n  ".join(tail))
+                    raise DaemonUnavailable(self.endpoint)
+                try:
+                    info = c.ping()
+                    if info.get("state") in (P.READY, P.ERROR):
+                        return info
+                except DaemonUnavailable:
+                    pass
+                time.sleep(0.2)
+        raise DaemonUnavailable(self.endpoint, f" (started, but not ready within {self.args.start_timeout:.0f} s)")
+
+    # ---- commands ----------------------------------------------------------------------------------------------
+    def simple(self, op: str) -> int:
+        with self.client() as c:
+            result = c.request(op).result
+            if op == "load" and not self.args.no_wait:
+                result = c.wait_ready(self.args.start_timeout)
+        print(json.dumps(result, indent=2 if op == "status" else None))
+        return EXIT_OK
+
+    def critique(self) -> int:
+        a = self.args
+        if a.saliency_out:
+            Path(a.saliency_out).mkdir(parents=True, exist_ok=True)
+        n = len(a.images)
+        results: list = [None] * n
+        done = [threading.Event() for _ in range(n)]
+        unavailable: list[DaemonUnavailable] = []
+        next_index = iter(range(n))
+        lock = threading.Lock()
+        streaming = a.stream
+
+        def run_one(c: Client, i: int):
+            image = a.images[i]
+            stream = self._stream_printer(image) if streaming else None
+            data = None
+            if not self.local or a.send_bytes:
+                try:
+                    data = Path(image).read_bytes()
+                except OSError as e:
+                    return None, (P.NOT_FOUND if isinstance(e, FileNotFoundError) else P.BAD_IMAGE,
+                                  f"{image}: {e.strerror or e}")
+            waited_ready = False
+            for _ in range(BUSY_RETRIES):
+                try:
+                    if data is None:
+                        res, png = c.critique(path=image, stream=stream, saliency=bool(a.saliency_out),
+                                              max_new_tokens=a.max_new_tokens, force=a.force)
+                    else:
+                        res, png = c.critique(data=data, name=Path(image).name, stream=stream,
+                                              saliency=bool(a.saliency_out), max_new_tokens=a.max_new_tokens,
+                                              force=a.force)
+                    return (res, png), None
+                except DaemonError as e:
+                    if e.code == P.BUSY:
+                        time.sleep(e.retry_after or 0.5)
+                    elif e.code == P.NOT_READY and not waited_ready and e.retry_after is not None:
+                        waited_ready = True
+                        _err(f"waiting for the model: {e.message}")
+                        c.wait_ready(a.wait_ready)
+                    else:
+                        return None, (e.code, e.message)
+            return None, (P.BUSY, "the daemon stayed busy")
+
+        def worker():
+            with self.client() as c:
+                while True:
+                    with lock:
+                        i = next(next_index, None)
+                    if i is None or unavailable:
+                        return
+                    try:
+                        results[i] = run_one(c, i)
+                    except DaemonUnavailable as e:
+                        unavailable.append(e)
+                        results[i] = None
+                    except Exception as e:  # report, never hang the caller
+                        results[i] = (None, (P.INTERNAL, f"{type(e).__name__}: {e}"))
+                    finally:
+                        done[i].set()
+
+        threads = [threading.Thread(target=worker, daemon=True)
+                   for _ in range(1 if streaming else max(1, min(a.parallel, n)))]
+        for t in threads:
+            t.start()
+        failures = 0
+        for i in range(n):  # print in the order given, as soon as each is ready
+            done[i].wait()
+            if unavailable:
+                break
+            ok, error = results[i]
+            failures += error is not None
+            self._print_result(a.images[i], ok, error)
+        if unavailable:
+            raise unavailable[0]
+        return EXIT_FAILED if failures else EXIT_OK
+
+    def _stream_printer(self, image: str):
+        fmt = self.args.format
+
+        def emit(text: str) -> None:
+            if fmt == "lines":
+                sys.stdout.write(f"token\t{P.escape(text)}\n")
+            elif fmt == "json":
+                sys.stdout.write(json.dumps({"image": image, "event": "token", "text": text}, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(text)
+            sys.stdout.flush()
+
+        return emit
+
+    def _print_result(self, image: str, ok, error) -> None:
+        fmt, out = self.args.format, sys.stdout
+        if error is not None:
+            code, message = error
+            if fmt == "lines":
+                out.write(P.format_lines(image, error=(code, message)))
+            elif fmt == "json":
+                out.write(json.dumps({"image": image, "error": {"code": code, "message": message}}) + "\n")
+            else:
+                _err(f"{image}: {code}: {message}")
+            out.flush()
+            return
+        result, png = ok
+        sal_path = None
+        if png and self.args.saliency_out:
+            sal_path = str(Path(self.args.saliency_out) / f"{Path(image).name}.saliency.png")
+            Path(sal_path).write_bytes(png)
+        rating = _rating(result["score"])
+        if fmt == "lines":
+            out.write(P.format_lines(image, result, saliency_path=sal_path, rating=rating))
+        elif fmt == "json":
+            record = {**result, "image": image}
+            if rating is not None:
+                record["rating"] = rating
+            if sal_path:
+                record["saliency_png"] = sal_path
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            if self.args.stream:
+                out.write("\n")
+            else:
+                out.write(f"== {image}  score {result['score']:.1f}/10{' (cached)' if result.get('cached') else ''}\n")
+                out.write(result["text"] + "\n")
+            if result.get("tags"):
+                out.write("tags: " + ", ".join(result["tags"]) + "\n")
+            if sal_path:
+                out.write(f"saliency: {sal_path}\n")
+            out.write("\n")
+        out.flush()
+
+    def submit(self) -> int:
+        failures = 0
+        with self.client() as c:
+            for image in self.args.images:
+                try:
+                    if self.local and not self.args.send_bytes:
+                        r = c.submit(path=image, priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
+                    else:
+                        r = c.submit(data=Path(image).read_bytes(), name=Path(image).name,
+                                     priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
+                    print(json.dumps({"image": image, **r}))
+                except (DaemonError, OSError) as e:
+                    failures += 1
+                    code = e.code if isinstance(e, DaemonError) else P.NOT_FOUND
+                    print(json.dumps({"image": image, "error": {"code": code, "message": getattr(e, "message", str(e))}}))
+        return EXIT_FAILED if failures else EXIT_OK
+
+    def job(self) -> int:
+        with self.client() as c:
+            info, png = c.job(self.args.id, saliency=bool(self.args.saliency_out))
+        if png and self.args.saliency_out:
+            out = Path(self.args.saliency_out)
+            out.mkdir(parents=True, exist_ok=True)
+            info["saliency_png"] = str(out / f"{Path(info.get('image') or info['job']).name}.saliency.png")
+            Path(info["saliency_png"]).write_bytes(png)
+        print(json.dumps(info, ensure_ascii=False))
+        return EXIT_FAILED if info["state"] == P.FAILED else EXIT_OK
+
+    def cancel(self) -> int:
+        with self.client() as c:
+            print(json.dumps(c.cancel(self.args.id)))
+        return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # exits 2 on a usage error
+    if getattr(args, "max_new_tokens", None) is not None and args.max_new_tokens < 1:
+        _err("--max-new-tokens must be >= 1")
+        return EXIT_USAGE
+    try:
+        app = App(args)
+        info = app.check()
+        if args.command == "ping":
+            print(json.dumps(info))
+            return EXIT_OK
+        if args.command in ("status", "load", "unload", "shutdown"):
+            return app.simple(args.command)
+        return getattr(app, args.command)()
+    except DaemonUnavailable as e:
+        _err(str(e))
+        return EXIT_UNAVAILABLE
+    except DaemonError as e:
+        _err(f"{e.code}: {e.message}")
+        return EXIT_FAILED
+    except (ValueError, OSError) as e:
+        _err(str(e))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

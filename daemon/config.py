@@ -1,0 +1,212 @@
+"""Configuration of ase-daemon and its clients: one TOML file, defaults, and endpoint resolution.
+
+    $XDG_CONFIG_HOME/ase-mllm/config.toml      (~/.config/ase-mllm/config.toml)
+
+Precedence everywhere: command-line flag > environment (ASE_ENDPOINT) > config file > built-in default.
+Every key is documented in docs/daemon.md; unknown keys are an error (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_TCP_PORT = 5599
+APP = "ase-mllm"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Limits:
+    max_queue: int = 64  # interactive requests waiting (decoding or queued for the model); full -> `busy`
+    max_batch: int = 8  # images per model forward
+    batch_window_ms: float = 20.0  # how long a lone request waits for companions before its batch starts
+    max_message_mb: float = 64.0  # largest request (all frames); libzmq drops frames over twice this
+    max_new_tokens: int = 160  # default critique length; also the cap a request may ask for
+    max_jobs: int = 10000  # queued background jobs in the store; more -> `busy`
+    decode_threads: int = 2  # image decoding + hashing, in parallel with the model
+
+
+@dataclass
+class Curve:
+    endpoints: list[str] = field(default_factory=list)  # CURVE even on loopback (e.g. behind an ssh tunnel)
+    server_secret_key: str | None = None  # the daemon's `server.key_secret` (from `ase-daemon keys`)
+    authorized_keys: str | None = None  # folder of authorized clients' public `*.key` files
+    # the client side (ase-client, the viewer) talking to a CURVE endpoint:
+    server_public_key: str | None = None
+    client_secret_key: str | None = None
+
+
+@dataclass
+class Config:
+    model: str | None = None  # model folder; None = the built-in starter model (ASE_MODEL overrides)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    endpoints: list[str] = field(default_factory=list)  # [] = the default ipc socket + tcp://127.0.0.1:<tcp_port>
+    tcp_port: int = DEFAULT_TCP_PORT
+    db: str | None = None  # None = $XDG_DATA_HOME/ase-mllm/store.sqlite3
+    idle_unload_s: float = 0.0  # unload the model after this long without work; 0 = never
+    warmup_batch_sizes: list[int] | None = None  # None = [1] on CPU, [1, max_batch] on CUDA
+    heartbeat_s: float = 1.0  # progress events to clients that asked for them, while their request waits
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+    curve: Curve = field(default_factory=Curve)
+    watch: dict = field(default_factory=dict)  # the folder watcher's section (see the watcher's docs)
+    source: Path | None = None  # the file this came from
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.db).expanduser() if self.db else data_dir() / "store.sqlite3"
+
+    def all_endpoints(self) -> list[str]:
+        return list(self.endpoints) or default_endpoints(self.tcp_port)
+
+
+# ---- places ----------------------------------------------------------------------------------------------
+def config_dir() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / APP
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / APP
+
+
+def default_config_path() -> Path:
+    return config_dir() / "config.toml"
+
+
+def runtime_dir(create: bool = True) -> Path:
+    """Per-user directory for the ipc socket and the daemon's log: $XDG_RUNTIME_DIR/ase-mllm, else /tmp/ase-mllm-$UID.
+
+    Created 0700. An existing one must be ours and closed to others: in /tmp anyone could have made it first
+    and would then see (or hijack) our socket.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    path = Path(base) / APP if base else Path(f"/tmp/{APP}-{os.getuid()}")
+    if not create:
+        return path
+    path.mkdir(mode=0o700, parents=bool(base), exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise ConfigError(f"{path} is not a directory owned by you (uid {os.getuid()}); remove it or set XDG_RUNTIME_DIR")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)  # ours, but too open (e.g. an old umask): close it
+    return path
+
+
+def default_ipc_endpoint() -> str:
+    return f"ipc://{runtime_dir(create=False) / 'daemon.sock'}"
+
+
+def default_endpoints(tcp_port: int = DEFAULT_TCP_PORT) -> list[str]:
+    return [default_ipc_endpoint(), f"tcp://127.0.0.1:{tcp_port}"]
+
+
+# ---- endpoints ----------------------------------------------------------------------------------------------
+def is_local(endpoint: str) -> bool:
+    """ipc/inproc and tcp on a loopback address: reachable only from this machine."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = urlsplit(f"tcp://{rest}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an interface name or a host name: assume the worst
+        return False
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+
+
+def resolve_endpoint(cli: str | None = None, config: Config | None = None) -> str:
+    """The endpoint a client talks to: --endpoint > $ASE_ENDPOINT > the config file's first endpoint > default ipc."""
+    if cli:
+        return cli
+    if os.environ.get("ASE_ENDPOINT"):
+        return os.environ["ASE_ENDPOINT"]
+    if config is None:
+        try:
+            config = load_config()
+        except ConfigError:
+            config = Config()
+    if config.endpoints:
+        return config.endpoints[0]
+    return default_ipc_endpoint()
+
+
+# ---- loading ----------------------------------------------------------------------------------------------
+def _fill(obj, table: dict, where: str):
+    known = {f.name: f for f in fields(obj) if f.name != "source"}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        current = getattr(obj, key)
+        if isinstance(current, (Limits, Curve)):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            _fill(current, value, f"{where} [{key}]")
+            continue
+        setattr(obj, key, value)
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
+    """Read the TOML file (missing default file = defaults; a missing explicit --config file is an error),
+    then apply `overrides` (command-line flags; None values are ignored; limits go by their own names)."""
+    cfg = Config()
+    explicit = path is not None
+    path = Path(path).expanduser() if explicit else default_config_path()
+    if path.exists():
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
+        _fill(cfg, table, str(path))
+        cfg.source = path
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+    limit_names = {f.name for f in fields(Limits)}
+    for key, value in overrides.items():
+        if value is None or value == []:
+            continue
+        if key in limit_names:
+            setattr(cfg.limits, key, value)
+        elif key == "curve_endpoints":
+            cfg.curve.endpoints = list(value)
+        else:
+            setattr(cfg, key, value)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    lim = cfg.limits
+    for name in ("max_queue", "max_batch", "max_new_tokens", "max_jobs", "decode_threads"):
+        if not isinstance(getattr(lim, name), int) or getattr(lim, name) < 1:
+            raise ConfigError(f"limits.{name} must be a positive integer, not {getattr(lim, name)!r}")
+    for name in ("batch_window_ms", "max_message_mb"):
+        if not isinstance(getattr(lim, name), (int, float)) or getattr(lim, name) < 0:
+            raise ConfigError(f"limits.{name} must be a non-negative number")
+    if not isinstance(cfg.endpoints, list) or not all(isinstance(e, str) for e in cfg.endpoints):
+        raise ConfigError("endpoints must be a list of strings like 'tcp://127.0.0.1:5599'")
+    for ep in [*cfg.endpoints, *cfg.curve.endpoints]:
+        if ep.partition("://")[0] not in ("ipc", "tcp", "inproc"):
+            raise ConfigError(f"endpoint {ep!r}: use ipc://PATH or tcp://HOST:PORT")
+    if not isinstance(cfg.tcp_port, int) or not 0 < cfg.tcp_port < 65536:
+        raise ConfigError(f"tcp_port must be 1..65535, not {cfg.tcp_port!r}")
+    if cfg.idle_unload_s < 0:
+        raise ConfigError("idle_unload_s must be >= 0 (0 = never)")

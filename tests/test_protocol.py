@@ -1,0 +1,143 @@
+"""Protocol v1 (frames, validation, the `lines` format) and endpoint/config resolution. No daemon needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from ase_daemon import protocol as P
+from ase_daemon.config import ConfigError, is_local, load_config, resolve_endpoint, runtime_dir
+
+
+def test_request_round_trip():
+    frames = P.encode_request("abc", "critique", {"max_new_tokens": 8, "stream": True}, [b"\x89PNG"])
+    req = P.decode_request(frames)
+    assert (req.id, req.op, req.args, req.frames) == ("abc", "critique", {"max_new_tokens": 8, "stream": True},
+                                                      [b"\x89PNG"])
+    assert json.loads(frames[0]) == {"v": 1, "id": "abc", "op": "critique",
+                                     "args": {"max_new_tokens": 8, "stream": True}}
+
+
+def test_reply_event_error_round_trip():
+    r = P.decode_reply(P.encode_result("x", {"state": "ready"}, [b"png"]))
+    assert r.ok and r.final and r.result == {"state": "ready"} and r.frames == [b"png"]
+    e = P.decode_reply(P.encode_error("x", P.BUSY, "full", retry_after=0.5))
+    assert not e.ok and e.error == {"code": "busy", "message": "full", "retry_after": 0.5}
+    ev = P.decode_reply(P.encode_event("x", P.TOKEN, {"text": "Com"}))
+    assert ev.event == "token" and ev.data == {"text": "Com"} and not ev.final
+    assert json.loads(P.encode_error(None, P.BAD_JSON, "?")[0])["id"] is None
+
+
+@pytest.mark.parametrize("frames, code, rid", [
+    ([], P.BAD_JSON, None),
+    ([b"nope"], P.BAD_JSON, None),
+    ([b"\xc3\x28"], P.BAD_JSON, None),
+    ([b"42"], P.BAD_JSON, None),
+    ([b'{"v": 1, "op": "ping"}'], P.BAD_REQUEST, None),
+    ([b'{"v": 1, "id": "", "op": "ping"}'], P.BAD_REQUEST, None),
+    ([b'{"v": 9, "id": "a", "op": "ping"}'], P.BAD_VERSION, "a"),
+    ([b'{"v": "1", "id": "a", "op": "ping"}'], P.BAD_VERSION, "a"),
+    ([b'{"v": 1, "id": "a", "op": 3}'], P.BAD_REQUEST, "a"),
+    ([b'{"v": 1, "id": "a", "op": "nap"}'], P.UNKNOWN_OP, "a"),
+    ([b'{"v": 1, "id": "a", "op": "ping", "args": "x"}'], P.BAD_REQUEST, "a"),
+    ([b'{"v": 1, "id": "a", "op": "ping", "args": {"x": 1}}'], P.BAD_REQUEST, "a"),
+    ([b'{"v": 1, "id": "a", "op": "critique", "args": {"max_new_tokens": 1.5}}'], P.BAD_REQUEST, "a"),
+    ([b'{"v": 1, "id": "a", "op": "critique", "args": {"force": 1}}'], P.BAD_REQUEST, "a"),
+    ([b'{"v": 1, "id": "a", "op": "submit", "args": {"priority": true}}'], P.BAD_REQUEST, "a"),
+    ([b'{"v": 1, "id": "a", "op": "job"}'], P.BAD_REQUEST, "a"),
+    ([b'{"v": 1, "id": "a", "op": "critique"}', b"1", b"2"], P.BAD_REQUEST, "a"),
+    ([b" " * (P.MAX_HEADER_BYTES + 1)], P.TOO_LARGE, None),
+])
+def test_bad_requests_have_stable_codes(frames, code, rid):
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_request(frames)
+    assert e.value.code == code and e.value.id == rid and e.value.message
+    assert code in P.ERROR_CODES
+
+
+def test_every_error_code_is_documented():
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "protocol.md")).read()
+    for code in P.ERROR_CODES:
+        assert f"`{code}`" in doc, code
+    for op in P.OPS:
+        assert f"`{op}`" in doc, op
+
+
+@pytest.mark.parametrize("value", ["plain", "two\nlines", "tab\there", "back\\slash\\n literal", "\r\n\t\\", "",
+                                   "ünïcødé ✓"])
+def test_escape_round_trip(value):
+    escaped = P.escape(value)
+    assert "\n" not in escaped and "\t" not in escaped
+    assert P.unescape(escaped) == value
+
+
+def test_lines_format_round_trip():
+    result = {"text": "Composition: strong.\nLight:\tsoft \\ warm", "score": 7.25, "tags": ["aesthetics|light|soft",
+              "aesthetics|composition|strong"], "attributes": {"composition": "strong", "light": "soft\nwarm"},
+              "cached": True, "model": "tiny@abc"}
+    text = P.format_lines("/p/a b.jpg", result, saliency_path="/out/a b.jpg.saliency.png", rating=4)
+    text += P.format_lines("/p/bad.jpg", error=("bad_image", "/p/bad.jpg: cannot\tdecode"))
+    lines = text.splitlines()
+    assert lines[0] == "image\t/p/a b.jpg" and lines[1] == "score\t7.250" and lines[2] == "rating\t4"
+    assert all(len(line.split("\t")) == 2 for line in lines if not line.startswith(("end", "error")))
+    assert lines.count("end") == 2
+    a, b = P.parse_lines(text)
+    assert a["image"] == "/p/a b.jpg" and a["score"] == 7.25 and a["rating"] == 4 and a["cached"] is True
+    assert a["tags"] == result["tags"] and a["attributes"] == result["attributes"] and a["text"] == result["text"]
+    assert a["saliency"] == "/out/a b.jpg.saliency.png" and a["model"] == "tiny@abc"
+    assert b == {"image": "/p/bad.jpg", "tags": [], "attributes": {},
+                 "error": {"code": "bad_image", "message": "/p/bad.jpg: cannot\tdecode"}}
+
+
+# ---- endpoints and config -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("endpoint, local", [
+    ("ipc:///run/user/1000/ase-mllm/daemon.sock", True), ("tcp://127.0.0.1:5599", True),
+    ("tcp://127.0.0.2:5599", True), ("tcp://localhost:5599", True), ("tcp://[::1]:5599", True),
+    ("tcp://0.0.0.0:5599", False), ("tcp://*:5599", False), ("tcp://192.168.1.4:5599", False),
+    ("tcp://eth0:5599", False), ("tcp://[::]:5599", False), ("pgm://x", False),
+])
+def test_is_local(endpoint, local):
+    assert is_local(endpoint) is local
+
+
+def test_endpoint_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("ASE_ENDPOINT", raising=False)
+    assert resolve_endpoint() == f"ipc://{tmp_path}/run/ase-mllm/daemon.sock"
+    (tmp_path / "cfg" / "ase-mllm").mkdir(parents=True)
+    (tmp_path / "cfg" / "ase-mllm" / "config.toml").write_text('endpoints = ["tcp://127.0.0.1:7000"]\n')
+    assert resolve_endpoint() == "tcp://127.0.0.1:7000"
+    monkeypatch.setenv("ASE_ENDPOINT", "tcp://127.0.0.1:7001")
+    assert resolve_endpoint() == "tcp://127.0.0.1:7001"
+    assert resolve_endpoint("ipc:///x.sock") == "ipc:///x.sock"
+
+
+def test_config_file_and_overrides(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    path = tmp_path / "c.toml"
+    path.write_text('model = "/m"\nidle_unload_s = 300\n[limits]\nmax_batch = 4\n[watch]\nfolders = ["/p"]\n')
+    cfg = load_config(path, max_queue=3, endpoints=None, curve_endpoints=["tcp://127.0.0.1:9"])
+    assert cfg.model == "/m" and cfg.idle_unload_s == 300 and cfg.limits.max_batch == 4 and cfg.limits.max_queue == 3
+    assert cfg.watch == {"folders": ["/p"]} and cfg.curve.endpoints == ["tcp://127.0.0.1:9"]
+    assert cfg.db_path == tmp_path / "data" / "ase-mllm" / "store.sqlite3"
+    assert cfg.all_endpoints()[1] == "tcp://127.0.0.1:5599"
+    path.write_text("[limits]\nmax_batchh = 4\n")
+    with pytest.raises(ConfigError, match="max_batchh"):
+        load_config(path)
+    path.write_text("[limits]\nmax_batch = 0\n")
+    with pytest.raises(ConfigError, match="max_batch"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_runtime_dir_is_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / "ase-mllm").mkdir(mode=0o755)
+    os.chmod(tmp_path / "ase-mllm", 0o755)
+    d = runtime_dir()
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
