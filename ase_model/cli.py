@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, text in (
         ("train", "ase_model.training", "train (stages saliency, align, finetune); also under accelerate launch"),
         ("eval", "ase_model.evaluation", "evaluate on a captioning benchmark"),
-        ("demo", "ase_model.demo", "critique sample photos through the daemon into an HTML report"),
+        ("demo", "ase_daemon.demo", "critique sample photos through the daemon into an HTML report"),
     ):
         s = sub.add_parser(name, help=text, add_help=False)
         s.set_defaults(module=module)
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_transformers()
     parser = build_parser()
     if argv and argv[0] in ("train", "eval", "demo"):
-        module = {"train": "ase_model.training", "eval": "ase_model.evaluation", "demo": "ase_model.demo"}[argv[0]]
+        # demo drives the whole product (daemon, client, sidecars): it lives in the daemon package.
+        module = {"train": "ase_model.training", "eval": "ase_model.evaluation", "demo": "ase_daemon.demo"}[argv[0]]
         return _delegate(module, argv[1:])
     args = parser.parse_args(argv)
     try:

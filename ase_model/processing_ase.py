@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
+from transformers import BatchFeature, ProcessorMixin
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
 from .saliency import spectral_residual

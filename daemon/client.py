@@ -233,3 +233,65 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the model was not ready within {timeout:.0f} s (state {info.get('state')})")
             time.sleep(poll)
+
+
+# ---- starting a local daemon ------------------------------------------------------------------------------------
+def start_daemon(endpoint: str, config: Config | None = None, config_path: str | os.PathLike | None = None,
+                 explicit_endpoint: bool = True, timeout: float = 180.0, say: Callable[[str], None] | None = None) -> dict:
+    """Start `ase-daemon` detached (it outlives the caller; log in the runtime dir) and wait until its model is
+    ready or failed. Returns the ping result. Local endpoints only."""
+    import subprocess
+    import sys
+
+    from .config import default_ipc_endpoint, runtime_dir
+
+    config = config or Config()
+    log_path = runtime_dir() / "daemon.log"
+    cmd = [sys.executable, "-m", "ase_daemon.cli"]
+    if config_path:
+        cmd += ["--config", str(Path(config_path).resolve())]
+    if explicit_endpoint or (endpoint != default_ipc_endpoint() and not config.endpoints):
+        cmd += ["--endpoint", endpoint]
+    if say:
+        say(f"starting ase-daemon (log: {log_path})")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)  # detached: outlives this command
+    deadline = time.monotonic() + timeout
+    with Client(endpoint, timeout=1.0, retries=0, config=config) as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                if say:
+                    say("the daemon exited at start:\n  " + "\n  ".join(tail))
+                raise DaemonUnavailable(endpoint)
+            try:
+                info = c.ping()
+                if info.get("state") in (P.READY, P.ERROR):
+                    return info
+            except DaemonUnavailable:
+                pass
+            time.sleep(0.2)
+    raise DaemonUnavailable(endpoint, f" (started, but not ready within {timeout:.0f} s)")
+
+
+def ensure_daemon(endpoint: str | None = None, timeout: float = 180.0, say: Callable[[str], None] | None = None) -> dict:
+    """The daemon at `endpoint` (default resolution), started if none answers; waits for its model.
+    Returns its ping result plus the resolved "endpoint"."""
+    try:
+        config = load_config()
+    except ConfigError:
+        config = Config()
+    resolved = resolve_endpoint(endpoint, config)
+    try:
+        with Client(resolved, timeout=2.0, retries=0, config=config) as c:
+            info = c.ping()
+            if info.get("state") != P.READY:
+                info = c.wait_ready(timeout)
+    except DaemonUnavailable:
+        if not is_local(resolved):
+            raise
+        info = start_daemon(resolved, config, explicit_endpoint=endpoint is not None, timeout=timeout, say=say)
+        if info.get("state") != P.READY:
+            raise DaemonError(P.NOT_READY, "the daemon's model failed to load (see the daemon log)")
+    return {**info, "endpoint": resolved}

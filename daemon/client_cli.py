@@ -12,15 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 from . import protocol as P
-from .client import Client, DaemonError, DaemonUnavailable
-from .config import ConfigError, default_ipc_endpoint, is_local, load_config, resolve_endpoint, runtime_dir
+from .client import Client, DaemonError, DaemonUnavailable, start_daemon
+from .config import ConfigError, is_local, load_config, resolve_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 BUSY_RETRIES = 20
@@ -109,33 +108,9 @@ class App:
         if not is_local(self.endpoint):
             _err(f"--start only starts a daemon on this machine, not at {self.endpoint}")
             raise SystemExit(EXIT_USAGE)
-        log_path = runtime_dir() / "daemon.log"
-        cmd = [sys.executable, "-m", "ase_daemon.cli"]
-        if self.args.config:
-            cmd += ["--config", str(Path(self.args.config).resolve())]
-        if self.args.endpoint or os.environ.get("ASE_ENDPOINT"):
-            cmd += ["--endpoint", self.endpoint]
-        elif self.endpoint != default_ipc_endpoint() and not self.config.endpoints:
-            cmd += ["--endpoint", self.endpoint]
-        _err(f"starting ase-daemon (log: {log_path})")
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)  # detached: outlives this command
-        deadline = time.monotonic() + self.args.start_timeout
-        with self.client(timeout=1.0, retries=0) as c:
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-                    _err("the daemon exited at start:\n  " + "\n  ".join(tail))
-                    raise DaemonUnavailable(self.endpoint)
-                try:
-                    info = c.ping()
-                    if info.get("state") in (P.READY, P.ERROR):
-                        return info
-                except DaemonUnavailable:
-                    pass
-                time.sleep(0.2)
-        raise DaemonUnavailable(self.endpoint, f" (started, but not ready within {self.args.start_timeout:.0f} s)")
+        explicit = bool(self.args.endpoint or os.environ.get("ASE_ENDPOINT"))
+        return start_daemon(self.endpoint, self.config, config_path=self.args.config, explicit_endpoint=explicit,
+                            timeout=self.args.start_timeout, say=_err)
 
     # ---- commands ----------------------------------------------------------------------------------------------
     def simple(self, op: str) -> int:

@@ -1,0 +1,174 @@
+"""`ase-mllm demo`: the whole product on sample photos, through the daemon, into sidecars and an HTML report.
+
+1. sample photos: real photographs shipped with scikit-image / scikit-learn, plus copies with a known fault
+   (darkened, blurred, desaturated, a colour cast) so you can check the critic is right about them;
+2. starts the daemon with the default (starter) model, or reuses the one already running;
+3. critiques every photo through it (a progress bar), writes an XMP sidecar beside each photo;
+4. writes `report.html`: each photo with its saliency overlay, critique, score and tags; prints a summary.
+
+It lives in the daemon package because it drives the product (daemon, client, XMP writer); `ase-mllm demo`
+forwards here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+# (output name, source photo, what was done to it, function)
+VARIANTS = [
+    ("chelsea.jpg", "chelsea", "untouched", None),
+    ("chelsea-dark.jpg", "chelsea", "darkened by 2 stops", lambda im: _exposure(im, -2.0)),
+    ("motorcycle.jpg", "motorcycle", "untouched", None),
+    ("motorcycle-blurred.jpg", "motorcycle", "Gaussian blur, 3 px", lambda im: im.filter(ImageFilter.GaussianBlur(3))),
+    ("coffee-muted.jpg", "coffee", "saturation cut to 20 %", lambda im: ImageEnhance.Color(im).enhance(0.2)),
+    ("astronaut-bright.jpg", "astronaut", "brightened by 2 stops", lambda im: _exposure(im, 2.0)),
+    ("china-warm.jpg", "china", "warm white-balance cast", lambda im: _gains(im, (1.35, 1.0, 0.7))),
+    ("flower.jpg", "flower", "untouched", None),
+]
+MAX_SIDE = 1024
+
+
+def _exposure(im: Image.Image, stops: float) -> Image.Image:
+    lin = (np.asarray(im, dtype=np.float32) / 255.0) ** 2.2 * (2.0 ** stops)
+    return Image.fromarray(np.clip(np.clip(lin, 0, 1) ** (1 / 2.2) * 255 + 0.5, 0, 255).astype(np.uint8))
+
+
+def _gains(im: Image.Image, gains) -> Image.Image:
+    arr = np.asarray(im, dtype=np.float32) * np.asarray(gains, dtype=np.float32)
+    return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+
+
+def prepare_photos(folder: Path) -> list[tuple[Path, str]]:
+    """Write the sample photos (JPEG, quality 92); returns (path, what was done) pairs."""
+    from ase_model.starter.dataset import source_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = source_photos()
+    out = []
+    for name, source, note, fn in VARIANTS:
+        if source not in sources:
+            continue
+        im = sources[source].convert("RGB")
+        im = fn(im) if fn else im
+        path = folder / name
+        im.save(path, quality=92)
+        out.append((path, note))
+    return out
+
+
+def overlay_jpeg(photo: Path, saliency_png: bytes, out: Path) -> None:
+    from ase_model.imageio import load_image
+    from ase_model.overlay import compose
+    from ase_model.saliency import from_png
+
+    rgb = np.asarray(load_image(photo, max_side=MAX_SIDE))
+    Image.fromarray(compose(rgb, from_png(saliency_png), opacity=0.7)).save(out, quality=88)
+
+
+def write_report(out_dir: Path, rows: list[dict], model: str, seconds: float) -> Path:
+    """A self-contained HTML page (relative links to the photos and overlays)."""
+    from ase_model.attributes import ATTRIBUTES
+
+    cards = []
+    for r in rows:
+        res = r.get("result")
+        if res is None:
+            cards.append(f"<section class=card><h2>{html.escape(r['name'])}</h2><p class=err>"
+                         f"{html.escape(r['error'])}</p></section>")
+            continue
+        attrs = "".join(f"<dt>{html.escape(ATTRIBUTES.get(k, k))}</dt><dd>{html.escape(v)}</dd>"
+                        for k, v in res.get("attributes", {}).items())
+        tags = " ".join(f"<span class=tag>{html.escape(t)}</span>" for t in res.get("tags", []))
+        cards.append(f"""<section class=card>
+<h2>{html.escape(r['name'])} <small>{html.escape(r['note'])}</small></h2>
+<div class=pics><figure><img src="{html.escape(r['photo'])}" alt=""><figcaption>photo</figcaption></figure>
+<figure><img src="{html.escape(r['overlay'])}" alt=""><figcaption>aesthetic saliency</figcaption></figure></div>
+<p class=score><b>{res['score']:.1f}</b>/10 &nbsp; {'★' * r['rating']}{'☆' * (5 - r['rating'])}</p>
+<dl>{attrs}</dl><p>{tags}</p><p class=meta>sidecar: {html.escape(r['sidecar'])}</p></section>""")
+    page = f"""<!doctype html><meta charset=utf-8><title>ASE-MLLM demo report</title>
+<style>body{{font:15px/1.45 system-ui,sans-serif;background:#15171a;color:#e6e6e6;margin:2em auto;max-width:1100px}}
+.card{{background:#1f2226;border-radius:8px;padding:1em 1.4em;margin:1.2em 0}}
+h2 small{{color:#9aa;font-weight:normal;font-size:.8em}} .pics{{display:flex;gap:1em}}
+figure{{margin:0;flex:1}} img{{width:100%;border-radius:4px}} figcaption{{color:#9aa;font-size:.85em}}
+.score b{{font-size:1.8em}} dt{{font-weight:bold;margin-top:.4em}} dd{{margin:0 0 0 1em}}
+.tag{{display:inline-block;background:#2d3a4a;border-radius:10px;padding:0 .6em;margin:.15em;font-size:.85em}}
+.meta{{color:#889;font-size:.8em}} .err{{color:#f77}}</style>
+<h1>ASE-MLLM demo report</h1>
+<p>Model <code>{html.escape(model)}</code> — {len(rows)} photos in {seconds:.1f} s. The starter model is a
+demo-grade critic of the technical side of aesthetics (docs/starter-model.md).</p>
+{''.join(cards)}"""
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    from .client import Client, DaemonError, DaemonUnavailable, ensure_daemon
+    from .xmp import SidecarOptions, rating_from_score, write_sidecar
+
+    ap = argparse.ArgumentParser(prog="ase-mllm demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
+    ap.add_argument("--endpoint", default=None, help="daemon endpoint (default: the local one)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the daemon's model")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out).resolve()
+    photos_dir, overlays_dir = out / "photos", out / "overlays"
+    overlays_dir.mkdir(parents=True, exist_ok=True)
+    print(f"ASE-MLLM demo -> {out}")
+    photos = prepare_photos(photos_dir)
+    print(f"  {len(photos)} sample photos in {photos_dir}")
+    try:
+        info = ensure_daemon(args.endpoint, timeout=args.timeout, say=lambda m: print(f"  {m}"))
+    except (DaemonUnavailable, DaemonError, TimeoutError) as e:
+        print(f"ase-mllm demo: {e}", file=sys.stderr)
+        return 3
+    print(f"  daemon ready at {info['endpoint']} with model {info.get('model')}")
+
+    rows, t0 = [], time.perf_counter()
+    options = SidecarOptions(write_description=True, write_tags=True, write_rating=True)
+    with Client(info["endpoint"], timeout=60.0) as client:
+        for path, note in tqdm(photos, desc="critiquing", unit="photo"):
+            row = {"name": path.name, "note": note, "photo": f"photos/{path.name}"}
+            try:
+                result, png = client.critique(path=str(path), saliency=True)
+            except DaemonError as e:
+                rows.append({**row, "error": str(e)})
+                continue
+            overlay = overlays_dir / (path.stem + "-saliency.jpg")
+            overlay_jpeg(path, png, overlay)
+            sidecar = write_sidecar(path, result, options)
+            rows.append({**row, "result": result, "overlay": f"overlays/{overlay.name}",
+                         "sidecar": str(sidecar.relative_to(out)), "rating": rating_from_score(result["score"])})
+    seconds = time.perf_counter() - t0
+    model = next((r["result"]["model"] for r in rows if "result" in r), info.get("model") or "?")
+    report = write_report(out, rows, model, seconds)
+    (out / "results.json").write_text(json.dumps([{k: v for k, v in r.items()} for r in rows], indent=1))
+
+    print(f"\n{'photo':26s} {'score':>5s}  tags")
+    for r in rows:
+        if "result" in r:
+            tags = ", ".join(t.split("|", 1)[-1] for t in r["result"]["tags"][:4])
+            print(f"{r['name']:26s} {r['result']['score']:5.1f}  {tags}")
+        else:
+            print(f"{r['name']:26s} error: {r['error']}")
+    ok = sum("result" in r for r in rows)
+    print(f"\n{ok}/{len(rows)} photos critiqued in {seconds:.1f} s; XMP sidecars beside the photos in {photos_dir}")
+    print(f"Open the report:   xdg-open {report}    (or file://{report})")
+    print(f"Browse with the viewer:   .venv/bin/ase-viewer {photos_dir}")
+    print("The daemon keeps running for the viewer and the darktable plugin; stop it with `ase-client shutdown`.")
+    return 0 if ok == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
