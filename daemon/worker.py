@@ -86,8 +86,10 @@ class Worker:
     def __init__(self, model: str | Path | None, store: Store, *, device: str | None = None, dtype: str | None = None,
                  threads: int = 0, tag_root: str = "aesthetics", max_queue: int = 64, max_batch: int = 8,
                  batch_window_ms: float = 20.0, max_new_tokens: int = 160, decode_threads: int = 2,
-                 idle_unload_s: float = 0.0, warmup_batch_sizes: list[int] | None = None):
+                 idle_unload_s: float = 0.0, warmup_batch_sizes: list[int] | None = None,
+                 critic_factory: Callable[[], object] | None = None):
         self.model_path = Path(model).expanduser() if model else None
+        self.critic_factory = critic_factory  # builds the Critic instead of loading `model` (benchmarks)
         self.store = store
         self.device, self.dtype, self.threads, self.tag_root = device, dtype, threads, tag_root
         self.max_queue, self.max_batch = max_queue, max_batch
@@ -548,10 +550,13 @@ class Worker:
                 torch.set_num_threads(self.threads)
             from ase_model.critic import Critic, default_model_dir, fingerprint
 
-            model_dir = self.model_path or default_model_dir()
-            if (model_dir / "config.json").exists():
-                self.model_id = fingerprint(model_dir)  # cache hits can be answered while the weights load
-            critic = Critic.from_pretrained(model_dir, device=self.device, dtype=self.dtype, tag_root=self.tag_root)
+            if self.critic_factory is not None:
+                critic = self.critic_factory()
+            else:
+                model_dir = self.model_path or default_model_dir()
+                if (model_dir / "config.json").exists():
+                    self.model_id = fingerprint(model_dir)  # cache hits can be answered while the weights load
+                critic = Critic.from_pretrained(model_dir, device=self.device, dtype=self.dtype, tag_root=self.tag_root)
             cuda = critic.device.type == "cuda"
             sizes = self.warmup_batch_sizes or ([1, self.max_batch] if cuda else [1])
             warm = critic.warmup(sorted(set(sizes)), max_new_tokens=self.max_new_tokens if cuda else 8)
