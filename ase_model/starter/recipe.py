@@ -115,11 +115,11 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="work/starter", help="dataset, intermediate checkpoints")
     ap.add_argument("--n", type=int, default=3000, help="dataset size")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=float, default=4.0)
+    ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
     args = ap.parse_args(argv)
 
     t0 = time.time()
