@@ -251,7 +251,8 @@ def clean_comment(text: Any) -> str:
     t = _MD_LINK_RE.sub(r"\1", t)
     t = _SPACED_URL_RE.sub(_drop_url, t)
     t = _GLUED_SENTENCE_RE.sub(" ", t)
-    t = " ".join(t.split())
+    # collapse runs of spaces but keep line breaks: a labelled critique has one attribute per line
+    t = "\n".join(" ".join(line.split()) for line in t.splitlines() if line.strip())
     return "" if t in _DEAD else t
 
 

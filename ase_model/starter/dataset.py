@@ -1,6 +1,6 @@
 """Grounded starter dataset: real photos, controlled augmentations, and critiques that are true of each image.
 
-    python -m ase_model.starter.dataset OUT --n 3000 --seed 0 [--size 224] [--workers 1] [--holdout chelsea,motorcycle]
+    python -m ase_model.starter.dataset OUT --n 3000 --seed 0 [--size 224] [--workers 1] [--holdout china,coffee]
 
 For each item: a real photo that ships offline (skimage.data, sklearn sample images) goes through controlled
 augmentations (geometry at source resolution, then resize, then photometric changes at the final size), is
@@ -13,8 +13,11 @@ Layout written under OUT:
     images/<id>.jpg, saliency/<id>.png (8-bit), train.jsonl, test.jsonl, summary.json
 Each JSONL line: {"image", "critique", "attributes", "score", "verdicts", "tags", "source", "augment",
 "saliency", "measurements"} with paths relative to OUT. Whole source photos in `holdout` go only to test.jsonl
-(default: chelsea - an animal close-up in colour - and motorcycle - an indoor object scene - so the test split
-has two scene types the model never saw); every other photo only to train.jsonl.
+(default: china - a landscape with architecture - and coffee - a close-up of an object - so the test split has
+two scene types the model never saw; both are photos whose untouched colour the teacher reads as neutral, unlike
+chelsea's orange fur (a "warm cast" to any no-reference estimator) or motorcycle's magenta-leaning light, which
+would make the held-out colour scores measure the teacher's blind spot instead of the model); every other photo
+only to train.jsonl.
 
 Seeded per item (random.Random(f"...:{seed}:{index}")), so the output is byte-identical for a seed whatever
 the number of workers.
@@ -36,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-DEFAULT_HOLDOUT = ("chelsea", "motorcycle")
+DEFAULT_HOLDOUT = ("china", "coffee")
 JPEG_QUALITY = 92
 
 # Real photographs that ship with installed packages: (name, loader, registry key of the file for skimage).

@@ -35,13 +35,13 @@ def log(msg: str) -> None:
 
 
 def ensure_dataset(data_dir: Path, n: int, seed: int) -> dict:
-    from .dataset import generate
+    from .dataset import DEFAULT_HOLDOUT, generate
 
     summary = data_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
-        if s.get("n_images", s.get("n")) == n and s.get("seed") == seed:
-            log(f"dataset {data_dir} already generated (n={n}, seed={seed})")
+        if s.get("n_images") == n and s.get("seed") == seed and s.get("holdout") == list(DEFAULT_HOLDOUT):
+            log(f"dataset {data_dir} already generated (n={n}, seed={seed}, holdout {', '.join(DEFAULT_HOLDOUT)})")
             return s
     log(f"generating {n} images into {data_dir} (seed {seed})")
     return generate(data_dir, n, seed=seed)
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="work/starter", help="dataset, intermediate checkpoints")
     ap.add_argument("--n", type=int, default=3000, help="dataset size")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=float, default=6.0)
+    ap.add_argument("--epochs", type=float, default=10.0)
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
