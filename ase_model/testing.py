@@ -7,9 +7,11 @@ processor config) that `ASEForConditionalGeneration.from_pretrained`, `ASEProces
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 TINY_CORPUS = [
     "Composition: The subject sits on a third line and the frame feels balanced.",
@@ -114,6 +116,62 @@ def build_tiny(out_dir, vision: str = "clip", llm: str = "llama", seed: int = 0,
     processor = build_processor(config)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+# ---- a tiny captioning set: 8 real photo crops, each with its own critique (trainer/evaluation tests) -------
+TINY_CRITIQUES = [
+    "Composition: The subject sits on a third line and the frame feels balanced.",
+    "Colour and lighting: Colours are muted and a cool cast tints the scene.",
+    "Exposure: The photo is underexposed, with deep shadows hiding detail.",
+    "Focus: The image is sharp and detail is crisp throughout.",
+    "Overall: A pleasing photograph with good light and a clear subject.",
+    "Subject: The cat stares at the lens and fills the frame.",
+    "Depth of field: A shallow focus isolates the cup from the table.",
+    "Composition: A strong diagonal leads the eye to the rocket.",
+]
+TINY_PROMPT = "Critique."
+
+
+def write_caption_set(root: Path, with_saliency: bool = False) -> Path:
+    """8 real photo crops at 40x32 (not square: exercises the padding), each with its own critique and score;
+    optionally a JSONL `saliency` pseudo-label PNG for half of them (as the starter dataset writes)."""
+    import skimage.data as data
+
+    from ase_model.saliency import spectral_residual, to_png
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    with open(root / "train.jsonl", "w") as f:
+        for i, critique in enumerate(TINY_CRITIQUES):
+            a = sources[i % 4]
+            h, w = a.shape[:2]
+            crop = a[: h // 2, : w // 2] if i < 4 else a[h // 2:, w // 2:]
+            im = Image.fromarray(crop).resize((40, 32))
+            im.save(root / "images" / f"{i}.png")
+            rec = {"id": str(i), "image": f"images/{i}.png", "critique": critique, "score": float(i + 1)}
+            if with_saliency and i % 2 == 0:
+                (root / "saliency").mkdir(exist_ok=True)
+                (root / "saliency" / f"{i}.png").write_bytes(to_png(spectral_residual(im)))
+                rec["saliency"] = f"saliency/{i}.png"
+            f.write(json.dumps(rec) + "\n")
+    return root
+
+
+def build_caption_model(out: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """A tiny CLIP+Llama ASE-MLLM whose tokenizer knows the critiques (short sequences) and a short prompt."""
+    from ase_model.modeling_ase import ASEForConditionalGeneration
+    from ase_model.testing import build_processor, tiny_config, train_tokenizer
+
+    tokenizer = train_tokenizer(TINY_CRITIQUES + [TINY_PROMPT, "USER: ASSISTANT:"], vocab_size=512)
+    torch.manual_seed(seed)
+    config = tiny_config(hidden=hidden, vocab_size=512)
+    model = ASEForConditionalGeneration(config)
+    processor = build_processor(config, tokenizer=tokenizer, prompt=TINY_PROMPT)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -13,69 +13,28 @@ import torch
 from PIL import Image
 
 from ase_model.evaluation import evaluate, main
-
-CRITIQUES = [
-    "Composition: The subject sits on a third line and the frame feels balanced.",
-    "Colour and lighting: Colours are muted and a cool cast tints the scene.",
-    "Exposure: The photo is underexposed, with deep shadows hiding detail.",
-    "Focus: The image is sharp and detail is crisp throughout.",
-    "Overall: A pleasing photograph with good light and a clear subject.",
-    "Subject: The cat stares at the lens and fills the frame.",
-    "Depth of field: A shallow focus isolates the cup from the table.",
-    "Composition: A strong diagonal leads the eye to the rocket.",
-]
-PROMPT = "Critique."
+from ase_model.testing import TINY_CRITIQUES as CRITIQUES
+from ase_model.testing import build_caption_model, write_caption_set
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is ~10x faster on a busy 2-core box
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """8 photo crops with distinct critiques and scores (no split field: every record is in any split asked
-    for) and spectral-residual pseudo-label maps, as the starter dataset writes them."""
-    import skimage.data as data
-
-    from ase_model.saliency import spectral_residual, to_png
-
-    root = tmp_path_factory.mktemp("eval-data")
-    (root / "images").mkdir()
-    (root / "saliency").mkdir()
-    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    with open(root / "critiques.jsonl", "w") as f:
-        for i, critique in enumerate(CRITIQUES):
-            a = sources[i % 4]
-            h, w = a.shape[:2]
-            im = Image.fromarray(a[: h // 2, : w // 2] if i < 4 else a[h // 2:, w // 2:]).resize((40, 32))
-            im.save(root / "images" / f"{i}.png")
-            (root / "saliency" / f"{i}.png").write_bytes(to_png(spectral_residual(im)))
-            f.write(json.dumps({"id": str(i), "image": f"images/{i}.png", "critique": critique, "score": float(i + 1),
-                                "saliency": f"saliency/{i}.png"}) + "\n")
-    return root / "critiques.jsonl"
+    for), half with spectral-residual pseudo-label maps, as the starter dataset writes them."""
+    return write_caption_set(tmp_path_factory.mktemp("eval-data"), with_saliency=True) / "train.jsonl"
 
 
 @pytest.fixture(scope="module")
 def models(dataset, tmp_path_factory) -> tuple[Path, Path]:
     """(untrained, trained to reproduce the critiques) tiny models with a tokenizer that knows the critiques."""
-    from ase_model.modeling_ase import ASEForConditionalGeneration
-    from ase_model.testing import build_processor, tiny_config, train_tokenizer
     from ase_model.training import train
 
     root = tmp_path_factory.mktemp("eval-models")
-    tokenizer = train_tokenizer(CRITIQUES + [PROMPT, "USER: ASSISTANT:"], vocab_size=512)
-    torch.manual_seed(0)
-    config = tiny_config(hidden=64, vocab_size=512)
-    model = ASEForConditionalGeneration(config)
-    processor = build_processor(config, tokenizer=tokenizer, prompt=PROMPT)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(root / "base")
-    processor.save_pretrained(root / "base")
+    build_caption_model(root / "base", hidden=64)
     torch.set_num_threads(1)
     train(dict(model=str(root / "base"), data=[f"jsonl:{dataset}"], out=str(root / "trained"), stage="finetune",
                full=True, max_steps=100, batch_size=8, lr=5e-3, new_lr=5e-3, log_every=50, cache_images=True,
@@ -138,7 +97,7 @@ def test_cli_with_fixation_data_and_an_unreadable_image(dataset, models, tmp_pat
     shutil.copytree(dataset.parent, data)
     (data / "images" / "2.png").write_bytes(b"broken")  # counted and skipped, never fatal
     spec = fixation_set(tmp_path / "fixations")
-    rc = main(["--model", str(trained), "--data", f"jsonl:{data / 'critiques.jsonl'}", "--split", "test",
+    rc = main(["--model", str(trained), "--data", f"jsonl:{data / dataset.name}", "--split", "test",
                "--saliency-data", spec, "--out", str(tmp_path / "out"), "--limit", "4", "--max-new-tokens", "30",
                "--no-progress"])
     assert rc == 0

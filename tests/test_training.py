@@ -17,70 +17,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from ase_model.testing import TINY_CRITIQUES as CRITIQUES
+from ase_model.testing import build_caption_model as build_model
+from ase_model.testing import write_caption_set
 from ase_model.training import TrainArgs, parse_args, saliency_loss, train
 
-CRITIQUES = [
-    "Composition: The subject sits on a third line and the frame feels balanced.",
-    "Colour and lighting: Colours are muted and a cool cast tints the scene.",
-    "Exposure: The photo is underexposed, with deep shadows hiding detail.",
-    "Focus: The image is sharp and detail is crisp throughout.",
-    "Overall: A pleasing photograph with good light and a clear subject.",
-    "Subject: The cat stares at the lens and fills the frame.",
-    "Depth of field: A shallow focus isolates the cup from the table.",
-    "Composition: A strong diagonal leads the eye to the rocket.",
-]
-PROMPT = "Critique."
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train ~10x faster with one thread on a busy 2-core box (no OpenMP spinning)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_caption_set(root: Path, with_saliency: bool = False) -> Path:
-    """8 real photo crops at 40x32 (not square: exercises the padding), each with its own critique and score;
-    optionally a JSONL `saliency` pseudo-label PNG for half of them (as the starter dataset writes)."""
-    import skimage.data as data
-
-    from ase_model.saliency import spectral_residual, to_png
-
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    with open(root / "train.jsonl", "w") as f:
-        for i, critique in enumerate(CRITIQUES):
-            a = sources[i % 4]
-            h, w = a.shape[:2]
-            crop = a[: h // 2, : w // 2] if i < 4 else a[h // 2:, w // 2:]
-            im = Image.fromarray(crop).resize((40, 32))
-            im.save(root / "images" / f"{i}.png")
-            rec = {"id": str(i), "image": f"images/{i}.png", "critique": critique, "score": float(i + 1)}
-            if with_saliency and i % 2 == 0:
-                (root / "saliency").mkdir(exist_ok=True)
-                (root / "saliency" / f"{i}.png").write_bytes(to_png(spectral_residual(im)))
-                rec["saliency"] = f"saliency/{i}.png"
-            f.write(json.dumps(rec) + "\n")
-    return root
-
-
-def build_model(out: Path, hidden: int = 32, seed: int = 0) -> Path:
-    """A tiny CLIP+Llama ASE-MLLM whose tokenizer knows the critiques (short sequences) and a short prompt."""
-    from ase_model.modeling_ase import ASEForConditionalGeneration
-    from ase_model.testing import build_processor, tiny_config, train_tokenizer
-
-    tokenizer = train_tokenizer(CRITIQUES + [PROMPT, "USER: ASSISTANT:"], vocab_size=512)
-    torch.manual_seed(seed)
-    config = tiny_config(hidden=hidden, vocab_size=512)
-    model = ASEForConditionalGeneration(config)
-    processor = build_processor(config, tokenizer=tokenizer, prompt=PROMPT)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
