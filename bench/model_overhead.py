@@ -91,8 +91,7 @@ def main(argv=None) -> int:
     import raw_decode
 
     r = raw_decode.run(repeats=3)
-    preview_s = r.get("preview_s") or r.get("preview")
-    demosaic_s = r.get("demosaic_s") or r.get("demosaic")
+    preview_s, demosaic_s = r["preview_s"], r["demosaic_s"]
 
     print(f"\nModel overhead: one critique ({args.new_tokens} new tokens, batch 1, CPU, {torch.get_num_threads()} threads), "
           f"median of {args.repeats}")
