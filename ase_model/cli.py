@@ -25,7 +25,7 @@ def _layers(text: str | None):
 def cmd_build(args) -> int:
     import ase_model  # noqa: F401  (registers the Auto classes)
     from .modeling_ase import ASEForConditionalGeneration
-    from .processing_ase import ASEProcessor, make_image_processor
+    from .processing_ase import ASEProcessor, make_image_processor, num_image_tokens
 
     out = Path(args.out)
     if args.tiny:
@@ -50,11 +50,10 @@ def cmd_build(args) -> int:
         print("ase-mllm build: give --from-llava SRC, or --vision V and --llm L, or --tiny", file=sys.stderr)
         return 2
     vc = model.config.vision_config
-    n_tokens = (vc.image_size // vc.patch_size) ** 2 + (0 if model.config.vision_feature_select_strategy == "default" else 0)
     processor = ASEProcessor(
         image_processor=make_image_processor(vc.image_size, src_images.image_mean, src_images.image_std),
         tokenizer=tokenizer,
-        num_image_tokens=n_tokens,
+        num_image_tokens=num_image_tokens(model.config),
         use_saliency_prior=model.config.iasm_use_prior,
     )
     model.save_pretrained(out)

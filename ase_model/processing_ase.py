@@ -36,6 +36,14 @@ def make_image_processor(size: int, mean: Sequence[float], std: Sequence[float])
     )
 
 
+def num_image_tokens(config) -> int:
+    """How many image tokens one image becomes: the tower's patches, plus CLIP's class token when the "full"
+    selection strategy keeps it (SigLIP has none)."""
+    vc = config.vision_config
+    cls_token = vc.model_type.startswith("clip") and config.vision_feature_select_strategy == "full"
+    return (vc.image_size // vc.patch_size) ** 2 + int(cls_token)
+
+
 def pad_box(width: int, height: int) -> tuple[float, float, float, float]:
     """Where a width x height photo lies inside its padded square, as fractions (left, top, right, bottom)."""
     side = max(width, height)
@@ -158,4 +166,4 @@ class ASEProcessor(ProcessorMixin):
         return self.tokenizer.decode(*args, **kwargs)
 
 
-__all__ = ["ASEProcessor", "DEFAULT_PROMPT", "IGNORE_INDEX", "make_image_processor", "pad_box"]
+__all__ = ["ASEProcessor", "DEFAULT_PROMPT", "IGNORE_INDEX", "make_image_processor", "num_image_tokens", "pad_box"]

@@ -84,15 +84,14 @@ def tiny_config(vision: str = "clip", llm: str = "llama", image_size: int = 32, 
 
 
 def build_processor(config, tokenizer=None, **kwargs):
-    from .processing_ase import ASEProcessor, make_image_processor
+    from .processing_ase import ASEProcessor, make_image_processor, num_image_tokens
 
     tokenizer = tokenizer or train_tokenizer(vocab_size=config.text_config.vocab_size)
     vc = config.vision_config
-    n = (vc.image_size // vc.patch_size) ** 2 + (0 if config.vision_feature_select_strategy == "default" else 0)
     return ASEProcessor(
         image_processor=make_image_processor(vc.image_size, mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711]),
         tokenizer=tokenizer,
-        num_image_tokens=n,
+        num_image_tokens=num_image_tokens(config),
         use_saliency_prior=config.iasm_use_prior,
         **kwargs,
     )

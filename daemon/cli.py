@@ -1,6 +1,6 @@
 """`ase-daemon`: run the critic daemon; `ase-daemon keys`; `ase-daemon install-service`.
 
-    ase-daemon [--config FILE] [--model DIR] [--endpoint URL]… [--db FILE] [limits…]
+    ase-daemon [--config FILE] [--model DIR] [--endpoint URL]… [--db FILE] [--watch DIR…] [limits…]
     ase-daemon keys [--dir DIR] [--force]
     ase-daemon install-service [--print] [--force]
 
@@ -42,6 +42,12 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-mb", type=float)
     p.add_argument("--idle-unload-s", type=float, help="unload the model after this long idle (0 = never)")
     p.add_argument("--log-level", help="debug | info | warning")
+    p.add_argument("--watch", action="append", dest="watch_dirs", metavar="DIR",
+                   help="critique photos arriving in DIR and write XMP sidecars (repeatable; adds to [watch] folders)")
+    p.add_argument("--watch-recursive", action="store_true", default=None,
+                   help="the --watch folders include their subfolders")
+    p.add_argument("--watch-polling", action="store_true", default=None,
+                   help="the --watch folders are polled (network shares: SMB/NFS send no change events)")
     return p
 
 
@@ -52,6 +58,10 @@ def run(argv: list[str]) -> int:
         cfg = load_config(args.config, **overrides)
     except ConfigError as e:
         print(f"ase-daemon: {e}", file=sys.stderr)
+        return 2
+    missing = [f["path"] for f in cfg.watch_settings.folders if f["source"] == "cli" and not os.path.isdir(f["path"])]
+    if missing:  # a typo on the command line; a configured folder may be a share that mounts later
+        print(f"ase-daemon: --watch {missing[0]}: no such folder", file=sys.stderr)
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -68,6 +78,10 @@ def run(argv: list[str]) -> int:
                     decode_threads=lim.decode_threads, idle_unload_s=cfg.idle_unload_s,
                     warmup_batch_sizes=cfg.warmup_batch_sizes)
     server = Server(cfg, worker, store)
+    from .watcher import Watcher
+
+    # always installed: folders can be added at run time (`ase-client watch add`) even if none is configured
+    Watcher(cfg.watch_settings, store, worker, tag_root=worker.tag_root, max_queued=lim.max_jobs).install(server)
     log.info("ase-daemon pid %d, store %s%s", os.getpid(), cfg.db_path, f", config {cfg.source}" if cfg.source else "")
     try:
         asyncio.run(server.serve())

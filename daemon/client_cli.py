@@ -3,6 +3,7 @@
     ase-client [--endpoint URL] [--timeout S] [--start] ping | status | load | unload | shutdown
     ase-client critique IMAGE… [--format text|json|lines] [--stream] [--saliency-out DIR] [--max-new-tokens N] [--force]
     ase-client submit IMAGE… | job ID [--saliency-out DIR] | cancel ID
+    ase-client watch add DIR [--recursive] [--polling] | remove DIR | list | retry [PATH] | files [PATH]
 
 Exit status: 0 all ok, 1 some images (or the op) failed, 2 usage error, 3 daemon unavailable.
 """
@@ -38,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--send-bytes", action="store_true", help="send image bytes even to a local daemon")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("ping", help="is the daemon there; its state")
-    sub.add_parser("status", help="queue, batches, memory, counters")
+    st = sub.add_parser("status", help="queue, batches, memory, counters, watched folders")
+    st.add_argument("--format", choices=("json", "text"), default="json",
+                    help="json (default, for scripts) or text (a summary for people)")
     c = sub.add_parser("critique", help="critique images and print the results")
     c.add_argument("images", nargs="+", metavar="IMAGE")
     c.add_argument("--format", choices=("text", "json", "lines"), default="text")
@@ -61,6 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--no-wait", action="store_true")
     sub.add_parser("unload", help="free the model (the next request loads it again)")
     sub.add_parser("shutdown", help="stop the daemon")
+    w = sub.add_parser("watch", help="folders whose new photos are critiqued into XMP sidecars (docs/watcher.md)")
+    wsub = w.add_subparsers(dest="watch_command", required=True, metavar="ACTION")
+    wa = wsub.add_parser("add", help="watch a folder (remembered across restarts)")
+    wa.add_argument("folder")
+    wa.add_argument("--recursive", action="store_true", default=None, help="include subfolders")
+    wa.add_argument("--polling", action="store_true", default=None,
+                    help="poll instead of change events (network shares)")
+    for flag, key in (("description", "write_description"), ("tags", "write_tags"), ("rating", "write_rating")):
+        wa.add_argument(f"--{flag}", dest=key, action=argparse.BooleanOptionalAction, default=None,
+                        help=f"write the standard {flag} key into sidecars (default: the daemon's [watch] setting)")
+    wa.add_argument("--overwrite-description", action="store_true", default=None,
+                    help="replace a description the user wrote")
+    wa.add_argument("--overwrite-rating", action="store_true", default=None, help="replace a rating the user set")
+    wr = wsub.add_parser("remove", help="stop watching a folder")
+    wr.add_argument("folder")
+    wl = wsub.add_parser("list", help="watched folders and their progress")
+    wl.add_argument("--json", action="store_true")
+    wt = wsub.add_parser("retry", help="try failed files again (all folders, one folder or one file)")
+    wt.add_argument("path", nargs="?")
+    wf = wsub.add_parser("files", help="per-file state (queued/done/failed, error, sidecar) as JSON lines")
+    wf.add_argument("path", nargs="?")
+    wf.add_argument("--state", choices=("queued", "done", "failed"))
     return p
 
 
@@ -118,7 +143,51 @@ class App:
             result = c.request(op).result
             if op == "load" and not self.args.no_wait:
                 result = c.wait_ready(self.args.start_timeout)
-        print(json.dumps(result, indent=2 if op == "status" else None))
+        if op == "status" and self.args.format == "text":
+            print(_status_text(result), end="")
+        else:
+            print(json.dumps(result, indent=2 if op == "status" else None))
+        return EXIT_OK
+
+    def watch(self) -> int:
+        a = self.args
+        if not self.local:
+            _err("watched folders are managed on the daemon's own machine (local endpoints only)")
+            return EXIT_USAGE
+        cmd = a.watch_command
+        with self.client(timeout=max(self.args.timeout, 30.0)) as c:
+            if cmd == "add":
+                args = {"path": os.path.abspath(a.folder)}
+                for key in ("recursive", "polling", "write_description", "write_tags", "write_rating",
+                            "overwrite_description", "overwrite_rating"):
+                    if getattr(a, key) is not None:
+                        args[key] = getattr(a, key)
+                r = c.request("watch_add", args).result
+                said = ("watching" if r.get("added") else
+                        "already watching (options changed)" if r.get("changed") else "already watching")
+                print(f"{said} {r['path']}  ({_folder_flags(r)})")
+            elif cmd == "remove":
+                r = c.request("watch_remove", {"path": os.path.abspath(a.folder)}).result
+                print(f"stopped watching {r['path']}" + (f"; {r['cancelled']} queued critique(s) cancelled"
+                                                         if r.get("cancelled") else ""))
+                if r.get("note"):
+                    print(f"note: {r['note']}")
+            elif cmd == "list":
+                r = c.request("watch_list").result
+                if a.json:
+                    print(json.dumps(r, indent=2))
+                else:
+                    print(_folders_text(r["folders"]), end="")
+            elif cmd == "retry":
+                args = {"path": os.path.abspath(a.path)} if a.path else {}
+                r = c.request("watch_retry", args).result
+                print(f"{r['retried']} failed file(s) queued again")
+            elif cmd == "files":
+                args = {"path": os.path.abspath(a.path)} if a.path else {}
+                if a.state:
+                    args["state"] = a.state
+                for f in c.request("watch_files", args).result["files"]:
+                    print(json.dumps(f, ensure_ascii=False))
         return EXIT_OK
 
     def critique(self) -> int:
@@ -284,6 +353,49 @@ class App:
         with self.client() as c:
             print(json.dumps(c.cancel(self.args.id)))
         return EXIT_OK
+
+
+def _folder_flags(f: dict) -> str:
+    flags = [k for k in ("recursive", "polling") if f.get(k)]
+    writes = [k[6:] for k in ("write_tags", "write_description", "write_rating") if f.get(k)]
+    flags.append("writes " + ("+".join(writes) if writes else "only our namespace"))
+    return ", ".join(flags)
+
+
+def _folders_text(folders: list[dict]) -> str:
+    if not folders:
+        return "no watched folders (ase-client watch add DIR)\n"
+    lines = [f"{'pending':>8} {'done':>7} {'failed':>7}  folder"]
+    for f in folders:
+        state = "" if f.get("state") == "watching" else f"  [{f.get('state')}]"
+        if f.get("error"):
+            state += f"  ({f['error']})"
+        lines.append(f"{f['pending']:>8} {f['done']:>7} {f['failed']:>7}  {f['path']}  "
+                     f"({f.get('observer') or '-'}{', recursive' if f.get('recursive') else ''}){state}")
+    return "\n".join(lines) + "\n"
+
+
+def _status_text(st: dict) -> str:
+    """`ase-client status --format text`: the daemon at a glance."""
+    c, q, b, j = st.get("counts", {}), st.get("queue", {}), st.get("batches", {}), st.get("jobs", {})
+    out = [
+        (f"ase-daemon pid {st.get('pid')}  {st.get('state')}  model {st.get('model')}  on {st.get('device')}  "
+         f"up {st.get('uptime_s', 0):.0f} s"),
+        (f"queue: {q.get('interactive', 0)} interactive, {q.get('background', 0)} background in the worker, "
+         f"{q.get('jobs_queued', 0)} jobs queued"),
+        (f"model passes: {b.get('count', 0)} batches, {b.get('images', 0)} images, mean batch "
+         f"{b.get('mean_size', 0)}, {b.get('mean_ms', 0)} ms each"),
+        (f"counts: {c.get('critiques', 0)} critiques run, {c.get('cache_hits', 0)} from the store, "
+         f"{c.get('failed_images', 0)} failed images, {c.get('errors', 0)} error replies"),
+        "jobs: " + ", ".join(f"{n} {k}" for k, n in j.items()),
+        f"memory: {st.get('memory', {}).get('rss_mb')} MB RSS",
+    ]
+    w = st.get("watch")
+    if w is not None:
+        out.append(f"watched folders: {w.get('pending', 0)} pending, {w.get('done', 0)} done, "
+                   f"{w.get('failed', 0)} failed")
+        out.append(_folders_text(w.get("folders", [])).rstrip("\n"))
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,32 @@ class Curve:
     client_secret_key: str | None = None
 
 
+# Per-folder options of the folder watcher (docs/watcher.md); the [watch] table gives defaults for all folders.
+WATCH_FOLDER_OPTIONS = {
+    "recursive": False,  # watch subfolders too
+    "polling": False,  # watchdog's PollingObserver (network shares: SMB/NFS deliver no inotify events)
+    "write_description": False,  # dc:description from the critique text
+    "write_tags": True,  # dc:subject + lr:hierarchicalSubject
+    "write_rating": False,  # xmp:Rating from the score (xmp.rating_from_score)
+    "overwrite_description": False,  # replace a description the user wrote
+    "overwrite_rating": False,  # replace a rating the user set
+}
+
+
+@dataclass
+class WatchSettings:
+    """The parsed [watch] section plus the command line's --watch folders."""
+
+    folders: list[dict] = field(default_factory=list)  # {"path": absolute str, **WATCH_FOLDER_OPTIONS, "source"}
+    rescan_s: float = 300.0  # full rescan of every folder this often (events can be lost); 0 = only at start
+    settle_s: float = 1.0  # size and mtime unchanged this long = the copy is finished (when no closed event says so)
+    open_wait_s: float = 30.0  # native observer: how long a file that stopped growing may stay open before we go on
+    poll_interval_s: float = 2.0  # PollingObserver's snapshot period
+    incomplete_timeout_s: float = 300.0  # a file that never decodes is recorded as failed (bad_image) after this
+    priority: int = -1  # job priority: below interactive requests and below clients' submits (0)
+    defaults: dict = field(default_factory=lambda: dict(WATCH_FOLDER_OPTIONS))
+
+
 @dataclass
 class Config:
     model: str | None = None  # model folder; None = the built-in starter model (ASE_MODEL overrides)
@@ -60,8 +86,9 @@ class Config:
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     curve: Curve = field(default_factory=Curve)
-    watch: dict = field(default_factory=dict)  # the folder watcher's section (see the watcher's docs)
+    watch: dict = field(default_factory=dict)  # the [watch] table as written (parsed into watch_settings)
     source: Path | None = None  # the file this came from
+    watch_settings: WatchSettings = field(default_factory=WatchSettings)  # parsed [watch] + --watch folders
 
     @property
     def db_path(self) -> Path:
@@ -150,7 +177,7 @@ def resolve_endpoint(cli: str | None = None, config: Config | None = None) -> st
 
 # ---- loading ----------------------------------------------------------------------------------------------
 def _fill(obj, table: dict, where: str):
-    known = {f.name: f for f in fields(obj) if f.name != "source"}
+    known = {f.name: f for f in fields(obj) if f.name not in ("source", "watch_settings")}
     for key, value in table.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -180,6 +207,7 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
     elif explicit:
         raise ConfigError(f"config file {path} does not exist")
     limit_names = {f.name for f in fields(Limits)}
+    watch_cli = {k: overrides.pop(k, None) for k in ("watch_dirs", "watch_recursive", "watch_polling")}
     for key, value in overrides.items():
         if value is None or value == []:
             continue
@@ -190,7 +218,76 @@ def load_config(path: str | os.PathLike | None = None, **overrides) -> Config:
         else:
             setattr(cfg, key, value)
     _validate(cfg)
+    cfg.watch_settings = parse_watch(cfg.watch, f"{cfg.source or 'config'} [watch]", watch_cli["watch_dirs"] or (),
+                                     recursive=watch_cli["watch_recursive"], polling=watch_cli["watch_polling"])
     return cfg
+
+
+def _watch_folder(entry, defaults: dict, where: str, source: str) -> dict:
+    if isinstance(entry, str):
+        entry = {"path": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"].strip():
+        raise ConfigError(f"{where}: each folder is a path string or a table with a `path` string")
+    folder = dict(defaults)
+    for key, value in entry.items():
+        if key == "path":
+            continue
+        if key not in WATCH_FOLDER_OPTIONS:
+            raise ConfigError(f"{where}: unknown folder option {key!r} (known: path, "
+                              f"{', '.join(sorted(WATCH_FOLDER_OPTIONS))})")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: folder option {key} must be true or false")
+        folder[key] = value
+    # absolute and normalised, so that the same folder written two ways is one folder (not resolved: a
+    # configured network mount may be absent at start)
+    folder["path"] = os.path.abspath(os.path.expanduser(entry["path"]))
+    folder["source"] = source
+    return folder
+
+
+def parse_watch(table: dict, where: str = "[watch]", cli_dirs=(), recursive: bool | None = None,
+                polling: bool | None = None) -> WatchSettings:
+    """[watch] (numbers, folder defaults, `folders` = paths or tables) and `ase-daemon --watch DIR` folders.
+
+    Folders are not checked for existence here: a configured network share may mount after the daemon starts."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    ws = WatchSettings()
+    numbers = {"rescan_s": 0.0, "settle_s": 0.0, "open_wait_s": 0.0, "poll_interval_s": 0.05,
+               "incomplete_timeout_s": 0.0}
+    for key, value in table.items():
+        if key == "folders":
+            continue
+        if key in numbers:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < numbers[key]:
+                raise ConfigError(f"{where}: {key} must be a number >= {numbers[key]:g}")
+            setattr(ws, key, float(value))
+        elif key == "priority":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where}: priority must be an integer")
+            ws.priority = value
+        elif key in WATCH_FOLDER_OPTIONS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be true or false")
+            ws.defaults[key] = value
+        else:
+            known = sorted([*numbers, "priority", "folders", *WATCH_FOLDER_OPTIONS])
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+    folders = table.get("folders", [])
+    if not isinstance(folders, list):
+        raise ConfigError(f"{where}: folders must be a list of paths or [[watch.folders]] tables")
+    by_path: dict[str, dict] = {}
+    for entry in folders:
+        f = _watch_folder(entry, ws.defaults, where, "config")
+        by_path[f["path"]] = f
+    given = {k: bool(v) for k, v in (("recursive", recursive), ("polling", polling)) if v is not None}
+    for d in cli_dirs:
+        f = _watch_folder(d, {**ws.defaults, **given}, "--watch", "cli")
+        if f["path"] in by_path:  # the same folder in the file: its options, with the command line's flags on top
+            f = {**by_path[f["path"]], **given, "source": "cli"}
+        by_path[f["path"]] = f
+    ws.folders = list(by_path.values())
+    return ws
 
 
 def _validate(cfg: Config) -> None:

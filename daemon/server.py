@@ -83,6 +83,11 @@ class Server:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
         self.counts = {"requests": 0, "errors": 0}
+        # components beside the worker (the folder watcher): started once the endpoints are bound (a daemon that
+        # cannot bind must not start watching), stopped after the worker (its last batch's results still count)
+        self.status_hooks: dict[str, object] = {}  # status result key -> callable returning that block
+        self.start_hooks: list = []
+        self.stop_hooks: list = []
 
     def add_op(self, name: str, handler, spec: P.OpSpec) -> None:
         """Serve a new op (the folder watcher adds `watch`). handler(call, request) returns a result dict,
@@ -207,6 +212,8 @@ class Server:
         if self.auth is not None:
             self.loop.add_signal_handler(signal.SIGHUP, self._reload_keys)
         self.worker.start()
+        for hook in self.start_hooks:
+            hook()
         tasks = [asyncio.create_task(self._receive(sock, remote)) for sock, remote in self._sockets]
         tasks.append(asyncio.create_task(self._heartbeat()))
         try:
@@ -217,6 +224,11 @@ class Server:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.loop.run_in_executor(None, self.worker.stop)
+            for hook in self.stop_hooks:
+                try:
+                    await self.loop.run_in_executor(None, hook)
+                except Exception:
+                    log.exception("stopping %s failed", hook)
             await asyncio.sleep(0.05)  # replies the worker scheduled with call_soon_threadsafe
             for call in list(self._inflight.values()):
                 self._fail(call, P.CANCELLED, "the daemon is shutting down")
@@ -372,6 +384,7 @@ class Server:
             "jobs": jobs, "endpoints": self.config.all_endpoints(),
             "limits": dict(vars(self.config.limits)),
             **w,
+            **{key: hook() for key, hook in self.status_hooks.items()},
         }
 
     def _image_args(self, call: Call, req: P.Request) -> dict:

@@ -1,0 +1,176 @@
+"""A sidecar written by the folder watcher, read by independent readers: exiftool, and REAL darktable importing the
+photo (darktable reads `IMG.jpg.xmp` when it imports `IMG.jpg`).
+
+The chain is the real one: a daemon watching a folder (`ase-daemon --watch`), a photo dropped in, the sidecar the
+watcher wrote. The photo and its sidecar are then copied into a fresh folder and imported by darktable under Xvfb
+(`--library :memory:`), whose Lua reports the tags, description and rating it sees. The daemon runs the tiny model
+trained to say one tagged critique (scripted_model.py): the random tiny model writes text without tags.
+
+Self-contained harness (no plugin involved): a driver written into the test's folder, always under `timeout`,
+one retry when darktable 4.2 hangs before running any Lua (its start-up race).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, daemon_env
+
+HERE = Path(__file__).resolve().parent
+TEXT = "Exposure: The photo is underexposed.\nFocus: The image is sharp."
+SCORE = 7.2
+TAGS = ["aesthetics|exposure|underexposed", "aesthetics|focus|sharp"]
+DT_TIMEOUT = 120
+STARTUP_TIMEOUT = 45
+
+_missing = [name for name in ("darktable", "xvfb-run", "exiftool") if shutil.which(name) is None]
+pytestmark = [
+    pytest.mark.darktable,
+    pytest.mark.skipif(bool(_missing), reason=f"not installed: {', '.join(_missing)} "
+                       "(apt-get install darktable xvfb xauth libimage-exiftool-perl)"),
+]
+
+DRIVER = r"""
+local dt = require "darktable"
+local out = assert(io.open(os.getenv("ASE_DT_RESULT"), "w"))
+local started = assert(io.open(os.getenv("ASE_DT_RESULT") .. ".started", "w"))
+started:write("started\n")
+started:close()
+local function report(k, v)
+  out:write(k, "\t", (tostring(v):gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub("\t", "\\t")), "\n")
+  out:flush()
+end
+dt.control.dispatch(function()
+  local ok, err = pcall(function()
+    local img = dt.database.import(os.getenv("ASE_DT_IMAGE"))
+    report("imported", img ~= nil)
+    local names = {}
+    for _, t in ipairs(dt.tags.get_tags(img)) do table.insert(names, t.name) end
+    table.sort(names)
+    report("tags", table.concat(names, ";"))
+    report("description", img.description or "")
+    report("rating", img.rating)
+  end)
+  report("driver", ok and "PASS" or ("FAIL " .. tostring(err)))
+  out:close()
+  dt.control.sleep(200)
+  dt.gui.action("global/quit", 0, "", "", 1.0)
+end)
+"""
+
+
+def _unescape(s: str) -> str:
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 1 < len(s):
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(s[i + 1], s[i + 1]))
+            i += 2
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def run_darktable(work: Path, image: Path) -> tuple[dict, str]:
+    (work / "cfg").mkdir(parents=True, exist_ok=True)
+    (work / "cfg" / "luarc").write_text("")  # no plugin: darktable only runs the driver
+    driver, result, started, log = work / "driver.lua", work / "result.txt", work / "result.txt.started", work / "dt.log"
+    driver.write_text(DRIVER)
+    env = {**daemon_env(work), "ASE_DT_RESULT": str(result), "ASE_DT_IMAGE": str(image), "ASE_DT_DRIVER": str(driver)}
+    cmd = ["timeout", "-k", "5", str(DT_TIMEOUT), "xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "darktable",
+           "--configdir", str(work / "cfg"), "--cachedir", str(work / "cache"), "--library", ":memory:",
+           "--disable-opencl", "-d", "lua", "--luacmd", "dofile(os.getenv('ASE_DT_DRIVER'))"]
+    for attempt in (1, 2):
+        for f in (result, started):
+            f.unlink(missing_ok=True)
+        t0 = time.monotonic()
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            hang = False
+            try:
+                while proc.poll() is None:
+                    if not started.exists() and time.monotonic() - t0 > STARTUP_TIMEOUT:
+                        hang = True
+                        break
+                    time.sleep(0.2)
+            finally:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # darktable can outlive xvfb-run
+                proc.wait()
+        if not hang:
+            break
+    text = log.read_text(errors="replace")
+    report = {}
+    if result.exists():
+        for line in result.read_text().splitlines():
+            key, _, value = line.partition("\t")
+            report[key] = _unescape(value)
+    where = f"(rc {proc.returncode}, attempt {attempt}; log {log}):\n{text[-3000:]}"
+    assert report.get("driver") == "PASS", f"driver said {report.get('driver')!r} {where}"
+    assert proc.returncode == 0 and "LUA ERROR" not in text, where
+    return report, text
+
+
+@pytest.fixture(scope="module")
+def scripted_model(tmp_path_factory):
+    sys.path.insert(0, str(HERE))
+    try:
+        from scripted_model import build_scripted_model
+    finally:
+        sys.path.remove(str(HERE))
+    return build_scripted_model(tmp_path_factory.mktemp("scripted-model"), TEXT, SCORE)
+
+
+def test_darktable_imports_a_watched_photos_sidecar(tmp_path, photos, scripted_model):
+    from ase_daemon.xmp import rating_from_score, read_sidecar, sidecar_path
+
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    d = DaemonProcess(tmp_path / "daemon", scripted_model, "dt", ["--max-new-tokens", "48", "--watch", str(watched)],
+                      config="[watch]\nsettle_s = 0.3\nwrite_description = true\nwrite_rating = true\n")
+    d.start()
+    try:
+        photos["astronaut"].save(watched / "astronaut.jpg", quality=90)
+        deadline = time.monotonic() + 60
+        with d.client(timeout=30) as c:
+            while c.status()["watch"]["done"] < 1:
+                assert time.monotonic() < deadline, c.status()["watch"]
+                time.sleep(0.1)
+    finally:
+        assert d.stop() == 0
+    ours = read_sidecar(watched / "astronaut.jpg")
+    assert ours["text"] == TEXT and ours["score"] == pytest.approx(SCORE, abs=0.01)
+    assert sorted(ours["tags"]) == TAGS
+
+    # exiftool: our namespace and the standard keys
+    side = sidecar_path(watched / "astronaut.jpg")
+    x = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-a", str(side)], capture_output=True, text=True,
+                                  check=True, timeout=60).stdout)[0]
+    assert float(x["XMP-asecritic:Score"]) == pytest.approx(SCORE, abs=0.01)
+    assert x["XMP-asecritic:Critique"] == TEXT
+    assert sorted(x["XMP-lr:HierarchicalSubject"]) == TAGS
+    assert {"aesthetics", "exposure", "underexposed", "focus", "sharp"} <= set(x["XMP-dc:Subject"])
+    assert x["XMP-dc:Description"] == TEXT
+    assert x["XMP-xmp:Rating"] == rating_from_score(SCORE)
+
+    # darktable imports the photo with its sidecar from a fresh folder
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(watched / "astronaut.jpg", library / "astronaut.jpg")
+    shutil.copy(side, library / "astronaut.jpg.xmp")
+    report, _ = run_darktable(tmp_path / "dt", library / "astronaut.jpg")
+    assert report["imported"] == "true"
+    tags = report["tags"].split(";")
+    assert set(TAGS) <= set(tags), tags
+    assert report["description"] == TEXT
+    assert report["rating"] == str(rating_from_score(SCORE))
