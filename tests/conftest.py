@@ -66,6 +66,24 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def scripted_model():
+    """A tiny real model trained to say one tagged critique for every photo, score 7.2 (the random tiny model's
+    gibberish carries no tags): built once for the darktable tests (tests/darktable/scripted_model.py)."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent / "darktable"
+    sys.path.insert(0, str(here))
+    try:
+        from scripted_model import DEFAULT_TEXT, build_scripted_model
+    finally:
+        sys.path.remove(str(here))
+    with tempfile.TemporaryDirectory(prefix="scripted-model-") as tmp:
+        yield build_scripted_model(Path(tmp), DEFAULT_TEXT, 7.2)
+
+
 def random_image(seed: int, size=(48, 32)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))

@@ -48,14 +48,6 @@ pytestmark = [
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def scripted_model(tmp_path_factory):
-    sys.path.insert(0, str(HERE))
-    try:
-        from scripted_model import build_scripted_model
-    finally:
-        sys.path.remove(str(HERE))
-    return build_scripted_model(tmp_path_factory.mktemp("scripted-model"), TEXT, SCORE)
 
 
 @pytest.fixture(scope="module")

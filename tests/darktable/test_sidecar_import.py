@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -121,14 +120,6 @@ def run_darktable(work: Path, image: Path) -> tuple[dict, str]:
     return report, text
 
 
-@pytest.fixture(scope="module")
-def scripted_model(tmp_path_factory):
-    sys.path.insert(0, str(HERE))
-    try:
-        from scripted_model import build_scripted_model
-    finally:
-        sys.path.remove(str(HERE))
-    return build_scripted_model(tmp_path_factory.mktemp("scripted-model"), TEXT, SCORE)
 
 
 def test_darktable_imports_a_watched_photos_sidecar(tmp_path, photos, scripted_model):
