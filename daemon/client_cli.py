@@ -296,7 +296,7 @@ class App:
         result, png = ok
         sal_path = None
         if png and self.args.saliency_out:
-            sal_path = str(Path(self.args.saliency_out) / f"{Path(image).name}.saliency.png")
+            sal_path = str(self._saliency_path(image))
             Path(sal_path).write_bytes(png)
         rating = _rating(result["score"])
         if fmt == "lines":
@@ -337,6 +337,18 @@ class App:
                     code = e.code if isinstance(e, DaemonError) else P.NOT_FOUND
                     print(json.dumps({"image": image, "error": {"code": code, "message": getattr(e, "message", str(e))}}))
         return EXIT_FAILED if failures else EXIT_OK
+
+    def _saliency_path(self, image: str) -> Path:
+        """DIR/<name>.saliency.png; a second image of the same name in this call gets <name>-2.saliency.png, so
+        two photos from different folders never overwrite each other's map."""
+        used = self.__dict__.setdefault("_saliency_names", set())
+        base, n = Path(image).name, 1
+        name = base
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        return Path(self.args.saliency_out) / f"{name}.saliency.png"
 
     def job(self) -> int:
         with self.client() as c:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -76,6 +77,15 @@ def test_critique_lines_format_and_exit_codes(shared_daemon, tmp_path):
         key = line.split("\t", 1)[0]
         assert key in {"image", "score", "rating", "tag", "text", "saliency", "cached", "model", "error", "end"} \
             or key.startswith("attr."), line
+    # two photos of the same name from different folders keep their own saliency maps
+    (tmp_path / "other").mkdir()
+    b_twin = write_jpeg(tmp_path / "other" / "b.jpg", 3)
+    r = ase_client("--endpoint", shared_daemon.ipc, "critique", b, b_twin, "--format", "lines", "--saliency-out", out,
+                   env=env)
+    assert r.returncode == 0, r.stderr
+    paths = [blk["saliency"] for blk in P.parse_lines(r.stdout)]
+    assert paths == [str(out / "b.jpg.saliency.png"), str(out / "b.jpg-2.saliency.png")]
+    assert all(Path(p).exists() for p in paths)
     # all good -> 0; json format; bytes instead of paths
     r = ase_client("--endpoint", shared_daemon.ipc, "--send-bytes", "critique", a, b, "--format", "json", env=env)
     assert r.returncode == 0, r.stderr
