@@ -6,8 +6,11 @@
 2. train a byte-level BPE tokenizer on its critiques;
 3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM, 4-layer Llama-style decoder), seeded;
 4. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
-5. stage `finetune --full`: everything, with caption + score + saliency losses (`ase-mllm train`);
-6. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
+5. stage `finetune --full` on *verdict captions* ("exposure: underexposed; saturation: muted; …"): like
+   LLaVA's alignment on short captions, the words that depend on the image are most of the target, so the
+   vision side learns what to see before the decoder learns to phrase it;
+6. stage `finetune --full` on the critiques: everything, with caption + score + saliency losses;
+7. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
 
 Same seed, same data, same model (bit for bit on the same kind of device and thread count).
 """
@@ -47,11 +50,35 @@ def ensure_dataset(data_dir: Path, n: int, seed: int) -> dict:
     return generate(data_dir, n, seed=seed)
 
 
+VERDICT_ORDER = ("exposure", "highlights", "contrast", "saturation", "white_balance", "sharpness", "noise", "tilt",
+                 "composition")
+
+
+def verdict_caption(verdicts: dict[str, str]) -> str:
+    """The teacher's verdicts as one short caption, e.g. "exposure: underexposed; saturation: muted; ..."."""
+    return "; ".join(f"{k.replace('_', ' ')}: {verdicts[k]}" for k in VERDICT_ORDER
+                     if verdicts.get(k) not in (None, "n/a")) + "."
+
+
+def write_verdict_set(data_dir: Path, out_dir: Path) -> Path:
+    """train.jsonl with the same images, scores and saliency labels, and the verdict caption as the target."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "train.jsonl") as src, open(out_dir / "train.jsonl", "w") as dst:
+        for line in src:
+            rec = json.loads(line)
+            dst.write(json.dumps({"id": rec["image"], "image": str((data_dir / rec["image"]).resolve()),
+                                  "critique": verdict_caption(rec["verdicts"]), "score": rec["score"],
+                                  "saliency": str((data_dir / rec["saliency"]).resolve())}) + "\n")
+    return out_dir
+
+
 def corpus(data_dir: Path) -> list[str]:
     texts = []
-    for name in ("train.jsonl",):
-        with open(data_dir / name) as f:
-            texts += [json.loads(line)["critique"] for line in f if line.strip()]
+    with open(data_dir / "train.jsonl") as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                texts += [rec["critique"], verdict_caption(rec["verdicts"])]
     return texts
 
 
@@ -115,8 +142,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="work/starter", help="dataset, intermediate checkpoints")
     ap.add_argument("--n", type=int, default=3000, help="dataset size")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=float, default=10.0)
+    ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
+    ap.add_argument("--verdict-epochs", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
@@ -134,13 +162,19 @@ def main(argv=None) -> int:
     stage1 = work / "stage1-saliency"
     train(TrainArgs(model=str(init), out=str(stage1), stage="saliency", epochs=args.saliency_epochs, lr=3e-3, **common))
     log("stage saliency done")
-    stage2 = work / "stage2-finetune"
-    result = train(TrainArgs(model=str(stage1), out=str(stage2), stage="finetune", full=True, epochs=args.epochs,
+    stage2 = work / "stage2-verdicts"
+    verdicts = write_verdict_set(data, work / "verdicts")
+    train(TrainArgs(model=str(stage1), out=str(stage2), stage="finetune", full=True, epochs=args.verdict_epochs,
+                    lr=args.lr, warmup_ratio=0.03, score_loss_weight=1.0, saliency_loss_weight=0.5, weight_decay=0.01,
+                    **{**common, "data": [f"jsonl:{verdicts}"]}))
+    log("stage verdict captions done")
+    stage3 = work / "stage3-critiques"
+    result = train(TrainArgs(model=str(stage2), out=str(stage3), stage="finetune", full=True, epochs=args.epochs,
                              lr=args.lr, warmup_ratio=0.03, score_loss_weight=1.0, saliency_loss_weight=0.5,
                              weight_decay=0.01, **common))
-    log(f"stage finetune done: {json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str))})}")
+    log(f"stage critiques done: {json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str))})}")
     card_path = Path(__file__).resolve().parents[2] / "docs" / "starter-model.md"
-    export(stage2, Path(args.out), card_path.read_text() if card_path.exists() else None)
+    export(stage3, Path(args.out), card_path.read_text() if card_path.exists() else None)
     log(f"done in {(time.time() - t0) / 60:.1f} min")
     return 0
 
