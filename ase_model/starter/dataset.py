@@ -210,11 +210,14 @@ def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Im
         f = rng.uniform(0.4, 0.7) if rng.random() < 0.5 else rng.uniform(1.3, 1.7)
         img = ImageEnhance.Contrast(img).enhance(f)
         params["contrast"] = _r(f)
-    if rng.random() < 0.25:
-        f = rng.uniform(0.0, 0.4) if rng.random() < 0.5 else rng.uniform(1.5, 2.2)
+    # Colour changes are frequent and span the whole scale, down to none at all: otherwise "monochrome" is
+    # only ever seen on the grey source photos and a model learns the subject instead of the colour.
+    if rng.random() < 0.45:
+        u = rng.random()
+        f = 0.0 if u < 0.3 else rng.uniform(0.05, 0.4) if u < 0.65 else rng.uniform(1.5, 2.2)
         img = ImageEnhance.Color(img).enhance(f)
         params["saturation"] = _r(f)
-    if rng.random() < 0.25:
+    if rng.random() < 0.4:
         kind = rng.choice(("warm", "cool", "green", "magenta"))
         # log-ratio strength: warm/cool 0.6-1.0 is (1.35, 1, 0.74) to (1.65, 1, 0.61), a clearly visible cast;
         # weaker casts sit in the range where scene colour and cast cannot be told apart.

@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
-    ap.add_argument("--verdict-epochs", type=float, default=4.0)
+    ap.add_argument("--verdict-epochs", type=float, default=6.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
