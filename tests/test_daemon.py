@@ -431,19 +431,33 @@ def test_keys_and_install_service(tmp_path, monkeypatch, curve_keys):
 def test_retried_request_id_runs_once(shared_daemon):
     """A Lazy Pirate retry (same id, new socket) while the first is in flight: one model run, answered once."""
     ctx = zmq.Context.instance()
-    msg = P.encode_request("retry-" + P.new_id(), "critique", {"force": True, "saliency": False}, [jpeg(4242)])
+    msg = P.encode_request("retry-" + P.new_id(), "critique", {"force": True, "saliency": False, "progress": True},
+                           [jpeg(4242)])
     with shared_daemon.client() as c:
         before = c.status()["counts"]["critiques"]
+
+    def replies(sock, wait_ms):
+        """Decoded messages until a final reply (no event) or silence."""
+        out = []
+        while sock.poll(wait_ms):
+            out.append(P.decode_reply(sock.recv_multipart()))
+            if out[-1].event is None:
+                break
+        return out
+
     with ctx.socket(zmq.DEALER) as first, ctx.socket(zmq.DEALER) as second:
         for s in (first, second):
             s.linger = 0
             s.connect(shared_daemon.ipc)
         first.send_multipart(msg)
+        # "accepted" means the daemon holds the first request in flight: only now is the resend a retry (two
+        # sockets have no order between them, so sending both at once could reach the daemon either way round)
+        accepted = P.decode_reply(first.recv_multipart())
+        assert accepted.event == P.PROGRESS and accepted.data["stage"] == "accepted"
         second.send_multipart(msg)
-        assert second.poll(10_000)
-        reply = P.decode_reply(second.recv_multipart())
-        assert reply.ok and reply.result["cached"] is False
-        assert not first.poll(300)  # the abandoned socket gets nothing
+        final = replies(second, 10_000)[-1]
+        assert final.event is None and final.ok and final.result["cached"] is False
+        assert all(r.event is not None for r in replies(first, 300)), "the abandoned socket gets no answer"
     with shared_daemon.client() as c:
         assert c.status()["counts"]["critiques"] == before + 1
 
