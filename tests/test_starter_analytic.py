@@ -185,8 +185,7 @@ def test_deterministic_and_fast(photos):
         again = analyze(im)
         times.append(time.perf_counter() - t)
         assert again.verdicts == first.verdicts and again.measurements == first.measurements
-    print(f"analyze 512 px: {1000 * sorted(times)[1]:.0f} ms (median of 3)")
-    assert sorted(times)[1] < 0.5  # ~60 ms on an idle core; generous for a shared, busy box
+    print(f"analyze 512 px: {1000 * sorted(times)[1]:.0f} ms (median of 3)")  # speed: bench, not a test
 
 
 def test_write_critique_is_true_and_deterministic(originals):
