@@ -70,6 +70,7 @@ class TrainArgs:
     mixed_precision: str | None = None  # None: accelerate launch's setting, else bf16 where supported, else no
     gradient_checkpointing: bool = False
     full: bool = False
+    freeze_vision: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="default: accelerate's setting, else bf16 where the device supports it, else no")
     a("--gradient-checkpointing", action="store_true")
     a("--full", action="store_true", help="finetune: train every weight (vision tower and LLM too), no LoRA")
+    a("--freeze-vision", action="store_true",
+      help="finetune --full: keep the pretrained vision tower's own weights fixed, as LLaVA does (IASM, fusion "
+           "blocks, projector, score head and LLM still train)")
     a("--lora-r", type=int, default=16)
     a("--lora-alpha", type=int, default=32)
     a("--lora-dropout", type=float, default=0.05)
@@ -546,6 +550,9 @@ def prepare_model(model: nn.Module, args: TrainArgs) -> nn.Module:
     if args.stage == "finetune" and args.full:
         for p in model.parameters():
             p.requires_grad_(True)
+        if args.freeze_vision:
+            for p in model.model.vision_tower.vision_model.parameters():
+                p.requires_grad_(False)
         return model
     for module in new_modules(model).values():
         module.float()  # trainable weights stay in float32 (master weights) when frozen parts are bf16

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
+
 import pytest
 from PIL import Image
 
@@ -63,6 +65,8 @@ def test_holdout_sources_only_in_test(generated):
     assert summary["holdout"] == list(ds.DEFAULT_HOLDOUT)
     assert not {r["source"] for r in train} & set(ds.DEFAULT_HOLDOUT)
     assert {r["source"] for r in test} == set(ds.DEFAULT_HOLDOUT)
+    assert not any("view" in r["augment"] for r in test)  # test photos stay as they were made
+    assert any("view" in r["augment"] for r in train)
 
 
 def test_critiques_are_true_of_the_saved_images(generated):
@@ -114,6 +118,23 @@ def test_augment_records_params_and_leaves_many_clean():
     for key in photometric | {"rotate_deg", "crop"}:
         assert any(key in p for p in params), key
     assert not any("blur_sigma" in p and "noise_sigma" in p for p in params)
+
+
+def test_new_views_turn_hue_keep_luminance_and_chroma():
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :16], rgb[:, 16:32], rgb[:, 32:] = (200, 60, 40), (40, 160, 70), (90, 90, 90)
+    img = Image.fromarray(rgb)
+    turned = ds.rotate_hue(img, 120.0)
+    before, after = (np.asarray(i.convert("YCbCr"), np.float32) for i in (img, turned))
+    assert np.abs(before[..., 0] - after[..., 0]).max() <= 2  # same luminance
+    chroma = lambda a: np.hypot(a[..., 1] - 128, a[..., 2] - 128)  # noqa: E731
+    assert np.abs(chroma(before) - chroma(after)).max() <= 3  # same chroma
+    red = np.asarray(turned)[0, 0]
+    assert red.argmax() != 0, red  # no longer red
+    assert np.abs(np.asarray(turned)[0, 40].astype(int) - 90).max() <= 1  # grey stays grey
+    views = [ds.new_view(img, random.Random(i))[1] for i in range(60)]
+    assert all(any(k in v for k in ("flip", "zoom", "hue_deg")) for v in views if v)
+    assert {"flip", "zoom", "hue_deg"} <= {k for v in views for k in v}
 
 
 def test_cli_main(tmp_path, capsys):

@@ -2,8 +2,8 @@
 
     python -m ase_model.starter.dataset OUT --n 3000 --seed 0 [--size 224] [--workers 1] [--holdout china,coffee]
 
-For each item: a real photo that ships offline (skimage.data, sklearn sample images) goes through controlled
-augmentations (geometry at source resolution, then resize, then photometric changes at the final size), is
+For each item: a real photo that ships offline (skimage.data, sklearn sample images) - for training items, a new
+view of it (mirrored, zoomed, hue-turned: `new_view`) - goes through controlled augmentations (geometry at source resolution, then resize, then photometric changes at the final size), is
 JPEG-encoded (quality 92) and decoded again, and the analytic critic (ase_model.starter.analytic) measures THAT
 decoded image - the very pixels saved - so the critique written from its verdicts describes the saved image,
 whatever the augmentation intended. The spectral-residual map of the same image is saved as the IASM
@@ -171,6 +171,40 @@ def _r(x: float) -> float:
     return round(float(x), 4)
 
 
+def rotate_hue(image: Image.Image, degrees: float) -> Image.Image:
+    """Turn every colour around the neutral axis in YCbCr: same luminance, same chroma, another hue."""
+    ycc = np.asarray(image.convert("YCbCr"), dtype=np.float32)
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    cb, cr = ycc[..., 1] - 128.0, ycc[..., 2] - 128.0
+    ycc[..., 1], ycc[..., 2] = 128.0 + c * cb - s * cr, 128.0 + s * cb + c * cr
+    return Image.fromarray(np.clip(ycc + 0.5, 0, 255).astype(np.uint8), "YCbCr").convert("RGB")
+
+
+def new_view(image: Image.Image, rng: random.Random) -> tuple[Image.Image, dict]:
+    """A new scene from a training photo: mirrored, zoomed into a region, its colours turned to other hues.
+
+    Eight training photos (three of them grey) are too few scenes: a model learns each photo's own colours and
+    detail and then misjudges a new one. Views multiply the scenes; the teacher still judges the final pixels,
+    so every label stays true. Test photos are never viewed this way: they stay as their photographer made them.
+    """
+    params: dict = {}
+    img = image.convert("RGB")
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        params["flip"] = True
+    if rng.random() < 0.4:
+        s = rng.uniform(0.35, 0.6)
+        fx, fy = rng.uniform(0.0, 1.0 - s), rng.uniform(0.0, 1.0 - s)
+        w, h = img.size
+        img = img.crop((round(fx * w), round(fy * h), round((fx + s) * w), round((fy + s) * h)))
+        params["zoom"] = [_r(fx), _r(fy), _r(s)]
+    if rng.random() < 0.6:
+        deg = rng.uniform(30.0, 330.0)
+        img = rotate_hue(img, deg)
+        params["hue_deg"] = _r(deg)
+    return img, params
+
+
 def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Image.Image, dict]:
     """Controlled augmentations, each with some probability, parameters recorded.
 
@@ -268,7 +302,10 @@ def _make(index: int) -> tuple[str, dict]:
     w = _WORKER
     rng = random.Random(f"ase-starter:{w['seed']}:{index}")
     name = w["names"][index % len(w["names"])]
-    img, params = augment(w["photos"][name], rng, w["size"])
+    photo, view = (w["photos"][name], {}) if name in w["holdout"] else new_view(w["photos"][name], rng)
+    img, params = augment(photo, rng, w["size"])
+    if view:
+        params["view"] = view
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=JPEG_QUALITY)
     data = buf.getvalue()

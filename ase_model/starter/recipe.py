@@ -5,12 +5,16 @@
 1. generate the grounded dataset (real photos + controlled augmentations + teacher critiques), `dataset.py`;
 2. train a byte-level BPE tokenizer on its critiques;
 3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM, 4-layer Llama-style decoder), seeded;
-4. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
-5. stage `finetune --full` on *verdict captions* ("exposure: underexposed; saturation: muted; …"): like
+4. vision pretraining: the ViT, trained from scratch, first learns to *measure* — it regresses the teacher's
+   measurements (luminance percentiles, clipping, contrast, colourfulness, chroma, cast, sharpness, noise,
+   saliency centroid) from pixels. A from-scratch ViT on a few thousand images otherwise learns to ignore
+   colour (the caption loss barely depends on it), the way a real ASE-MLLM starts from a pretrained CLIP;
+5. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
+6. stage `finetune --full` on *verdict captions* ("exposure: underexposed; saturation: muted; …"): like
    LLaVA's alignment on short captions, the words that depend on the image are most of the target, so the
    vision side learns what to see before the decoder learns to phrase it;
-6. stage `finetune --full` on the critiques: everything, with caption + score + saliency losses;
-7. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
+7. stage `finetune --full` on the critiques: everything, with caption + score + saliency losses;
+8. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
 
 Same seed, same data, same model (bit for bit on the same kind of device and thread count).
 """
@@ -113,6 +117,64 @@ def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) 
     return out
 
 
+MEASURES = ("mean_luminance", "median_luminance", "p01_luminance", "p99_luminance", "highlight_clip", "shadow_clip",
+            "subject_highlight_clip", "contrast_spread", "contrast_rms", "colorfulness", "chroma_p99", "mean_saturation",
+            "neutral_b", "wb_warm", "wb_green", "sharpness", "laplacian_variance", "noise_sigma", "saliency_x",
+            "saliency_y", "centre_distance", "thirds_distance")
+
+
+def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, seed: int, lr: float = 1e-3,
+                    batch_size: int = 32) -> Path:
+    """Regress the teacher's (standardised) measurements from the ViT's pooled features; the head is discarded."""
+    import math
+    import random
+
+    import numpy as np
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from ..imageio import load_image
+    from ..modeling_ase import ASEForConditionalGeneration
+    from ..processing_ase import ASEProcessor
+
+    torch.manual_seed(seed)
+    model = ASEForConditionalGeneration.from_pretrained(model_dir)
+    processor = ASEProcessor.from_pretrained(model_dir)
+    records = [json.loads(line) for line in open(data_dir / "train.jsonl") if line.strip()]
+    targets = np.array([[math.log1p(r["measurements"][k]) if k == "laplacian_variance" else r["measurements"][k]
+                         for k in MEASURES] for r in records], dtype=np.float32)
+    targets = torch.from_numpy((targets - targets.mean(0)) / (targets.std(0) + 1e-6))
+    pixels = torch.cat([processor.process_images([load_image(data_dir / r["image"])])["pixel_values"] for r in records])
+    tower = model.model.vision_tower
+    head = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(MEASURES))
+    params = list(tower.vision_model.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    steps = int(epochs * math.ceil(len(records) / batch_size))
+    sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 30), steps)
+    order, rng, step = [], random.Random(seed), 0
+    layer = model.config.vision_feature_layer  # the features the projector (and so the LLM) sees
+    tower.train()
+    while step < steps:
+        if not order:
+            order = list(range(len(records)))
+            rng.shuffle(order)
+        idx, order = order[:batch_size], order[batch_size:]
+        hidden = tower(pixels[idx])[0][layer][:, tower.num_prefix_tokens:]
+        pred = head(torch.cat([hidden.mean(1), hidden.std(1)], dim=-1))
+        loss = torch.nn.functional.mse_loss(pred, targets[idx])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if step % 25 == 0 or step == steps:
+            log(f"vision pretraining step {step}/{steps}: mse {loss.item():.4f}")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
 def export(src: Path, out: Path, card: str | None = None) -> None:
     """float16 safetensors shards of <= 15 MB (git-friendly), the processor, and the model card."""
     import torch
@@ -143,10 +205,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=3000, help="dataset size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=float, default=6.0)
+    ap.add_argument("--vision-epochs", type=float, default=8.0)
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
-    ap.add_argument("--verdict-epochs", type=float, default=6.0)
+    ap.add_argument("--verdict-epochs", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep the measurement-pretrained ViT fixed in the caption stages")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
     args = ap.parse_args(argv)
 
@@ -156,23 +221,41 @@ def main(argv=None) -> int:
     ensure_dataset(data, args.n, args.seed)
     init = build_initial(work / "init", data, args.seed)
     log(f"initial model in {init}")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def done(stage: Path) -> bool:  # a finished stage is reused, so an interrupted recipe picks up where it stopped
+        if (stage / "model.safetensors").exists():
+            log(f"reusing {stage}")
+            return True
+        return False
+
+    vision = work / "stage0-vision"
+    if not done(vision):
+        pretrain_vision(init, data, vision, args.vision_epochs, args.seed)
+        log("vision pretraining done")
     spec = [f"jsonl:{data}"]
     common = dict(data=spec, seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads, num_workers=0,
                   cache_images=True, log_every=20)
+    caption = dict(stage="finetune", full=True, freeze_vision=args.freeze_vision, lr=args.lr, warmup_ratio=0.03,
+                   score_loss_weight=1.0, saliency_loss_weight=0.5, weight_decay=0.01)
     stage1 = work / "stage1-saliency"
-    train(TrainArgs(model=str(init), out=str(stage1), stage="saliency", epochs=args.saliency_epochs, lr=3e-3, **common))
-    log("stage saliency done")
+    if not done(stage1):
+        train(TrainArgs(model=str(vision), out=str(stage1), stage="saliency", epochs=args.saliency_epochs, lr=3e-3,
+                        **common))
+        log("stage saliency done")
     stage2 = work / "stage2-verdicts"
-    verdicts = write_verdict_set(data, work / "verdicts")
-    train(TrainArgs(model=str(stage1), out=str(stage2), stage="finetune", full=True, epochs=args.verdict_epochs,
-                    lr=args.lr, warmup_ratio=0.03, score_loss_weight=1.0, saliency_loss_weight=0.5, weight_decay=0.01,
-                    **{**common, "data": [f"jsonl:{verdicts}"]}))
-    log("stage verdict captions done")
+    if not done(stage2):
+        verdicts = write_verdict_set(data, work / "verdicts")
+        train(TrainArgs(model=str(stage1), out=str(stage2), epochs=args.verdict_epochs, **caption,
+                        **{**common, "data": [f"jsonl:{verdicts}"]}))
+        log("stage verdict captions done")
     stage3 = work / "stage3-critiques"
-    result = train(TrainArgs(model=str(stage2), out=str(stage3), stage="finetune", full=True, epochs=args.epochs,
-                             lr=args.lr, warmup_ratio=0.03, score_loss_weight=1.0, saliency_loss_weight=0.5,
-                             weight_decay=0.01, **common))
-    log(f"stage critiques done: {json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str))})}")
+    if not done(stage3):
+        result = train(TrainArgs(model=str(stage2), out=str(stage3), epochs=args.epochs, **caption, **common))
+        log(f"stage critiques done: {json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str))})}")
     card_path = Path(__file__).resolve().parents[2] / "docs" / "starter-model.md"
     export(stage3, Path(args.out), card_path.read_text() if card_path.exists() else None)
     log(f"done in {(time.time() - t0) / 60:.1f} min")
