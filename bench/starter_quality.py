@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/starter_quality.py [--model DIR] [--data work/starter/data] [--limit N]
 
-The test split holds only photos whose source was never seen in training (dataset.py's holdout: chelsea,
-motorcycle), each under the same controlled augmentations. For every image the model's critique is compared
+The test split holds only photos whose source was never seen in training (dataset.py's holdout: china,
+coffee), each under the same controlled augmentations. For every image the model's critique is compared
 with the analytic teacher's verdict on that very image:
   * per-attribute agreement: the critique's tags (the deterministic vocabulary matcher) name the verdict's tag
     (targets: >= 90 % for exposure, sharpness, saturation, white balance; the rest reported);

@@ -25,7 +25,7 @@ def read_jsonl(path):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("starter")
-    summary = ds.generate(out, N, seed=3, progress=False)
+    summary = ds.generate(out, N, seed=3, progress=False, synthetic=3)
     return out, summary
 
 
@@ -44,7 +44,7 @@ def test_layout_and_records(generated):
     train, test = read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl")
     assert len(train) + len(test) == N == summary["n_images"]
     assert summary["n_train"] == len(train) and summary["n_test"] == len(test) and test
-    assert len(list((out / "images").glob("*.jpg"))) == N == len(list((out / "saliency").glob("*.png")))
+    assert len(list((out / "images").glob("*.jpg"))) == N + 3 == len(list((out / "saliency").glob("*.png")))
     keys = {"image", "critique", "attributes", "score", "verdicts", "tags", "source", "augment", "saliency", "measurements"}
     for r in train + test:
         assert keys <= set(r)
@@ -118,6 +118,20 @@ def test_augment_records_params_and_leaves_many_clean():
     for key in photometric | {"rotate_deg", "crop"}:
         assert any(key in p for p in params), key
     assert not any("blur_sigma" in p and "noise_sigma" in p for p in params)
+
+
+def test_synthetic_scenes_are_for_pretraining_only(generated):
+    out, summary = generated
+    pretrain = read_jsonl(out / "pretrain.jsonl")
+    assert summary["n_synthetic"] == len(pretrain) == 3
+    assert {r["source"] for r in pretrain} == {"synthetic"}
+    others = read_jsonl(out / "train.jsonl") + read_jsonl(out / "test.jsonl")
+    assert "synthetic" not in {r["source"] for r in others}
+    for r in pretrain:  # judged by the teacher like any photo
+        assert analyze(Image.open(out / r["image"]).convert("RGB")).verdicts == r["verdicts"]
+    scene = np.asarray(ds.synthetic_scene(random.Random(5)).convert("L"), np.float32)
+    assert scene.std() > 10  # many shapes, not a flat card
+    assert np.array_equal(scene, np.asarray(ds.synthetic_scene(random.Random(5)).convert("L"), np.float32))
 
 
 def test_new_views_turn_hue_keep_luminance_and_chroma():

@@ -205,6 +205,47 @@ def new_view(image: Image.Image, rng: random.Random) -> tuple[Image.Image, dict]
     return img, params
 
 
+def synthetic_scene(rng: random.Random, long_side: int = 448) -> Image.Image:
+    """A "dead leaves" scene: overlapping discs and rectangles of random size (a power law, as objects in real
+    scenes), colour and texture, under a smooth illumination gradient.
+
+    It has no subject to recognise, only what the teacher measures - brightness, contrast, colour, edges,
+    texture - so a vision tower pretrained on such scenes learns to measure rather than to recall the eight
+    training photos (cf. Baradad et al., "Learning to See by Looking at Noise", NeurIPS 2021).
+    """
+    g = np.random.default_rng(rng.getrandbits(63))
+    w, h = long_side, int(long_side * g.choice([0.667, 0.75, 1.0]))
+    if g.random() < 0.3:
+        w, h = h, w
+    chroma_scale = 70.0 * g.random() ** 0.7  # from nearly grey scenes to vivid ones
+    hues = g.uniform(0.0, 2 * math.pi, size=int(g.integers(1, 5)))
+    lum_mu, lum_sd = g.uniform(60.0, 200.0), g.uniform(15.0, 70.0)
+
+    def colour() -> np.ndarray:
+        hue, c = g.choice(hues) + g.normal(0.0, 0.35), chroma_scale * g.uniform(0.1, 1.2)
+        return np.array([np.clip(g.normal(lum_mu, lum_sd), 5, 250), c * math.cos(hue), c * math.sin(hue)])
+
+    ycc = np.empty((h, w, 3), np.float32)
+    ycc[:] = colour()
+    for _ in range(int(g.integers(250, 500))):
+        r = min(long_side / 50 * (1.0 - g.random()) ** -0.6, long_side / 3)  # a power law, as in dead leaves
+        cx, cy = g.uniform(-r, w + r), g.uniform(-r, h + r)
+        x0, x1, y0, y1 = (int(max(0, cx - r)), int(min(w, cx + r + 1)), int(max(0, cy - r)), int(min(h, cy + r + 1)))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        mask = ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r) if g.random() < 0.6 else np.ones_like(xx, bool)
+        patch = np.broadcast_to(colour(), mask.shape + (3,)).copy()
+        if g.random() < 0.3:  # a grating: fine detail for sharpness and noise to be judged on
+            f, th = g.uniform(0.05, 0.6), g.uniform(0, math.pi)
+            patch[..., 0] += g.uniform(10, 50) * np.sin(f * (xx * math.cos(th) + yy * math.sin(th)))
+        ycc[y0:y1, x0:x1][mask] = patch[mask]
+    yy, xx = np.mgrid[0:h, 0:w]
+    ycc[..., 0] *= 1.0 + g.uniform(-0.35, 0.35) * (xx / w - 0.5) + g.uniform(-0.35, 0.35) * (yy / h - 0.5)
+    ycc[..., 1:] += 128.0
+    return Image.fromarray(np.clip(ycc + 0.5, 0, 255).astype(np.uint8), "YCbCr").convert("RGB")
+
+
 def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Image.Image, dict]:
     """Controlled augmentations, each with some probability, parameters recorded.
 
@@ -278,14 +319,16 @@ def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Im
 _WORKER: dict = {}
 
 
-def _init_worker(out_dir: str, seed: int, size: int, names: list[str], holdout: tuple[str, ...]) -> None:
+def _init_worker(out_dir: str, seed: int, size: int, names: list[str], holdout: tuple[str, ...],
+                 n_photos: int) -> None:
     try:
         import cv2
 
         cv2.setNumThreads(1)  # one item per process; OpenCV's own threads would only contend
     except Exception:  # pragma: no cover
         pass
-    _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout), photos=source_photos())
+    _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout), photos=source_photos(),
+                   n_photos=n_photos)
 
 
 def _round_measurements(m: dict[str, float]) -> dict[str, float]:
@@ -302,7 +345,12 @@ def _make(index: int) -> tuple[str, dict]:
     w = _WORKER
     rng = random.Random(f"ase-starter:{w['seed']}:{index}")
     name = w["names"][index % len(w["names"])]
-    photo, view = (w["photos"][name], {}) if name in w["holdout"] else new_view(w["photos"][name], rng)
+    if index >= w["n_photos"]:  # synthetic scenes for the vision tower's pretraining only
+        name, split = "synthetic", "pretrain"
+        photo, view = synthetic_scene(rng), {}
+    else:
+        split = "test" if name in w["holdout"] else "train"
+        photo, view = (w["photos"][name], {}) if split == "test" else new_view(w["photos"][name], rng)
     img, params = augment(photo, rng, w["size"])
     if view:
         params["view"] = view
@@ -329,12 +377,14 @@ def _make(index: int) -> tuple[str, dict]:
         "saliency": f"saliency/{item_id}.png",
         "measurements": _round_measurements(analysis.measurements),
     }
-    return ("test" if name in w["holdout"] else "train"), record
+    return split, record
 
 
 def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
-             holdout: tuple[str, ...] = DEFAULT_HOLDOUT, workers: int = 1, progress: bool = True) -> dict:
-    """Write the dataset under out_dir and return a summary (also saved as summary.json)."""
+             holdout: tuple[str, ...] = DEFAULT_HOLDOUT, workers: int = 1, progress: bool = True,
+             synthetic: int = 0) -> dict:
+    """Write the dataset under out_dir and return a summary (also saved as summary.json). `synthetic` more items
+    are dead-leaves scenes (`synthetic_scene`) written to pretrain.jsonl, for the vision tower's pretraining."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "saliency").mkdir(parents=True, exist_ok=True)
@@ -344,12 +394,13 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         raise RuntimeError("no source photos available offline (scikit-image / scikit-learn missing?)")
     unknown = sorted(set(holdout) - set(names))
     holdout = tuple(h for h in holdout if h in photos)
-    args = (str(out), seed, size, names, holdout)
+    args = (str(out), seed, size, names, holdout, n_images)
+    total = n_images + synthetic
     t0 = time.perf_counter()
-    splits: dict[str, list[str]] = {"train": [], "test": []}
+    splits: dict[str, list[str]] = {"train": [], "test": [], **({"pretrain": []} if synthetic else {})}
     verdict_counts: dict[str, Counter] = {}
     sources: Counter = Counter()
-    step = max(1, n_images // 20)
+    step = max(1, total // 20)
 
     def consume(i: int, split: str, record: dict) -> None:
         splits[split].append(json.dumps(record, ensure_ascii=True))
@@ -357,9 +408,9 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         for k, v in record["verdicts"].items():
             verdict_counts.setdefault(k, Counter())[v] += 1
         done = i + 1
-        if progress and (done % step == 0 or done == n_images):
+        if progress and (done % step == 0 or done == total):
             rate = done / max(1e-9, time.perf_counter() - t0)
-            print(f"[starter-dataset] {done}/{n_images} images  {rate:.1f} img/s", flush=True)
+            print(f"[starter-dataset] {done}/{total} images  {rate:.1f} img/s", flush=True)
 
     if workers <= 1:
         import cv2
@@ -367,7 +418,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         threads = cv2.getNumThreads()
         try:
             _init_worker(*args)
-            for i in range(n_images):
+            for i in range(total):
                 consume(i, *_make(i))
         finally:
             cv2.setNumThreads(threads)  # leave the caller's OpenCV as it was
@@ -376,7 +427,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
 
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
-            for i, result in enumerate(pool.imap(_make, range(n_images), chunksize=4)):
+            for i, result in enumerate(pool.imap(_make, range(total), chunksize=4)):
                 consume(i, *result)
     for split, lines in splits.items():
         (out / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -386,6 +437,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         "n_images": n_images,
         "n_train": len(splits["train"]),
         "n_test": len(splits["test"]),
+        "n_synthetic": synthetic,
         "seed": seed,
         "size": size,
         "holdout": list(holdout),
@@ -394,7 +446,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         "skipped_sources": list(SKIPPED_SOURCES),
         "verdicts": {k: dict(sorted(c.items())) for k, c in sorted(verdict_counts.items())},
         "seconds": round(seconds, 2),
-        "images_per_second": round(n_images / max(seconds, 1e-9), 2),
+        "images_per_second": round(total / max(seconds, 1e-9), 2),
         "workers": workers,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -408,11 +460,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=224, help="long side of the saved images in px (default 224)")
     p.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated source photos kept for test")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="extra dead-leaves scenes for the vision tower's pretraining (pretrain.jsonl)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     holdout = tuple(h.strip() for h in a.holdout.split(",") if h.strip())
-    summary = generate(a.out, a.n, seed=a.seed, size=a.size, holdout=holdout, workers=a.workers, progress=not a.quiet)
+    summary = generate(a.out, a.n, seed=a.seed, size=a.size, holdout=holdout, workers=a.workers, progress=not a.quiet,
+                       synthetic=a.synthetic)
     print(json.dumps({k: summary[k] for k in ("n_train", "n_test", "seconds", "images_per_second", "skipped_sources")}))
     return 0
 

@@ -2,18 +2,20 @@
 
     python -m ase_model.starter.recipe --out ase_model/starter_model        # ~1 h on 2 CPU cores; minutes on a GPU
 
-1. generate the grounded dataset (real photos + controlled augmentations + teacher critiques), `dataset.py`;
+1. generate the grounded dataset (real photos, new views of the training ones, controlled augmentations, teacher
+   critiques) and dead-leaves synthetic scenes for step 4, `dataset.py`;
 2. train a byte-level BPE tokenizer on its critiques;
 3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM, 4-layer Llama-style decoder), seeded;
 4. vision pretraining: the ViT, trained from scratch, first learns to *measure* — it regresses the teacher's
    measurements (luminance percentiles, clipping, contrast, colourfulness, chroma, cast, sharpness, noise,
-   saliency centroid) from pixels. A from-scratch ViT on a few thousand images otherwise learns to ignore
-   colour (the caption loss barely depends on it), the way a real ASE-MLLM starts from a pretrained CLIP;
+   saliency centroid) on the training photos and the synthetic scenes, the way a real ASE-MLLM starts from a
+   pretrained CLIP. Trained through the caption loss alone, a from-scratch ViT learns the eight training photos
+   and judges a new photo by which of them it resembles;
 5. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
-6. stage `finetune --full` on *verdict captions* ("exposure: underexposed; saturation: muted; …"): like
-   LLaVA's alignment on short captions, the words that depend on the image are most of the target, so the
-   vision side learns what to see before the decoder learns to phrase it;
-7. stage `finetune --full` on the critiques: everything, with caption + score + saliency losses;
+6. stage `finetune --full --freeze-vision` on *verdict captions* ("exposure: underexposed; saturation: muted;
+   …"): every word depends on the image, so projector, fusion blocks and decoder learn to read the tower's
+   measurements before they learn to phrase them;
+7. the same on the critiques, with caption + score + saliency losses;
 8. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
 
 Same seed, same data, same model (bit for bit on the same kind of device and thread count).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -41,17 +44,19 @@ def log(msg: str) -> None:
     print(f"[recipe {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def ensure_dataset(data_dir: Path, n: int, seed: int) -> dict:
+def ensure_dataset(data_dir: Path, n: int, seed: int, synthetic: int) -> dict:
     from .dataset import DEFAULT_HOLDOUT, generate
 
     summary = data_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
-        if s.get("n_images") == n and s.get("seed") == seed and s.get("holdout") == list(DEFAULT_HOLDOUT):
-            log(f"dataset {data_dir} already generated (n={n}, seed={seed}, holdout {', '.join(DEFAULT_HOLDOUT)})")
+        if (s.get("n_images"), s.get("n_synthetic", 0), s.get("seed"), s.get("holdout")) == (
+                n, synthetic, seed, list(DEFAULT_HOLDOUT)):
+            log(f"dataset {data_dir} already generated (n={n}, synthetic={synthetic}, seed={seed}, "
+                f"holdout {', '.join(DEFAULT_HOLDOUT)})")
             return s
-    log(f"generating {n} images into {data_dir} (seed {seed})")
-    return generate(data_dir, n, seed=seed)
+    log(f"generating {n} images and {synthetic} synthetic scenes into {data_dir} (seed {seed})")
+    return generate(data_dir, n, seed=seed, synthetic=synthetic, workers=os.cpu_count() or 1)
 
 
 VERDICT_ORDER = ("exposure", "highlights", "contrast", "saturation", "white_balance", "sharpness", "noise", "tilt",
@@ -125,7 +130,8 @@ MEASURES = ("mean_luminance", "median_luminance", "p01_luminance", "p99_luminanc
 
 def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, seed: int, lr: float = 1e-3,
                     batch_size: int = 32) -> Path:
-    """Regress the teacher's (standardised) measurements from the ViT's pooled features; the head is discarded."""
+    """Regress the teacher's (standardised) measurements from the ViT's pooled features, on the training photos
+    and the dataset's synthetic scenes; the head is discarded."""
     import math
     import random
 
@@ -140,7 +146,8 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     torch.manual_seed(seed)
     model = ASEForConditionalGeneration.from_pretrained(model_dir)
     processor = ASEProcessor.from_pretrained(model_dir)
-    records = [json.loads(line) for line in open(data_dir / "train.jsonl") if line.strip()]
+    records = [json.loads(line) for name in ("train.jsonl", "pretrain.jsonl") if (data_dir / name).exists()
+               for line in (data_dir / name).read_text().splitlines() if line.strip()]
     targets = np.array([[math.log1p(r["measurements"][k]) if k == "laplacian_variance" else r["measurements"][k]
                          for k in MEASURES] for r in records], dtype=np.float32)
     targets = torch.from_numpy((targets - targets.mean(0)) / (targets.std(0) + 1e-6))
@@ -150,7 +157,7 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     params = list(tower.vision_model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = int(epochs * math.ceil(len(records) / batch_size))
-    sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 30), steps)
+    sched = get_cosine_schedule_with_warmup(opt, steps // 30, steps)
     order, rng, step = [], random.Random(seed), 0
     layer = model.config.vision_feature_layer  # the features the projector (and so the LLM) sees
     tower.train()
@@ -202,7 +209,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "starter_model"))
     ap.add_argument("--work", default="work/starter", help="dataset, intermediate checkpoints")
-    ap.add_argument("--n", type=int, default=3000, help="dataset size")
+    ap.add_argument("--n", type=int, default=4000, help="dataset size (photos)")
+    ap.add_argument("--synthetic", type=int, default=3000, help="dead-leaves scenes for the vision pretraining")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--vision-epochs", type=float, default=8.0)
@@ -218,7 +226,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     work = Path(args.work)
     data = work / "data"
-    ensure_dataset(data, args.n, args.seed)
+    ensure_dataset(data, args.n, args.seed, args.synthetic)
     init = build_initial(work / "init", data, args.seed)
     log(f"initial model in {init}")
     import torch
