@@ -71,6 +71,7 @@ class TrainArgs:
     gradient_checkpointing: bool = False
     full: bool = False
     freeze_vision: bool = False
+    freeze_tower: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -143,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--freeze-vision", action="store_true",
       help="finetune --full: keep the pretrained vision tower's own weights fixed, as LLaVA does (IASM, fusion "
            "blocks, projector, score head and LLM still train)")
+    a("--freeze-tower", action="store_true",
+      help="finetune --full: keep the whole image encoder fixed (vision tower, IASM, fusion blocks); projector, "
+           "score head and LLM train")
     a("--lora-r", type=int, default=16)
     a("--lora-alpha", type=int, default=32)
     a("--lora-dropout", type=float, default=0.05)
@@ -550,8 +554,9 @@ def prepare_model(model: nn.Module, args: TrainArgs) -> nn.Module:
     if args.stage == "finetune" and args.full:
         for p in model.parameters():
             p.requires_grad_(True)
-        if args.freeze_vision:
-            for p in model.model.vision_tower.vision_model.parameters():
+        if args.freeze_vision or args.freeze_tower:
+            tower = model.model.vision_tower
+            for p in (tower if args.freeze_tower else tower.vision_model).parameters():
                 p.requires_grad_(False)
         return model
     for module in new_modules(model).values():

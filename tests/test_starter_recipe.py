@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ase_model.critic import Critic
 from ase_model.starter import recipe
 
-TOY = ["--n", "12", "--synthetic", "4", "--batch-size", "4", "--vision-epochs", "1", "--saliency-epochs", "0.5",
+TOY = ["--n", "12", "--synthetic", "4", "--batch-size", "4", "--vision-epochs", "1", "--saliency-epochs", "0.5", "--measure-epochs", "1",
        "--verdict-epochs", "0.5", "--epochs", "0.5"]
 
 
@@ -45,11 +45,15 @@ def test_recipe_exports_what_the_product_loads(built):
 
 def test_vision_pretraining_trains_the_tower_and_the_caption_stages_keep_it(built):
     work, _ = built
-    initial, vision, final = (load_file(str(work / stage / "model.safetensors"))
-                              for stage in ("init", "stage0-vision", "stage3-critiques"))
+    initial, vision, saliency, measure, final = (
+        load_file(str(work / stage / "model.safetensors"))
+        for stage in ("init", "stage0-vision", "stage1-saliency", "stage1b-measure", "stage3-critiques"))
     tower = [k for k in vision if k.startswith("model.vision_tower.vision_model.")]
     assert tower and any(not (vision[k] == initial[k]).all() for k in tower)
-    assert all((vision[k] == final[k]).all() for k in tower)  # --freeze-vision in both caption stages
+    iasm = [k for k in vision if k.startswith("model.vision_tower.iasm.")]
+    assert any(not (measure[k] == saliency[k]).all() for k in iasm)  # the second pretraining reaches IASM
+    encoder = [k for k in measure if k.startswith("model.vision_tower.")]
+    assert all((measure[k] == final[k]).all() for k in encoder)  # --freeze-tower in both caption stages
 
 
 def test_an_interrupted_recipe_reuses_finished_stages(built, capsys):
@@ -57,4 +61,4 @@ def test_an_interrupted_recipe_reuses_finished_stages(built, capsys):
     capsys.readouterr()
     assert recipe.main(["--work", str(work), "--out", str(out), *TOY]) == 0
     log = capsys.readouterr().out
-    assert "already generated" in log and log.count("reusing ") == 4
+    assert "already generated" in log and log.count("reusing ") == 5

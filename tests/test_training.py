@@ -167,16 +167,21 @@ def test_finetune_lora_changes_the_merged_llm(tiny, captions, tmp_path):
     assert result["trainable_parameters"] < sum(v.numel() for v in before.values()) / 2
 
 
-def test_full_finetune_with_frozen_vision_tower(tiny, captions, tmp_path):
-    a = parse_args(["--model", "m", "--data", "jsonl:a", "--out", "o", "--full", "--freeze-vision"])
-    assert a.full and a.freeze_vision
-    train(args(tiny, captions, tmp_path / "frozen", stage="finetune", full=True, freeze_vision=True, max_steps=3,
-               batch_size=4, lr=1e-2))
-    before, after = weights(tiny), weights(tmp_path / "frozen")
+@pytest.mark.parametrize("flag,frozen,trained", [
+    ("freeze_vision", ("model.vision_tower.vision_model.",),
+     ("model.language_model.", "model.vision_tower.iasm.", "model.vision_tower.fusion.", "model.multi_modal_projector.")),
+    ("freeze_tower", ("model.vision_tower.",), ("model.language_model.", "model.multi_modal_projector.")),
+])
+def test_full_finetune_with_a_frozen_encoder(tiny, captions, tmp_path, flag, frozen, trained):
+    a = parse_args(["--model", "m", "--data", "jsonl:a", "--out", "o", "--full", "--" + flag.replace("_", "-")])
+    assert a.full and getattr(a, flag)
+    train(args(tiny, captions, tmp_path / flag, stage="finetune", full=True, max_steps=3, batch_size=4, lr=1e-2,
+               **{flag: True}))
+    before, after = weights(tiny), weights(tmp_path / flag)
     changed = lambda prefix: any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))  # noqa: E731
-    assert not changed("model.vision_tower.vision_model.")
-    for prefix in ("model.language_model.", "model.vision_tower.iasm.", "model.vision_tower.fusion.",
-                   "model.multi_modal_projector."):
+    for prefix in frozen:
+        assert not changed(prefix), prefix
+    for prefix in trained:
         assert changed(prefix), prefix
 
 

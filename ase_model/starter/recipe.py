@@ -12,7 +12,10 @@
    pretrained CLIP. Trained through the caption loss alone, a from-scratch ViT learns the eight training photos
    and judges a new photo by which of them it resembles;
 5. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
-6. stage `finetune --full --freeze-vision` on *verdict captions* ("exposure: underexposed; saturation: muted;
+5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks): IASM's small convolutions
+   measure what a 28-px patch embedding cannot carry over to new photos (sharpness, noise), and the fusion
+   gates open to pass it on;
+6. stage `finetune --full --freeze-tower` on *verdict captions* ("exposure: underexposed; saturation: muted;
    …"): every word depends on the image, so projector, fusion blocks and decoder learn to read the tower's
    measurements before they learn to phrase them;
 7. the same on the critiques, with caption + score + saliency losses;
@@ -129,7 +132,7 @@ MEASURES = ("mean_luminance", "median_luminance", "p01_luminance", "p99_luminanc
 
 
 def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, seed: int, lr: float = 1e-3,
-                    batch_size: int = 32) -> Path:
+                    batch_size: int = 32, whole_tower: bool = False) -> Path:
     """Regress the teacher's (standardised) measurements from the ViT's pooled features, on the training photos
     and the dataset's synthetic scenes; the head is discarded."""
     import math
@@ -154,7 +157,7 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     pixels = torch.cat([processor.process_images([load_image(data_dir / r["image"])])["pixel_values"] for r in records])
     tower = model.model.vision_tower
     head = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(MEASURES))
-    params = list(tower.vision_model.parameters()) + list(head.parameters())
+    params = list((tower if whole_tower else tower.vision_model).parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = int(epochs * math.ceil(len(records) / batch_size))
     sched = get_cosine_schedule_with_warmup(opt, steps // 30, steps)
@@ -214,12 +217,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=float, default=6.0)
     ap.add_argument("--vision-epochs", type=float, default=8.0)
+    ap.add_argument("--measure-epochs", type=float, default=4.0,
+                    help="measurement pretraining of the whole tower (ViT, IASM, fusion) after the saliency stage")
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
     ap.add_argument("--verdict-epochs", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=True,
-                    help="keep the measurement-pretrained ViT fixed in the caption stages")
+    ap.add_argument("--freeze-tower", action=argparse.BooleanOptionalAction, default=True,
+                    help="keep the measurement-pretrained image encoder (ViT, IASM, fusion) fixed in the caption stages")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
     args = ap.parse_args(argv)
 
@@ -247,17 +252,21 @@ def main(argv=None) -> int:
     spec = [f"jsonl:{data}"]
     common = dict(data=spec, seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads, num_workers=0,
                   cache_images=True, log_every=20)
-    caption = dict(stage="finetune", full=True, freeze_vision=args.freeze_vision, lr=args.lr, warmup_ratio=0.03,
+    caption = dict(stage="finetune", full=True, freeze_tower=args.freeze_tower, lr=args.lr, warmup_ratio=0.03,
                    score_loss_weight=1.0, saliency_loss_weight=0.5, weight_decay=0.01)
     stage1 = work / "stage1-saliency"
     if not done(stage1):
         train(TrainArgs(model=str(vision), out=str(stage1), stage="saliency", epochs=args.saliency_epochs, lr=3e-3,
                         **common))
         log("stage saliency done")
+    measure = work / "stage1b-measure"
+    if not done(measure):  # the whole tower now: IASM's convolutions measure fine detail (sharpness, noise) best
+        pretrain_vision(stage1, data, measure, args.measure_epochs, args.seed, whole_tower=True)
+        log("tower measurement pretraining done")
     stage2 = work / "stage2-verdicts"
     if not done(stage2):
         verdicts = write_verdict_set(data, work / "verdicts")
-        train(TrainArgs(model=str(stage1), out=str(stage2), epochs=args.verdict_epochs, **caption,
+        train(TrainArgs(model=str(measure), out=str(stage2), epochs=args.verdict_epochs, **caption,
                         **{**common, "data": [f"jsonl:{verdicts}"]}))
         log("stage verdict captions done")
     stage3 = work / "stage3-critiques"
