@@ -88,13 +88,14 @@ def cold_process(model: Path, photos: list[Path], max_new_tokens: int, env: dict
     return times
 
 
-def start_daemon(model: Path, tmp: Path, args, env: dict):
+def start_daemon(model: Path, tmp: Path, args, env: dict, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """An ase-daemon process with everything (socket, store) under tmp; returns once its model is ready."""
     from ase_daemon.client import Client, DaemonUnavailable
 
     endpoint = f"ipc://{tmp}/bench.sock"
     cmd = [sys.executable, "-m", "ase_daemon.cli", "--model", str(model), "--endpoint", endpoint, "--db",
            str(tmp / "bench.db"), "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens),
-           "--log-level", "warning"]
+           "--log-level", "warning", *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "daemon.log", "wb"))
     with Client(endpoint, timeout=1.0, retries=0) as c:
         deadline = time.monotonic() + 300

@@ -18,11 +18,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from daemon import start_daemon  # bench/daemon.py: this folder is sys.path[0]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,29 +51,6 @@ def make_photos(folder: Path, n: int, start: int) -> list[Path]:
         Image.fromarray(arr.astype(np.uint8)).save(path, quality=90)
         paths.append(path)
     return paths
-
-
-def start_daemon(model: Path, tmp: Path, watched: Path, args) -> tuple[subprocess.Popen, str]:
-    from ase_daemon.client import Client, DaemonUnavailable
-
-    endpoint = f"ipc://{tmp}/bench.sock"
-    cmd = [sys.executable, "-m", "ase_daemon.cli", "--model", str(model), "--endpoint", endpoint, "--db",
-           str(tmp / "bench.db"), "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens),
-           "--log-level", "warning", "--watch", str(watched)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count()), "XDG_RUNTIME_DIR": str(tmp),
-           "XDG_CONFIG_HOME": str(tmp / "config"), "XDG_DATA_HOME": str(tmp / "data")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "daemon.log", "wb"))
-    with Client(endpoint, timeout=1.0, retries=0) as c:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if c.ping()["state"] == "ready":
-                    return proc, endpoint
-            except DaemonUnavailable:
-                pass
-            assert proc.poll() is None, (tmp / "daemon.log").read_text()
-            time.sleep(0.1)
-    raise RuntimeError("daemon not ready")
 
 
 def wait_until(cond, timeout: float = 600.0, every: float = 0.01) -> None:
@@ -146,7 +124,9 @@ def main(argv=None) -> int:
         watched.mkdir()
         print(f"model {args.size}, {n} photos per round (1600x1067 JPEG, distinct), {args.rounds} rounds each, "
               f"max_new_tokens {args.max_new_tokens}, torch threads {args.threads}, {os.cpu_count()} CPUs", flush=True)
-        proc, endpoint = start_daemon(model, tmp, watched, args)
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count()), "XDG_RUNTIME_DIR": str(tmp),
+               "XDG_CONFIG_HOME": str(tmp / "config"), "XDG_DATA_HOME": str(tmp / "data")}
+        proc, endpoint = start_daemon(model, tmp, args, env, extra=("--watch", str(watched)))
         try:
             with Client(endpoint, timeout=60) as c:
                 c.critique(path=single[-1])  # warm the decode path and the model
