@@ -13,19 +13,17 @@ the session's random tiny model writes gibberish without tags.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, daemon_env
+from conftest import DaemonProcess
+
+import dt_runner
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -33,7 +31,6 @@ DRIVERS = HERE / "drivers"
 INSTALLER = REPO / "plugin_darktable" / "install_plugin.py"
 CLIENT = Path(sys.executable).with_name("ase-client")
 DT_TIMEOUT = 150  # seconds for one darktable run, start to quit
-STARTUP_TIMEOUT = 45  # seconds for darktable to get as far as running the test's driver
 
 TEXT = "Exposure: The photo is underexposed.\nFocus: The image is sharp."
 TAGS = ["exposure|underexposed", "focus|sharp"]  # what the daemon's tag matcher finds in TEXT, minus the root
@@ -80,90 +77,12 @@ def install_plugin(cfg: Path) -> None:
                    check=True, capture_output=True, text=True, timeout=60)
 
 
-def unescape(s: str) -> str:
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 1 < len(s):
-            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(s[i + 1], s[i + 1]))
-            i += 2
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, 0)  # anyone left in the run's process group (darktable outlives xvfb-run on a timeout)?
-    except (ProcessLookupError, PermissionError):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _darktable_once(cmd: list, env: dict, log: Path, started: Path, timeout: int) -> tuple[int | None, str]:
-    """One darktable run in its own process group; (returncode, outcome) with outcome ok|startup-hang|timeout."""
-    t0 = time.monotonic()
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        outcome = "ok"
-        try:
-            while proc.poll() is None:
-                elapsed = time.monotonic() - t0
-                if not started.exists() and elapsed > STARTUP_TIMEOUT:
-                    outcome = "startup-hang"
-                    break
-                if elapsed > timeout:
-                    outcome = "timeout"
-                    break
-                time.sleep(0.2)
-        finally:
-            _kill_group(proc.pid)
-            proc.wait()
-    return proc.returncode, outcome
-
-
 def run_darktable(work: Path, driver: str, env: dict, conf: dict, timeout: int = DT_TIMEOUT) -> dict:
-    """darktable with the plugin and `driver`; returns the driver's report (key -> value) and checks the log.
-
-    darktable 4.2 can hang while it starts, before any of our Lua runs (its Lua/GTK start-up race, darktable
-    issue #22357): a run whose driver has not started within STARTUP_TIMEOUT is killed and started once more."""
+    """darktable with the plugin and `driver` (tests/darktable/drivers); returns the driver's report."""
     cfg = work / "cfg"
     install_plugin(cfg)
-    result = work / "result.txt"
-    started = work / "result.txt.started"
-    log = work / "darktable.log"
-    full_env = {**daemon_env(work), "ASE_DT_RESULT": str(result), "ASE_DT_HARNESS": str(DRIVERS / "harness.lua"),
-                "ASE_DT_DRIVER": str(DRIVERS / driver), **env}
-    cmd = ["timeout", "-k", "5", str(timeout), "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24",
-           "darktable", "--configdir", str(cfg), "--cachedir", str(work / "cache"), "--library", ":memory:",
-           "--disable-opencl", "-d", "lua"]
-    for key, value in conf.items():
-        cmd += ["--conf", f"{key}={value}"]
-    cmd += ["--luacmd", "dofile(os.getenv('ASE_DT_DRIVER'))"]
-    t0 = time.monotonic()
-    for attempt in (1, 2):
-        for f in (result, started):
-            f.unlink(missing_ok=True)
-        for stale in cfg.glob("data.db*"):
-            stale.unlink()
-        rc, outcome = _darktable_once(cmd, full_env, log, started, timeout)
-        if outcome != "startup-hang":
-            break
-        shutil.copy(log, work / f"darktable-startup-hang-{attempt}.log")
-    text = log.read_text(errors="replace")
-    report = {}
-    if result.exists():
-        for line in result.read_text().splitlines():
-            key, _, value = line.partition("\t")
-            report[unescape(key)] = unescape(value)
-    where = (f"(darktable {outcome}, rc={rc}, attempt {attempt}, {time.monotonic() - t0:.0f} s in all; "
-             f"log {log}):\n{text[-4000:]}")
-    assert report.get("driver") == "PASS", f"driver: {report.get('driver')!r} {where}"
-    assert outcome == "ok" and rc == 0, f"darktable did not quit cleanly {where}"
-    assert "LUA ERROR" not in text, where
-    return report
+    harness_env = {"ASE_DT_HARNESS": str(DRIVERS / "harness.lua"), **env}
+    return dt_runner.run_darktable(work, cfg, DRIVERS / driver, harness_env, conf, timeout)[0]
 
 
 def plugin_conf(**prefs) -> dict:

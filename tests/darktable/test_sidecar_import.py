@@ -6,30 +6,28 @@ watcher wrote. The photo and its sidecar are then copied into a fresh folder and
 (`--library :memory:`), whose Lua reports the tags, description and rating it sees. The daemon runs the tiny model
 trained to say one tagged critique (scripted_model.py): the random tiny model writes text without tags.
 
-Self-contained harness (no plugin involved): a driver written into the test's folder, always under `timeout`,
-one retry when darktable 4.2 hangs before running any Lua (its start-up race).
+No plugin involved: a driver written into the test's folder, run by dt_runner (under `timeout`, one retry when
+darktable 4.2 hangs before running any Lua).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, daemon_env
+from conftest import DaemonProcess
+
+import dt_runner
 
 HERE = Path(__file__).resolve().parent
 TEXT = "Exposure: The photo is underexposed.\nFocus: The image is sharp."
 SCORE = 7.2
 TAGS = ["aesthetics|exposure|underexposed", "aesthetics|focus|sharp"]
 DT_TIMEOUT = 120
-STARTUP_TIMEOUT = 45
 
 _missing = [name for name in ("darktable", "xvfb-run", "exiftool") if shutil.which(name) is None]
 pytestmark = [
@@ -67,59 +65,13 @@ end)
 """
 
 
-def _unescape(s: str) -> str:
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 1 < len(s):
-            out.append({"n": "\n", "t": "\t", "\\": "\\"}.get(s[i + 1], s[i + 1]))
-            i += 2
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def run_darktable(work: Path, image: Path) -> tuple[dict, str]:
-    (work / "cfg").mkdir(parents=True, exist_ok=True)
-    (work / "cfg" / "luarc").write_text("")  # no plugin: darktable only runs the driver
-    driver, result, started, log = work / "driver.lua", work / "result.txt", work / "result.txt.started", work / "dt.log"
+def run_darktable(work: Path, image: Path) -> dict:
+    cfg = work / "cfg"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "luarc").write_text("")  # no plugin: darktable only runs the driver
+    driver = work / "driver.lua"
     driver.write_text(DRIVER)
-    env = {**daemon_env(work), "ASE_DT_RESULT": str(result), "ASE_DT_IMAGE": str(image), "ASE_DT_DRIVER": str(driver)}
-    cmd = ["timeout", "-k", "5", str(DT_TIMEOUT), "xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "darktable",
-           "--configdir", str(work / "cfg"), "--cachedir", str(work / "cache"), "--library", ":memory:",
-           "--disable-opencl", "-d", "lua", "--luacmd", "dofile(os.getenv('ASE_DT_DRIVER'))"]
-    for attempt in (1, 2):
-        for f in (result, started):
-            f.unlink(missing_ok=True)
-        t0 = time.monotonic()
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-            hang = False
-            try:
-                while proc.poll() is None:
-                    if not started.exists() and time.monotonic() - t0 > STARTUP_TIMEOUT:
-                        hang = True
-                        break
-                    time.sleep(0.2)
-            finally:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # darktable can outlive xvfb-run
-                proc.wait()
-        if not hang:
-            break
-    text = log.read_text(errors="replace")
-    report = {}
-    if result.exists():
-        for line in result.read_text().splitlines():
-            key, _, value = line.partition("\t")
-            report[key] = _unescape(value)
-    where = f"(rc {proc.returncode}, attempt {attempt}; log {log}):\n{text[-3000:]}"
-    assert report.get("driver") == "PASS", f"driver said {report.get('driver')!r} {where}"
-    assert proc.returncode == 0 and "LUA ERROR" not in text, where
-    return report, text
-
-
+    return dt_runner.run_darktable(work, cfg, driver, {"ASE_DT_IMAGE": str(image)}, timeout=DT_TIMEOUT)[0]
 
 
 def test_darktable_imports_a_watched_photos_sidecar(tmp_path, photos, scripted_model):
@@ -159,7 +111,7 @@ def test_darktable_imports_a_watched_photos_sidecar(tmp_path, photos, scripted_m
     library.mkdir()
     shutil.copy(watched / "astronaut.jpg", library / "astronaut.jpg")
     shutil.copy(side, library / "astronaut.jpg.xmp")
-    report, _ = run_darktable(tmp_path / "dt", library / "astronaut.jpg")
+    report = run_darktable(tmp_path / "dt", library / "astronaut.jpg")
     assert report["imported"] == "true"
     tags = report["tags"].split(";")
     assert set(TAGS) <= set(tags), tags
