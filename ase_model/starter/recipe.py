@@ -18,7 +18,7 @@
 6. stage `finetune --full --freeze-tower` on *verdict captions* ("exposure: underexposed; saturation: muted;
    …"): every word depends on the image, so projector, fusion blocks and decoder learn to read the tower's
    measurements before they learn to phrase them;
-7. the same on the critiques, with caption + score + saliency losses;
+7. the same on the critiques (caption + score losses; with the encoder frozen the saliency loss is only logged);
 8. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
 
 Same seed, same data, same model (bit for bit on the same kind of device and thread count).
