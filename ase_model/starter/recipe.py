@@ -16,7 +16,7 @@
    measure what a 28-px patch embedding cannot carry over to new photos (sharpness, noise), and the fusion
    gates open to pass it on;
 6. stage `finetune --full --freeze-tower` on *verdict captions* ("exposure: underexposed; saturation: muted;
-   …"): every word depends on the image, so projector, fusion blocks and decoder learn to read the tower's
+   …"): every word depends on the image, so projector and decoder learn to read the frozen tower's
    measurements before they learn to phrase them;
 7. the same on the critiques (caption + score losses; with the encoder frozen the saliency loss is only logged);
 8. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
