@@ -28,6 +28,11 @@ class ASEConfig(PreTrainedConfig):
         How many saliency feature tokens IASM hands to the fusion blocks.
     iasm_use_prior (`bool`):
         Whether IASM takes a fourth input channel: a classic (spectral residual) saliency prior.
+    iasm_photo_statistics (`bool`):
+        Whether IASM adds one more token: an MLP embedding of the photo's global tone and colour statistics
+        (luminance percentiles and clipping, opponent colourfulness, CIELAB chroma, gray-edge illuminant; see
+        `ase_model.photo_statistics`), computed from the pixels with `iasm_pixel_mean` / `iasm_pixel_std` (the
+        image processor's normalisation, CLIP's by default).
     score_head_hidden (`int`):
         Hidden width of the aesthetic score regression head.
     score_max (`float`):
@@ -69,6 +74,9 @@ class ASEConfig(PreTrainedConfig):
     iasm_channels: list[int] | None = None
     iasm_num_tokens: int = 8
     iasm_use_prior: bool = False
+    iasm_photo_statistics: bool = False
+    iasm_pixel_mean: list[float] | None = None
+    iasm_pixel_std: list[float] | None = None
     score_head_hidden: int = 256
     score_max: float = 10.0
 
@@ -79,6 +87,10 @@ class ASEConfig(PreTrainedConfig):
             self.tie_word_embeddings = self.text_config.tie_word_embeddings
         if self.iasm_channels is None:
             self.iasm_channels = [16, 32, 64]
+        if self.iasm_pixel_mean is None:
+            self.iasm_pixel_mean = [0.48145466, 0.4578275, 0.40821073]  # CLIP's, as LLaVA's image processors
+        if self.iasm_pixel_std is None:
+            self.iasm_pixel_std = [0.26862954, 0.26130258, 0.27577711]
         if self.fusion_num_heads is None:
             self.fusion_num_heads = self.vision_config.num_attention_heads
         if self.fusion_layers is None:

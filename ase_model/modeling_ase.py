@@ -30,6 +30,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_ase import ASEConfig
+from .photo_statistics import NUM_STATISTICS, photo_statistics
 
 
 @dataclass
@@ -69,6 +70,21 @@ def _conv_stage(c_in: int, c_out: int, stride: int = 2, dilation: int = 1) -> nn
     )
 
 
+class PhotoStatisticsEmbedding(nn.Module):
+    """The photo's global statistics (fixed, computed from the pixels) embedded by an MLP into one token."""
+
+    def __init__(self, config: ASEConfig):
+        super().__init__()
+        dim = config.vision_config.hidden_size
+        self.mean, self.std = list(config.iasm_pixel_mean), list(config.iasm_pixel_std)
+        self.mlp = nn.Sequential(nn.Linear(NUM_STATISTICS, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        stats = photo_statistics(pixel_values, self.mean, self.std).to(self.mlp[0].weight.dtype)
+        return self.norm(self.mlp(stats))
+
+
 class IASM(nn.Module):
     """Image Aesthetic Saliency Module.
 
@@ -76,7 +92,8 @@ class IASM(nn.Module):
     fourth channel) to a 1/8-resolution feature map, a dilated residual stage widens its context, then:
       * the saliency head gives one logit per cell; a softmax over all cells makes it a probability map;
       * the token head gives `iasm_num_tokens` spatial attention maps; pooling the features with them, plus one
-        pooling with the saliency map itself, gives the saliency tokens the fusion blocks attend to.
+        pooling with the saliency map itself, gives the saliency tokens the fusion blocks attend to;
+      * with `iasm_photo_statistics`, one more token embeds the photo's global tone and colour statistics.
     """
 
     def __init__(self, config: ASEConfig):
@@ -89,6 +106,7 @@ class IASM(nn.Module):
         self.token_head = nn.Conv2d(c3, config.iasm_num_tokens, 1)
         self.token_proj = nn.Linear(c3, config.vision_config.hidden_size)
         self.token_norm = nn.LayerNorm(config.vision_config.hidden_size)
+        self.statistics = PhotoStatisticsEmbedding(config) if config.iasm_photo_statistics else None
 
     def forward(self, pixel_values: torch.Tensor, saliency_prior: torch.Tensor | None = None):
         x = pixel_values
@@ -108,6 +126,8 @@ class IASM(nn.Module):
         pools = self.token_head(feats).flatten(2).float().softmax(-1).to(feats.dtype)  # (B, K, h*w)
         pools = torch.cat([saliency[:, None, :], pools], dim=1)
         tokens = self.token_norm(self.token_proj(pools @ cells))  # (B, K+1, D_vision)
+        if self.statistics is not None:
+            tokens = torch.cat([tokens, self.statistics(pixel_values).to(tokens.dtype)[:, None]], dim=1)
         return saliency.view(batch, h, w), logits.view(batch, h, w), tokens
 
 

@@ -5,16 +5,18 @@
 1. generate the grounded dataset (real photos, new views of the training ones, controlled augmentations, teacher
    critiques) and dead-leaves synthetic scenes for step 4, `dataset.py`;
 2. train a byte-level BPE tokenizer on its critiques;
-3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM, 4-layer Llama-style decoder), seeded;
-4. vision pretraining: the ViT, trained from scratch, first learns to *measure* — it regresses the teacher's
+3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM with the photo-statistics token, 4-layer
+   Llama-style decoder), seeded;
+4. vision pretraining: the ViT alone, trained from scratch, first learns to *measure* — it regresses the teacher's
    measurements (luminance percentiles, clipping, contrast, colourfulness, chroma, cast, sharpness, noise,
    saliency centroid) on the training photos and the synthetic scenes, the way a real ASE-MLLM starts from a
    pretrained CLIP. Trained through the caption loss alone, a from-scratch ViT learns the eight training photos
    and judges a new photo by which of them it resembles;
 5. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
-5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks): IASM's small convolutions
-   measure what a 28-px patch embedding cannot carry over to new photos (sharpness, noise), and the fusion
-   gates open to pass it on;
+5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks), with IASM's saliency loss
+   kept: IASM's small convolutions measure what a 28-px patch embedding cannot carry over to new photos
+   (sharpness, noise), its statistics token carries tone and colour, and the fusion gates open to pass both
+   on to the patch tokens the projector sees;
 6. stage `finetune --full --freeze-tower` on *verdict captions* ("exposure: underexposed; saturation: muted;
    …"): every word depends on the image, so projector and decoder learn to read the frozen tower's
    measurements before they learn to phrase them;
@@ -110,6 +112,7 @@ def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) 
     n_patches = (STARTER_VISION["image_size"] // STARTER_VISION["patch_size"]) ** 2
     config = ASEConfig(vision_config=STARTER_VISION, text_config=text, image_token_index=image_token,
                        image_seq_length=n_patches, iasm_channels=[8, 16, 24], iasm_num_tokens=8, fusion_layers=[2, 4],
+                       iasm_photo_statistics=True, iasm_pixel_mean=CLIP_MEAN, iasm_pixel_std=CLIP_STD,
                        score_head_hidden=128)
     torch.manual_seed(seed)
     model = ASEForConditionalGeneration(config)
@@ -132,9 +135,12 @@ MEASURES = ("mean_luminance", "median_luminance", "p01_luminance", "p99_luminanc
 
 
 def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, seed: int, lr: float = 1e-3,
-                    batch_size: int = 32, whole_tower: bool = False) -> Path:
-    """Regress the teacher's (standardised) measurements from the ViT's pooled features, on the training photos
-    and the dataset's synthetic scenes; the head is discarded."""
+                    batch_size: int = 32, whole_tower: bool = False, saliency_weight: float = 0.0) -> Path:
+    """Regress the teacher's (standardised) measurements from the image features the projector sees (patch
+    tokens, mean and std pooled), on the training photos and the dataset's synthetic scenes; the head is
+    discarded. Without `whole_tower` only the ViT runs and learns, as a CLIP is pretrained on its own; with it,
+    the whole IAS-ViT (ViT, IASM, fusion blocks), and `saliency_weight` keeps IASM's saliency loss on the
+    dataset's pseudo-labels, so that the saliency map is not unlearned."""
     import math
     import random
 
@@ -145,6 +151,8 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     from ..imageio import load_image
     from ..modeling_ase import ASEForConditionalGeneration
     from ..processing_ase import ASEProcessor
+    from ..saliency import from_png
+    from ..training import saliency_loss, saliency_target
 
     torch.manual_seed(seed)
     model = ASEForConditionalGeneration.from_pretrained(model_dir)
@@ -156,22 +164,38 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     targets = torch.from_numpy((targets - targets.mean(0)) / (targets.std(0) + 1e-6))
     pixels = torch.cat([processor.process_images([load_image(data_dir / r["image"])])["pixel_values"] for r in records])
     tower = model.model.vision_tower
-    head = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(MEASURES))
+    if saliency_weight:
+        map_size = tuple(tower.iasm(pixels[:1])[0].shape[-2:])
+        maps = [saliency_target(from_png((data_dir / r["saliency"]).read_bytes()), map_size) for r in records]
+        labelled = torch.tensor([m is not None for m in maps])
+        uniform = np.full(map_size, 1.0 / (map_size[0] * map_size[1]), np.float32)
+        saliency = torch.from_numpy(np.stack([uniform if m is None else m for m in maps]))
+    config = model.config
+    # The projector's input: hidden_states[i] counts from the full tower's depth, as get_image_features does.
+    layer = config.vision_feature_layer
+    layer = layer if layer >= 0 else config.vision_config.num_hidden_layers + 1 + layer
+    head = torch.nn.Linear(2 * config.vision_config.hidden_size, len(MEASURES))
     params = list((tower if whole_tower else tower.vision_model).parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = int(epochs * math.ceil(len(records) / batch_size))
     sched = get_cosine_schedule_with_warmup(opt, steps // 30, steps)
     order, rng, step = [], random.Random(seed), 0
-    layer = model.config.vision_feature_layer  # the features the projector (and so the LLM) sees
     tower.train()
     while step < steps:
         if not order:
             order = list(range(len(records)))
             rng.shuffle(order)
         idx, order = order[:batch_size], order[batch_size:]
-        hidden = tower(pixels[idx])[0][layer][:, tower.num_prefix_tokens:]
+        if whole_tower:
+            hidden_states, _, saliency_logits = tower(pixels[idx])
+        else:
+            hidden_states = tower.vision_model(pixel_values=pixels[idx], output_hidden_states=True).hidden_states
+        hidden = hidden_states[layer][:, tower.num_prefix_tokens:]
         pred = head(torch.cat([hidden.mean(1), hidden.std(1)], dim=-1))
         loss = torch.nn.functional.mse_loss(pred, targets[idx])
+        if saliency_weight:
+            sal = saliency_loss(saliency_logits, saliency[idx], labelled[idx])
+            loss = loss + saliency_weight * (sal["kl"] + sal["cc_loss"])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -179,7 +203,7 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
         sched.step()
         step += 1
         if step % 25 == 0 or step == steps:
-            log(f"vision pretraining step {step}/{steps}: mse {loss.item():.4f}")
+            log(f"vision pretraining step {step}/{steps}: loss {loss.item():.4f}")
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -219,6 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--vision-epochs", type=float, default=8.0)
     ap.add_argument("--measure-epochs", type=float, default=4.0,
                     help="measurement pretraining of the whole tower (ViT, IASM, fusion) after the saliency stage")
+    ap.add_argument("--measure-saliency-weight", type=float, default=0.5,
+                    help="weight of IASM's saliency loss during the whole tower's measurement pretraining")
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
     ap.add_argument("--verdict-epochs", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -261,7 +287,8 @@ def main(argv=None) -> int:
         log("stage saliency done")
     measure = work / "stage1b-measure"
     if not done(measure):  # the whole tower now: IASM's convolutions measure fine detail (sharpness, noise) best
-        pretrain_vision(stage1, data, measure, args.measure_epochs, args.seed, whole_tower=True)
+        pretrain_vision(stage1, data, measure, args.measure_epochs, args.seed, whole_tower=True,
+                        saliency_weight=args.measure_saliency_weight)
         log("tower measurement pretraining done")
     stage2 = work / "stage2-verdicts"
     if not done(stage2):

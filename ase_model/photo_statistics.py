@@ -1,0 +1,140 @@
+"""Global tone and colour statistics of a batch of photos, computed in torch from the model's own pixel values.
+
+IASM's optional statistics token (config `iasm_photo_statistics`) embeds these. They are the classic aesthetic
+features (Datta et al. 2006; Hasler & Süsstrunk 2003; van de Weijer et al. 2007): judgements of exposure,
+saturation and white balance are judgements about global statistics, which a small ViT trained on a few photos
+learns only for the photos it saw, while the statistics carry over to any photo by construction.
+
+Square padding (the processor pads with the mean colour, which normalises to ~0) is excluded from every
+statistic, and gradients are not taken across the padding's border.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NAMES = (
+    "luma_mean", "luma_std", "luma_p01", "luma_p05", "luma_p25", "luma_p50", "luma_p75", "luma_p95", "luma_p99",
+    "highlight_clip", "shadow_clip", "luma_spread",
+    "rg_mean", "rg_std", "yb_mean", "yb_std", "colorfulness",
+    "lab_l_mean", "lab_a_mean", "lab_b_mean", "chroma_mean", "chroma_p50", "chroma_p90", "chroma_p99",
+    "hsv_saturation_mean", "hsv_saturation_p90", "neutral_b",
+    "gray_edge_warm", "gray_edge_green", "gray_world_warm", "gray_world_green",
+)
+NUM_STATISTICS = len(NAMES)
+
+_LUMA = (0.2126, 0.7152, 0.0722)
+_RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+_WHITE = (0.950456, 1.0, 1.088754)  # D65, as OpenCV's RGB -> Lab
+_PAD_TOLERANCE = 1.0 / 255  # a pixel within this of the mean colour in all three channels is padding
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0) + 0.055) / 1.055) ** 2.4)
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1], channels first (B, 3, H, W) -> CIELAB (L 0..100, a, b), as cv2.COLOR_RGB2LAB on floats."""
+    lin = srgb_to_linear(rgb)
+    m = torch.tensor(_RGB_TO_XYZ, dtype=rgb.dtype, device=rgb.device)
+    xyz = torch.einsum("ij,bjhw->bihw", m, lin) / torch.tensor(_WHITE, dtype=rgb.dtype, device=rgb.device)[:, None, None]
+    eps = (6 / 29) ** 3
+    f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    fx, fy, fz = f.unbind(1)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+
+
+def _smooth_1d(x: torch.Tensor, dim: int, taps: tuple[float, ...]) -> torch.Tensor:
+    """Same-size 1-D convolution along `dim` with replicated borders (slices, not conv2d: depthwise
+    convolutions are slow on CPU)."""
+    r = len(taps) // 2
+    n = x.shape[dim]
+    padded = torch.cat([x.narrow(dim, 0, 1).expand_as(x.narrow(dim, 0, r)), x,
+                        x.narrow(dim, n - 1, 1).expand_as(x.narrow(dim, 0, r))], dim=dim)
+    return sum(t * padded.narrow(dim, i, n) for i, t in enumerate(taps) if t)
+
+
+_GAUSS_SIGMA1 = tuple(float(v) for v in torch.exp(-0.5 * torch.arange(-2, 3.0) ** 2) / torch.exp(-0.5 * torch.arange(-2, 3.0) ** 2).sum())
+
+
+def _gray_edge(lin: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """Per-channel Minkowski p=6 norm of the gradient magnitude of smoothed linear light (B, 3), over `usable`."""
+    smooth = _smooth_1d(_smooth_1d(lin, 3, _GAUSS_SIGMA1), 2, _GAUSS_SIGMA1)
+    gx = _smooth_1d(_smooth_1d(smooth, 3, (-1.0, 0.0, 1.0)), 2, (1.0, 2.0, 1.0))  # Sobel
+    gy = _smooth_1d(_smooth_1d(smooth, 2, (-1.0, 0.0, 1.0)), 3, (1.0, 2.0, 1.0))
+    mag2 = (gx * gx + gy * gy) * usable[:, None]
+    mag2 = mag2 / mag2.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-24)  # keeps the 6th power in range
+    count = usable.sum(dim=(1, 2)).clamp_min(1.0)[:, None]
+    return ((mag2 * mag2 * mag2).sum(dim=(2, 3)) / count) ** (1 / 6) + 1e-9
+
+
+def _photo_box(rgb: torch.Tensor, pad_colour: torch.Tensor, margin: int) -> torch.Tensor:
+    """(B, H, W) mask of the photo inside its square padding, shrunk by `margin` px on every side. The padding
+    is whole rows or columns of the pad colour; an image that is all pad colour is all photo."""
+    differs = ((rgb - pad_colour).abs() > _PAD_TOLERANCE).any(dim=1)
+    rows, cols = differs.any(dim=2), differs.any(dim=1)  # (B, H), (B, W)
+    blank = ~rows.any(dim=1)
+    rows, cols = rows | blank[:, None], cols | blank[:, None]
+    if margin:
+        shrink = lambda m: -F.max_pool1d(-m[:, None].float(), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5  # noqa: E731
+        rows, cols = shrink(rows), shrink(cols)
+    return rows[:, :, None] & cols[:, None, :]
+
+
+def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
+    """(B, NUM_STATISTICS) float32 statistics, each scaled to roughly unit range; see NAMES for the order."""
+    x = pixel_values.detach().float()
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device)[:, None, None]
+    rgb = (x * std_t + mean_t).clamp(0, 1)
+    # The processor pads with round(mean * 255) / 255.
+    pad_colour = torch.round(mean_t * 255) / 255
+    lin = srgb_to_linear(rgb)
+    # The illuminant estimate at half size (it needs no fine detail), 2 px away from the padding's border:
+    # gradients across it are not the photo's.
+    peak = lin.amax(1)
+    usable = _photo_box(rgb, pad_colour, margin=3) & (peak < 0.95) & (peak > 0.01)
+    edge = _gray_edge(lin, usable.to(x.dtype))
+    # Every other statistic on every 4th pixel (as the analytic critic does): a quarter of the sorting.
+    rgb, lin = rgb[:, :, ::2, ::2], lin[:, :, ::2, ::2]
+    photo = _photo_box(rgb, pad_colour, margin=0)
+
+    luma = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, dtype=x.dtype, device=x.device), rgb)
+    lab = rgb_to_lab(rgb)
+    chroma = torch.hypot(lab[:, 1], lab[:, 2])
+    cmax, cmin = rgb.amax(1), rgb.amin(1)
+    hsv_s = torch.where(cmax > 0, (cmax - cmin) / cmax.clamp_min(1e-6), torch.zeros_like(cmax))
+    r, g, b = (rgb[:, i] * 255 for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+
+    rows = []
+    q = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=x.dtype, device=x.device)
+    qc = torch.tensor([0.5, 0.9, 0.99], dtype=x.dtype, device=x.device)
+    for i in range(x.shape[0]):
+        m = photo[i]
+        y, c, s, lab_i = luma[i][m], chroma[i][m], hsv_s[i][m], lab[i][:, m]
+        rg_i, yb_i = rg[i][m], yb[i][m]
+        yq = torch.quantile(y, q)
+        mid = (lab_i[0] > 15) & (lab_i[0] < 95)
+        if mid.sum() >= 16:
+            low = mid & (c <= torch.quantile(c[mid], 0.3))
+            neutral_b = lab_i[2][low].mean()
+        else:
+            neutral_b = y.new_zeros(())
+        colourfulness = torch.hypot(rg_i.std(), yb_i.std()) + 0.3 * torch.hypot(rg_i.mean(), yb_i.mean())
+        world = lin[i][:, m].mean(1).clamp_min(1e-6).log()
+        ge = edge[i].log()
+        rows.append(torch.cat([
+            torch.stack([y.mean(), y.std()]), yq,
+            torch.stack([(y >= 0.97).float().mean(), (y <= 0.03).float().mean(), yq[5] - yq[1]]),
+            torch.stack([rg_i.mean(), rg_i.std(), yb_i.mean(), yb_i.std(), colourfulness]) / 100,
+            lab_i.mean(1) / 100, torch.stack([c.mean()]) / 100, torch.quantile(c, qc) / 100,
+            torch.stack([s.mean(), torch.quantile(s, 0.9), neutral_b / 100]),
+            torch.stack([ge[0] - ge[2], ge[1] - 0.5 * (ge[0] + ge[2]), world[0] - world[2],
+                         world[1] - 0.5 * (world[0] + world[2])]),
+        ]))
+    return torch.stack(rows)
+
+
+__all__ = ["NAMES", "NUM_STATISTICS", "photo_statistics", "rgb_to_lab"]
