@@ -11,6 +11,8 @@ statistic, and gradients are not taken across the padding's border.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -55,7 +57,8 @@ def _smooth_1d(x: torch.Tensor, dim: int, taps: tuple[float, ...]) -> torch.Tens
     return sum(t * padded.narrow(dim, i, n) for i, t in enumerate(taps) if t)
 
 
-_GAUSS_SIGMA1 = tuple(float(v) for v in torch.exp(-0.5 * torch.arange(-2, 3.0) ** 2) / torch.exp(-0.5 * torch.arange(-2, 3.0) ** 2).sum())
+_GAUSS = [math.exp(-0.5 * k * k) for k in range(-2, 3)]
+_GAUSS_SIGMA1 = tuple(v / sum(_GAUSS) for v in _GAUSS)  # 5 taps, sigma 1 px, as the analytic critic's blur
 
 
 def _gray_edge(lin: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
