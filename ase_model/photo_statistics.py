@@ -1,9 +1,10 @@
-"""Global tone and colour statistics of a batch of photos, computed in torch from the model's own pixel values.
+"""Global tone, colour and detail statistics of a batch of photos, computed in torch from the model's own pixel values.
 
 IASM's optional statistics token (config `iasm_photo_statistics`) embeds these. They are the classic aesthetic
-features (Datta et al. 2006; Hasler & Süsstrunk 2003; van de Weijer et al. 2007): judgements of exposure,
-saturation and white balance are judgements about global statistics, which a small ViT trained on a few photos
-learns only for the photos it saw, while the statistics carry over to any photo by construction.
+features (Datta et al. 2006; Hasler & Süsstrunk 2003; van de Weijer et al. 2007; Immerkær 1996): judgements of
+exposure, saturation, white balance, sharpness and noise are judgements about global statistics, which a small
+ViT trained on a few photos learns only for the photos it saw, while the statistics carry over to any photo by
+construction.
 
 Square padding (the processor pads with the mean colour, which normalises to ~0) is excluded from every
 statistic, and gradients are not taken across the padding's border.
@@ -23,6 +24,7 @@ NAMES = (
     "lab_l_mean", "lab_a_mean", "lab_b_mean", "chroma_mean", "chroma_p50", "chroma_p90", "chroma_p99",
     "hsv_saturation_mean", "hsv_saturation_p90", "neutral_b",
     "gray_edge_warm", "gray_edge_green", "gray_world_warm", "gray_world_green",
+    "edge_sharpness", "laplacian_variance", "noise_sigma",
 )
 NUM_STATISTICS = len(NAMES)
 
@@ -72,6 +74,30 @@ def _gray_edge(lin: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
     return ((mag2 * mag2 * mag2).sum(dim=(2, 3)) / count) ** (1 / 6) + 1e-9
 
 
+def _detail(luma: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """(B, 3): edge sharpness (RMS Laplacian / RMS gradient over the strongest-gradient tenth: it falls like
+    1 / edge width in px), log1p(1000 x Laplacian variance), and Immerkær's noise sigma (0..255 units) over the
+    flatter half; each over `usable` (B, H, W), as the analytic critic measures them."""
+    second = (1.0, -2.0, 1.0)
+    lap = _smooth_1d(luma, 2, second) + _smooth_1d(luma, 1, second)
+    gx = _smooth_1d(_smooth_1d(luma, 2, (-1.0, 0.0, 1.0)), 1, (1.0, 2.0, 1.0))  # Sobel, 8 x the gradient
+    gy = _smooth_1d(_smooth_1d(luma, 1, (-1.0, 0.0, 1.0)), 2, (1.0, 2.0, 1.0))
+    g2 = gx * gx + gy * gy
+    immerkaer = _smooth_1d(_smooth_1d(luma, 2, second), 1, second).abs() * 255
+    out = []
+    for i in range(luma.shape[0]):
+        m = usable[i]
+        g2_i, lap_i = g2[i][m], lap[i][m]
+        strong = g2_i >= torch.quantile(g2_i[::4], 0.9)
+        denom = g2_i[strong].mean() / 64
+        sharpness = torch.sqrt((lap_i[strong] ** 2).mean() / denom.clamp_min(1e-10)) * (denom > 1e-10)
+        grad = g2_i.sqrt()
+        flat = grad <= torch.quantile(grad[::4], 0.5)
+        noise = math.sqrt(math.pi / 2) / 6 * immerkaer[i][m][flat].mean()
+        out.append(torch.stack([sharpness, torch.log1p(lap_i.var() * 1000), noise]))
+    return torch.stack(out)
+
+
 def _photo_box(rgb: torch.Tensor, pad_colour: torch.Tensor, margin: int) -> torch.Tensor:
     """(B, H, W) mask of the photo inside its square padding, shrunk by `margin` px on every side. The padding
     is whole rows or columns of the pad colour; an image that is all pad colour is all photo."""
@@ -94,11 +120,12 @@ def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
     # The processor pads with round(mean * 255) / 255.
     pad_colour = torch.round(mean_t * 255) / 255
     lin = srgb_to_linear(rgb)
-    # The illuminant estimate at half size (it needs no fine detail), 2 px away from the padding's border:
-    # gradients across it are not the photo's.
+    # Gradient statistics at full size and 3 px away from the padding's border (gradients across it are not
+    # the photo's).
+    interior = _photo_box(rgb, pad_colour, margin=3)
     peak = lin.amax(1)
-    usable = _photo_box(rgb, pad_colour, margin=3) & (peak < 0.95) & (peak > 0.01)
-    edge = _gray_edge(lin, usable.to(x.dtype))
+    edge = _gray_edge(lin, (interior & (peak < 0.95) & (peak > 0.01)).to(x.dtype))
+    detail = _detail(torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, dtype=x.dtype, device=x.device), rgb), interior)
     # Every other statistic on every 4th pixel (as the analytic critic does): a quarter of the sorting.
     rgb, lin = rgb[:, :, ::2, ::2], lin[:, :, ::2, ::2]
     photo = _photo_box(rgb, pad_colour, margin=0)
@@ -136,6 +163,7 @@ def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
             torch.stack([s.mean(), torch.quantile(s, 0.9), neutral_b / 100]),
             torch.stack([ge[0] - ge[2], ge[1] - 0.5 * (ge[0] + ge[2]), world[0] - world[2],
                          world[1] - 0.5 * (world[0] + world[2])]),
+            detail[i] / torch.tensor([1.0, 5.0, 10.0], dtype=x.dtype, device=x.device),
         ]))
     return torch.stack(rows)
 

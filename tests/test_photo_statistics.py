@@ -1,4 +1,4 @@
-"""IASM's photo-statistics token: the statistics match the analytic critic's measurements on real photos (square
+"""IASM's photo-statistics token: the tone, colour and detail statistics match the analytic critic's measurements on real photos (square
 padding excluded), move the right way under controlled edits, and the token is part of the model."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from ase_model import ASEForConditionalGeneration
 from ase_model.photo_statistics import NAMES, NUM_STATISTICS, photo_statistics, rgb_to_lab
@@ -28,6 +28,8 @@ AGREES_WITH_TEACHER = {
     "neutral_b": ("neutral_b", 100, 0.6),
     "gray_edge_warm": ("wb_warm", 1, 0.02),
     "gray_edge_green": ("wb_green", 1, 0.01),
+    "edge_sharpness": ("sharpness", 1, 0.05),
+    "noise_sigma": ("noise_sigma", 10, 0.15),
 }
 
 
@@ -65,11 +67,15 @@ def test_statistics_follow_controlled_edits(image_processor):
     grey = np.asarray(img.convert("L"), np.float32)[..., None]
     muted = Image.fromarray((grey + 0.3 * (a - grey)).astype(np.uint8))
     warm = Image.fromarray(np.clip(a * [1.15, 1.0, 0.8], 0, 255).astype(np.uint8))
-    s = stats_of([img, darker, muted, warm], image_processor)
+    soft = img.filter(ImageFilter.GaussianBlur(2))
+    noisy = Image.fromarray(np.clip(a + np.random.default_rng(0).normal(0, 12, a.shape), 0, 255).astype(np.uint8))
+    s = stats_of([img, darker, muted, warm, soft, noisy], image_processor)
     assert s["luma_mean"][1] < 0.6 * s["luma_mean"][0]
     assert s["chroma_p99"][2] < 0.5 * s["chroma_p99"][0] and s["colorfulness"][2] < 0.5 * s["colorfulness"][0]
     assert s["gray_edge_warm"][3] > s["gray_edge_warm"][0] + 0.25  # log(1.15 / 0.8) on linear light is larger still
     assert s["gray_world_warm"][3] > s["gray_world_warm"][0] + 0.25
+    assert s["edge_sharpness"][4] < 0.7 * s["edge_sharpness"][0]
+    assert s["noise_sigma"][5] > 2 * s["noise_sigma"][0]
 
 
 def test_lab_matches_opencv():
