@@ -184,8 +184,9 @@ class IASViT(nn.Module):
         return 1 if hasattr(self._core.embeddings, "class_embedding") else 0
 
     def forward(self, pixel_values: torch.Tensor, saliency_prior: torch.Tensor | None = None):
-        """Returns (hidden_states, saliency, saliency_logits): hidden_states[0] is the embedding output and
-        hidden_states[i + 1] the (fused) output of layer i, as in transformers' `output_hidden_states`."""
+        """Returns (hidden_states, saliency, saliency_logits, statistics_token): hidden_states[0] is the embedding
+        output and hidden_states[i + 1] the (fused) output of layer i, as in transformers'
+        `output_hidden_states`; statistics_token (B, D) is IASM's photo-statistics token, or None."""
         core = self._core
         saliency, saliency_logits, tokens = self.iasm(pixel_values, saliency_prior)
         hidden = core.embeddings(pixel_values)
@@ -202,7 +203,8 @@ class IASViT(nn.Module):
                 fused = block(hidden[:, prefix:], tokens.to(hidden.dtype))
                 hidden = torch.cat([hidden[:, :prefix], fused], dim=1) if prefix else fused
             hidden_states.append(hidden)
-        return tuple(hidden_states), saliency, saliency_logits
+        statistics_token = tokens[:, -1] if self.iasm.statistics is not None else None
+        return tuple(hidden_states), saliency, saliency_logits, statistics_token
 
     def gates(self) -> dict[int, float]:
         return {int(i): float(torch.tanh(b.gate).item()) for i, b in self.fusion.items()}
@@ -278,7 +280,7 @@ class ASEModel(ASEPreTrainedModel):
         layer = self.config.vision_feature_layer if vision_feature_layer is None else vision_feature_layer
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
         pixel_values = pixel_values.to(self.dtype)
-        hidden_states, saliency, saliency_logits = self.vision_tower(pixel_values, saliency_prior)
+        hidden_states, saliency, saliency_logits, statistics_token = self.vision_tower(pixel_values, saliency_prior)
         # IAS-ViT stops at the deepest layer needed, so count negative indices from the full tower's depth.
         depth = self.config.vision_config.num_hidden_layers + 1
         layers = [layer] if isinstance(layer, int) else layer
@@ -286,11 +288,17 @@ class ASEModel(ASEPreTrainedModel):
         if strategy == "default":  # drop CLIP's class token, as LLaVA does
             selected = [h[:, 1:] for h in selected]
         selected = torch.cat(selected, dim=-1)
+        score = self.score_head(selected, saliency)
+        if statistics_token is not None:
+            # The photo's global statistics also reach the LLM directly, as one more image token after the
+            # patches: mixed into the patch tokens they carry the photo's content along (one copy per layer).
+            token = statistics_token.to(selected.dtype).repeat(1, len(layers))
+            selected = torch.cat([selected, token[:, None]], dim=1)
         return ASEImageOutput(
             image_features=self.multi_modal_projector(selected),
             saliency=saliency,
             saliency_logits=saliency_logits,
-            score=self.score_head(selected, saliency),
+            score=score,
         )
 
     def merge_image_features(self, input_ids, inputs_embeds, image_features):

@@ -161,7 +161,7 @@ def test_from_parts_keeps_both_checkpoints(tmp_path):
         # vision: exactly the CLIP tower it was built from (gates closed)
         pixels = torch.randn(1, 3, vc.image_size, vc.image_size)
         ref = vision(pixels, output_hidden_states=True).hidden_states
-        mine, _, _ = ase.model.vision_tower(pixels)
+        mine, _, _, _ = ase.model.vision_tower(pixels)
         for a, b in zip(ref, mine):
             assert torch.equal(a, b)
         batch = inputs_for(ase.config, batch=1)

@@ -88,8 +88,8 @@ def test_lab_matches_opencv():
 
 
 def test_statistics_token_in_the_model(tmp_path):
-    """The token is one more IASM token, depends on the photo's colours, is batch-independent and survives a
-    save/load; without the option IASM is unchanged."""
+    """The token is one more IASM token (for the fusion blocks) and one more image token (for the LLM), depends
+    on the photo, is batch-independent and survives a save/load; without the option IASM is unchanged."""
     config = tiny_config(iasm_photo_statistics=True)
     model = ASEForConditionalGeneration(config).eval()
     plain = ASEForConditionalGeneration(tiny_config()).eval()
@@ -105,6 +105,14 @@ def test_statistics_token_in_the_model(tmp_path):
         single = model.model.vision_tower.iasm(pixels[1:])[2]
         assert torch.allclose(single[0], tokens[1], atol=1e-5)
     assert model.model.vision_tower.iasm.statistics.mlp[0].in_features == NUM_STATISTICS
+    # ... and reaches the LLM directly as one more image token after the patches
+    inputs = processor(images=images, text=["USER: <image>\nCritique. ASSISTANT:"] * 2, return_tensors="pt")
+    with torch.no_grad():
+        feats = model.model.get_image_features(inputs["pixel_values"]).image_features
+        assert feats.shape[1] == config.image_seq_length == plain.config.image_seq_length + 1
+        assert torch.isfinite(model(**inputs).logits).all()
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[0] == 2
     model.save_pretrained(tmp_path / "m")
     again = ASEForConditionalGeneration.from_pretrained(tmp_path / "m").eval()
     assert again.config.iasm_photo_statistics

@@ -102,16 +102,16 @@ def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) 
 
     from ..configuration_ase import ASEConfig
     from ..modeling_ase import ASEForConditionalGeneration
-    from ..processing_ase import DEFAULT_PROMPT, ASEProcessor, make_image_processor
+    from ..processing_ase import DEFAULT_PROMPT, ASEProcessor, make_image_processor, num_image_tokens
     from ..testing import train_tokenizer
 
     tokenizer = train_tokenizer(corpus(data_dir) + [DEFAULT_PROMPT, "USER: ASSISTANT:"], vocab_size=vocab_size)
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     text = dict(STARTER_TEXT, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    n_patches = (STARTER_VISION["image_size"] // STARTER_VISION["patch_size"]) ** 2
+    n_tokens = (STARTER_VISION["image_size"] // STARTER_VISION["patch_size"]) ** 2 + 1  # + the statistics token
     config = ASEConfig(vision_config=STARTER_VISION, text_config=text, image_token_index=image_token,
-                       image_seq_length=n_patches, iasm_channels=[8, 16, 24], iasm_num_tokens=8, fusion_layers=[2, 4],
+                       image_seq_length=n_tokens, iasm_channels=[8, 16, 24], iasm_num_tokens=8, fusion_layers=[2, 4],
                        iasm_photo_statistics=True, iasm_pixel_mean=CLIP_MEAN, iasm_pixel_std=CLIP_STD,
                        score_head_hidden=128)
     torch.manual_seed(seed)
@@ -122,7 +122,7 @@ def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) 
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     processor = ASEProcessor(image_processor=make_image_processor(STARTER_VISION["image_size"], CLIP_MEAN, CLIP_STD),
-                             tokenizer=tokenizer, num_image_tokens=n_patches)
+                             tokenizer=tokenizer, num_image_tokens=num_image_tokens(config))
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -174,7 +174,8 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     # The projector's input: hidden_states[i] counts from the full tower's depth, as get_image_features does.
     layer = config.vision_feature_layer
     layer = layer if layer >= 0 else config.vision_config.num_hidden_layers + 1 + layer
-    head = torch.nn.Linear(2 * config.vision_config.hidden_size, len(MEASURES))
+    statistics = whole_tower and config.iasm_photo_statistics  # the token the LLM also sees: it learns to carry them
+    head = torch.nn.Linear((2 + int(statistics)) * config.vision_config.hidden_size, len(MEASURES))
     params = list((tower if whole_tower else tower.vision_model).parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = int(epochs * math.ceil(len(records) / batch_size))
@@ -187,11 +188,12 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
             rng.shuffle(order)
         idx, order = order[:batch_size], order[batch_size:]
         if whole_tower:
-            hidden_states, _, saliency_logits = tower(pixels[idx])
+            hidden_states, _, saliency_logits, statistics_token = tower(pixels[idx])
         else:
             hidden_states = tower.vision_model(pixel_values=pixels[idx], output_hidden_states=True).hidden_states
         hidden = hidden_states[layer][:, tower.num_prefix_tokens:]
-        pred = head(torch.cat([hidden.mean(1), hidden.std(1)], dim=-1))
+        pooled = [hidden.mean(1), hidden.std(1)] + ([statistics_token] if statistics else [])
+        pred = head(torch.cat(pooled, dim=-1))
         loss = torch.nn.functional.mse_loss(pred, targets[idx])
         if saliency_weight:
             sal = saliency_loss(saliency_logits, saliency[idx], labelled[idx])
