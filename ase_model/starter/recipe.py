@@ -15,8 +15,8 @@
 5. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
 5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks), with IASM's saliency loss
    kept: IASM's small convolutions measure what a 28-px patch embedding cannot carry over to new photos
-   (sharpness, noise), its statistics token carries tone and colour, and the fusion gates open to pass both
-   on to the patch tokens the projector sees;
+   (sharpness, noise), its statistics token (which the LLM also sees directly) learns to carry the tone,
+   colour and detail statistics, and the fusion gates open;
 6. stage `finetune --full --freeze-tower` on *verdict captions* ("exposure: underexposed; saturation: muted;
    …"): every word depends on the image, so projector and decoder learn to read the frozen tower's
    measurements before they learn to phrase them;
@@ -137,8 +137,8 @@ MEASURES = ("mean_luminance", "median_luminance", "p01_luminance", "p99_luminanc
 def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, seed: int, lr: float = 1e-3,
                     batch_size: int = 32, whole_tower: bool = False, saliency_weight: float = 0.0) -> Path:
     """Regress the teacher's (standardised) measurements from the image features the projector sees (patch
-    tokens, mean and std pooled), on the training photos and the dataset's synthetic scenes; the head is
-    discarded. Without `whole_tower` only the ViT runs and learns, as a CLIP is pretrained on its own; with it,
+    tokens, mean and std pooled, and with the whole tower IASM's photo-statistics token), on the training photos
+    and the dataset's synthetic scenes; the head is discarded. Without `whole_tower` only the ViT runs and learns, as a CLIP is pretrained on its own; with it,
     the whole IAS-ViT (ViT, IASM, fusion blocks), and `saliency_weight` keeps IASM's saliency loss on the
     dataset's pseudo-labels, so that the saliency map is not unlearned."""
     import math
