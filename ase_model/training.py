@@ -72,6 +72,7 @@ class TrainArgs:
     full: bool = False
     freeze_vision: bool = False
     freeze_tower: bool = False
+    patch_dropout: float = 0.0
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -147,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--freeze-tower", action="store_true",
       help="finetune --full: keep the whole image encoder fixed (vision tower, IASM, fusion blocks); projector, "
            "score head and LLM train")
+    a("--patch-dropout", type=float, default=0.0, metavar="P",
+      help="align/finetune with IASM's photo-statistics token: hide a sample's patch tokens from the LLM with "
+           "probability P, so that it learns to read the statistics token (which carries over to new photos) "
+           "rather than recognising the training photos")
     a("--lora-r", type=int, default=16)
     a("--lora-alpha", type=int, default=32)
     a("--lora-dropout", type=float, default=0.05)
@@ -522,6 +527,25 @@ def _ase(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def add_patch_dropout(model: nn.Module, p: float):
+    """While training, zero all patch features of a sample (its last image token, IASM's photo-statistics
+    token, stays) with probability p, at the projector's input. Returns the hook handle."""
+    ase = _ase(model)
+    if not getattr(ase.config, "iasm_photo_statistics", False):
+        raise ValueError("--patch-dropout needs a model with IASM's photo-statistics token (iasm_photo_statistics)")
+
+    def hide_patches(module, args):
+        (features,) = args
+        if not module.training or p <= 0:
+            return None
+        hidden = torch.rand(features.shape[0], device=features.device) < p
+        keep = torch.ones_like(features[:, :, :1])
+        keep[hidden, :-1] = 0
+        return (features * keep,)
+
+    return ase.model.multi_modal_projector.register_forward_pre_hook(hide_patches)
+
+
 def new_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The modules ASE-MLLM adds to its LLaVA base: trained from the align stage on."""
     m = _ase(model).model
@@ -775,6 +799,8 @@ def _train(accelerator, args: TrainArgs, mixed_precision: str) -> dict:
         objective = SaliencyObjective(model.model.vision_tower.iasm)
     else:
         objective = CaptionObjective(trained, args.score_loss_weight, args.saliency_loss_weight, model.config.score_max)
+        if args.patch_dropout:
+            add_patch_dropout(trained, args.patch_dropout)
     main_lr, new_lr = resolve_lrs(args)
     groups = param_groups(trained, main_lr, new_lr, args.weight_decay)
     n_trainable = sum(p.numel() for g in groups for p in g["params"])

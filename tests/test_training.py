@@ -300,3 +300,26 @@ def test_batches_match_the_processor(tiny, captions):
     for key in ("input_ids", "attention_mask", "labels", "pixel_values"):
         assert torch.equal(batch[key], ref[key]), key
     assert batch["score"].tolist() == [e.score for e in examples] and batch["score_mask"].all()
+
+
+def test_patch_dropout_hides_patches_but_keeps_the_statistics_token():
+    from ase_model import ASEForConditionalGeneration
+    from ase_model.testing import tiny_config
+    from ase_model.training import add_patch_dropout
+
+    model = ASEForConditionalGeneration(tiny_config(iasm_photo_statistics=True))
+    handle = add_patch_dropout(model, 1.0)
+    seen = []  # registered after it, this hook sees what the projector gets
+    model.model.multi_modal_projector.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    pixels = torch.randn(2, 3, model.config.vision_config.image_size, model.config.vision_config.image_size)
+    model.train()
+    model.model.get_image_features(pixels)
+    model.eval()
+    model.model.get_image_features(pixels)
+    hidden, shown = seen
+    assert (hidden[:, :-1] == 0).all() and (hidden[:, -1] != 0).any()
+    assert (shown[:, :-1] != 0).any()  # never at inference
+    handle.remove()
+    with pytest.raises(ValueError, match="photo-statistics"):
+        add_patch_dropout(ASEForConditionalGeneration(tiny_config()), 0.5)
+    assert parse_args(["--model", "m", "--data", "jsonl:a", "--out", "o", "--patch-dropout", "0.5"]).patch_dropout == 0.5

@@ -253,6 +253,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--freeze-tower", action=argparse.BooleanOptionalAction, default=True,
                     help="keep the measurement-pretrained image encoder (ViT, IASM, fusion) fixed in the caption stages")
+    ap.add_argument("--patch-dropout", type=float, default=0.5,
+                    help="caption stages: hide a sample's patch tokens with this probability (see ase-mllm train)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
     args = ap.parse_args(argv)
 
@@ -280,7 +282,8 @@ def main(argv=None) -> int:
     spec = [f"jsonl:{data}"]
     common = dict(data=spec, seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads, num_workers=0,
                   cache_images=True, log_every=20)
-    caption = dict(stage="finetune", full=True, freeze_tower=args.freeze_tower, lr=args.lr, warmup_ratio=0.03,
+    caption = dict(stage="finetune", full=True, freeze_tower=args.freeze_tower, patch_dropout=args.patch_dropout,
+                   lr=args.lr, warmup_ratio=0.03,
                    score_loss_weight=1.0, saliency_loss_weight=0.5, weight_decay=0.01)
     stage1 = work / "stage1-saliency"
     if not done(stage1):
