@@ -5,18 +5,16 @@
 1. generate the grounded dataset (real photos, new views of the training ones, controlled augmentations, teacher
    critiques) and dead-leaves synthetic scenes for step 4, `dataset.py`;
 2. train a byte-level BPE tokenizer on its critiques;
-3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM with the photo-statistics token, 4-layer
-   Llama-style decoder), seeded;
-4. vision pretraining: the ViT alone, trained from scratch, first learns to *measure* — it regresses the teacher's
+3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM, 4-layer Llama-style decoder), seeded;
+4. vision pretraining: the ViT, trained from scratch, first learns to *measure* — it regresses the teacher's
    measurements (luminance percentiles, clipping, contrast, colourfulness, chroma, cast, sharpness, noise,
    saliency centroid) on the training photos and the synthetic scenes, the way a real ASE-MLLM starts from a
    pretrained CLIP. Trained through the caption loss alone, a from-scratch ViT learns the eight training photos
    and judges a new photo by which of them it resembles;
 5. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
-5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks), with IASM's saliency loss
-   kept: IASM's small convolutions measure what a 28-px patch embedding cannot carry over to new photos
-   (sharpness, noise), its statistics token (which the LLM also sees directly) learns to carry the tone,
-   colour and detail statistics, and the fusion gates open;
+5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks): IASM's small convolutions
+   measure what a 28-px patch embedding cannot carry over to new photos (sharpness, noise), and the fusion
+   gates open to pass it on;
 6. stage `finetune --full --freeze-tower` on *verdict captions* ("exposure: underexposed; saturation: muted;
    …"): every word depends on the image, so projector and decoder learn to read the frozen tower's
    measurements before they learn to phrase them;
@@ -102,17 +100,16 @@ def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) 
 
     from ..configuration_ase import ASEConfig
     from ..modeling_ase import ASEForConditionalGeneration
-    from ..processing_ase import DEFAULT_PROMPT, ASEProcessor, make_image_processor, num_image_tokens
+    from ..processing_ase import DEFAULT_PROMPT, ASEProcessor, make_image_processor
     from ..testing import train_tokenizer
 
     tokenizer = train_tokenizer(corpus(data_dir) + [DEFAULT_PROMPT, "USER: ASSISTANT:"], vocab_size=vocab_size)
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     text = dict(STARTER_TEXT, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    n_tokens = (STARTER_VISION["image_size"] // STARTER_VISION["patch_size"]) ** 2 + 1  # + the statistics token
+    n_patches = (STARTER_VISION["image_size"] // STARTER_VISION["patch_size"]) ** 2
     config = ASEConfig(vision_config=STARTER_VISION, text_config=text, image_token_index=image_token,
-                       image_seq_length=n_tokens, iasm_channels=[8, 16, 24], iasm_num_tokens=8, fusion_layers=[2, 4],
-                       iasm_photo_statistics=True, iasm_pixel_mean=CLIP_MEAN, iasm_pixel_std=CLIP_STD,
+                       image_seq_length=n_patches, iasm_channels=[8, 16, 24], iasm_num_tokens=8, fusion_layers=[2, 4],
                        score_head_hidden=128)
     torch.manual_seed(seed)
     model = ASEForConditionalGeneration(config)
@@ -122,7 +119,7 @@ def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) 
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     processor = ASEProcessor(image_processor=make_image_processor(STARTER_VISION["image_size"], CLIP_MEAN, CLIP_STD),
-                             tokenizer=tokenizer, num_image_tokens=num_image_tokens(config))
+                             tokenizer=tokenizer, num_image_tokens=n_patches)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -135,12 +132,9 @@ MEASURES = ("mean_luminance", "median_luminance", "p01_luminance", "p99_luminanc
 
 
 def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, seed: int, lr: float = 1e-3,
-                    batch_size: int = 32, whole_tower: bool = False, saliency_weight: float = 0.0) -> Path:
-    """Regress the teacher's (standardised) measurements from the image features the projector sees (patch
-    tokens, mean and std pooled, and with the whole tower IASM's photo-statistics token), on the training photos
-    and the dataset's synthetic scenes; the head is discarded. Without `whole_tower` only the ViT runs and learns, as a CLIP is pretrained on its own; with it,
-    the whole IAS-ViT (ViT, IASM, fusion blocks), and `saliency_weight` keeps IASM's saliency loss on the
-    dataset's pseudo-labels, so that the saliency map is not unlearned."""
+                    batch_size: int = 32, whole_tower: bool = False) -> Path:
+    """Regress the teacher's (standardised) measurements from the ViT's pooled features, on the training photos
+    and the dataset's synthetic scenes; the head is discarded."""
     import math
     import random
 
@@ -151,8 +145,6 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     from ..imageio import load_image
     from ..modeling_ase import ASEForConditionalGeneration
     from ..processing_ase import ASEProcessor
-    from ..saliency import from_png
-    from ..training import saliency_loss, saliency_target
 
     torch.manual_seed(seed)
     model = ASEForConditionalGeneration.from_pretrained(model_dir)
@@ -164,40 +156,25 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     targets = torch.from_numpy((targets - targets.mean(0)) / (targets.std(0) + 1e-6))
     pixels = torch.cat([processor.process_images([load_image(data_dir / r["image"])])["pixel_values"] for r in records])
     tower = model.model.vision_tower
-    if saliency_weight:
-        map_size = tuple(tower.iasm(pixels[:1])[0].shape[-2:])
-        maps = [saliency_target(from_png((data_dir / r["saliency"]).read_bytes()), map_size) for r in records]
-        labelled = torch.tensor([m is not None for m in maps])
-        uniform = np.full(map_size, 1.0 / (map_size[0] * map_size[1]), np.float32)
-        saliency = torch.from_numpy(np.stack([uniform if m is None else m for m in maps]))
-    config = model.config
-    # The projector's input: hidden_states[i] counts from the full tower's depth, as get_image_features does.
-    layer = config.vision_feature_layer
-    layer = layer if layer >= 0 else config.vision_config.num_hidden_layers + 1 + layer
-    statistics = whole_tower and config.iasm_photo_statistics  # the token the LLM also sees: it learns to carry them
-    head = torch.nn.Linear((2 + int(statistics)) * config.vision_config.hidden_size, len(MEASURES))
+    head = torch.nn.Linear(2 * model.config.vision_config.hidden_size, len(MEASURES))
     params = list((tower if whole_tower else tower.vision_model).parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = int(epochs * math.ceil(len(records) / batch_size))
     sched = get_cosine_schedule_with_warmup(opt, steps // 30, steps)
     order, rng, step = [], random.Random(seed), 0
+    # IAS-ViT's hidden states stop at the deepest layer used, so -2 here is layer 3's output, one layer before
+    # the projector's input (get_image_features counts from the full depth). Kept as it is so that the recipe
+    # rebuilds the shipped weights; docs/starter-model.md ("Tried") has the run that reads the projector's layer.
+    layer = model.config.vision_feature_layer
     tower.train()
     while step < steps:
         if not order:
             order = list(range(len(records)))
             rng.shuffle(order)
         idx, order = order[:batch_size], order[batch_size:]
-        if whole_tower:
-            hidden_states, _, saliency_logits, statistics_token = tower(pixels[idx])
-        else:
-            hidden_states = tower.vision_model(pixel_values=pixels[idx], output_hidden_states=True).hidden_states
-        hidden = hidden_states[layer][:, tower.num_prefix_tokens:]
-        pooled = [hidden.mean(1), hidden.std(1)] + ([statistics_token] if statistics else [])
-        pred = head(torch.cat(pooled, dim=-1))
+        hidden = tower(pixels[idx])[0][layer][:, tower.num_prefix_tokens:]
+        pred = head(torch.cat([hidden.mean(1), hidden.std(1)], dim=-1))
         loss = torch.nn.functional.mse_loss(pred, targets[idx])
-        if saliency_weight:
-            sal = saliency_loss(saliency_logits, saliency[idx], labelled[idx])
-            loss = loss + saliency_weight * (sal["kl"] + sal["cc_loss"])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -205,7 +182,7 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
         sched.step()
         step += 1
         if step % 25 == 0 or step == steps:
-            log(f"vision pretraining step {step}/{steps}: loss {loss.item():.4f}")
+            log(f"vision pretraining step {step}/{steps}: mse {loss.item():.4f}")
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -245,16 +222,12 @@ def main(argv=None) -> int:
     ap.add_argument("--vision-epochs", type=float, default=8.0)
     ap.add_argument("--measure-epochs", type=float, default=4.0,
                     help="measurement pretraining of the whole tower (ViT, IASM, fusion) after the saliency stage")
-    ap.add_argument("--measure-saliency-weight", type=float, default=0.5,
-                    help="weight of IASM's saliency loss during the whole tower's measurement pretraining")
     ap.add_argument("--saliency-epochs", type=float, default=1.0)
     ap.add_argument("--verdict-epochs", type=float, default=4.0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--freeze-tower", action=argparse.BooleanOptionalAction, default=True,
                     help="keep the measurement-pretrained image encoder (ViT, IASM, fusion) fixed in the caption stages")
-    ap.add_argument("--patch-dropout", type=float, default=0.5,
-                    help="caption stages: hide a sample's patch tokens with this probability (see ase-mllm train)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
     args = ap.parse_args(argv)
 
@@ -282,8 +255,7 @@ def main(argv=None) -> int:
     spec = [f"jsonl:{data}"]
     common = dict(data=spec, seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads, num_workers=0,
                   cache_images=True, log_every=20)
-    caption = dict(stage="finetune", full=True, freeze_tower=args.freeze_tower, patch_dropout=args.patch_dropout,
-                   lr=args.lr, warmup_ratio=0.03,
+    caption = dict(stage="finetune", full=True, freeze_tower=args.freeze_tower, lr=args.lr, warmup_ratio=0.03,
                    score_loss_weight=1.0, saliency_loss_weight=0.5, weight_decay=0.01)
     stage1 = work / "stage1-saliency"
     if not done(stage1):
@@ -292,8 +264,7 @@ def main(argv=None) -> int:
         log("stage saliency done")
     measure = work / "stage1b-measure"
     if not done(measure):  # the whole tower now: IASM's convolutions measure fine detail (sharpness, noise) best
-        pretrain_vision(stage1, data, measure, args.measure_epochs, args.seed, whole_tower=True,
-                        saliency_weight=args.measure_saliency_weight)
+        pretrain_vision(stage1, data, measure, args.measure_epochs, args.seed, whole_tower=True)
         log("tower measurement pretraining done")
     stage2 = work / "stage2-verdicts"
     if not done(stage2):
