@@ -5,6 +5,7 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 @strict
@@ -29,10 +30,11 @@ class ASEConfig(PreTrainedConfig):
     iasm_use_prior (`bool`):
         Whether IASM takes a fourth input channel: a classic (spectral residual) saliency prior.
     iasm_photo_statistics (`bool`):
-        Whether IASM adds one more token: an MLP embedding of the photo's global tone and colour statistics
-        (luminance percentiles and clipping, opponent colourfulness, CIELAB chroma, gray-edge illuminant; see
-        `ase_model.photo_statistics`), computed from the pixels with `iasm_pixel_mean` / `iasm_pixel_std` (the
-        image processor's normalisation, CLIP's by default).
+        Whether IASM adds one more token: an MLP embedding of the photo's global tone, colour and detail
+        statistics (luminance percentiles and clipping, colourfulness, CIELAB chroma, gray-edge illuminant,
+        edge sharpness, noise; see `ase_model.photo_statistics`), computed from the pixels with
+        `iasm_pixel_mean` / `iasm_pixel_std` (the image processor's normalisation, CLIP's by default). The fusion
+        blocks attend to it and the LLM gets it as one more image token after the patches.
     score_head_hidden (`int`):
         Hidden width of the aesthetic score regression head.
     score_max (`float`):
@@ -87,10 +89,10 @@ class ASEConfig(PreTrainedConfig):
             self.tie_word_embeddings = self.text_config.tie_word_embeddings
         if self.iasm_channels is None:
             self.iasm_channels = [16, 32, 64]
-        if self.iasm_pixel_mean is None:
-            self.iasm_pixel_mean = [0.48145466, 0.4578275, 0.40821073]  # CLIP's, as LLaVA's image processors
+        if self.iasm_pixel_mean is None:  # CLIP's, as LLaVA's image processors
+            self.iasm_pixel_mean = list(OPENAI_CLIP_MEAN)
         if self.iasm_pixel_std is None:
-            self.iasm_pixel_std = [0.26862954, 0.26130258, 0.27577711]
+            self.iasm_pixel_std = list(OPENAI_CLIP_STD)
         if self.fusion_num_heads is None:
             self.fusion_num_heads = self.vision_config.num_attention_heads
         if self.fusion_layers is None:

@@ -125,12 +125,12 @@ def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
     interior = _photo_box(rgb, pad_colour, margin=3)
     peak = lin.amax(1)
     edge = _gray_edge(lin, (interior & (peak < 0.95) & (peak > 0.01)).to(x.dtype))
-    detail = _detail(torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, dtype=x.dtype, device=x.device), rgb), interior)
+    luma = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, dtype=x.dtype, device=x.device), rgb)
+    detail = _detail(luma, interior)
     # Every other statistic on every 4th pixel (as the analytic critic does): a quarter of the sorting.
-    rgb, lin = rgb[:, :, ::2, ::2], lin[:, :, ::2, ::2]
+    rgb, lin, luma = rgb[:, :, ::2, ::2], lin[:, :, ::2, ::2], luma[:, ::2, ::2]
     photo = _photo_box(rgb, pad_colour, margin=0)
 
-    luma = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, dtype=x.dtype, device=x.device), rgb)
     lab = rgb_to_lab(rgb)
     chroma = torch.hypot(lab[:, 1], lab[:, 2])
     cmax, cmin = rgb.amax(1), rgb.amin(1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 TINY_CORPUS = [
     "Composition: The subject sits on a third line and the frame feels balanced.",
@@ -89,7 +90,7 @@ def build_processor(config, tokenizer=None, **kwargs):
     tokenizer = tokenizer or train_tokenizer(vocab_size=config.text_config.vocab_size)
     vc = config.vision_config
     return ASEProcessor(
-        image_processor=make_image_processor(vc.image_size, mean=[0.48145466, 0.4578275, 0.40821073], std=[0.26862954, 0.26130258, 0.27577711]),
+        image_processor=make_image_processor(vc.image_size, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
         tokenizer=tokenizer,
         num_image_tokens=num_image_tokens(config),
         use_saliency_prior=config.iasm_use_prior,

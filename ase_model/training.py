@@ -531,12 +531,14 @@ def add_patch_dropout(model: nn.Module, p: float):
     """While training, zero all patch features of a sample (its last image token, IASM's photo-statistics
     token, stays) with probability p, at the projector's input. Returns the hook handle."""
     ase = _ase(model)
+    if not 0 <= p <= 1:
+        raise ValueError(f"--patch-dropout is a probability, not {p}")
     if not getattr(ase.config, "iasm_photo_statistics", False):
         raise ValueError("--patch-dropout needs a model with IASM's photo-statistics token (iasm_photo_statistics)")
 
     def hide_patches(module, args):
         (features,) = args
-        if not module.training or p <= 0:
+        if not module.training:
             return None
         hidden = torch.rand(features.shape[0], device=features.device) < p
         keep = torch.ones_like(features[:, :, :1])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ase_model import ASEForConditionalGeneration
 from ase_model.photo_statistics import NAMES, NUM_STATISTICS, photo_statistics, rgb_to_lab
@@ -15,7 +16,7 @@ from ase_model.starter.analytic import measure
 from ase_model.starter.dataset import source_photos
 from ase_model.testing import build_processor, tiny_config
 
-CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+CLIP_MEAN, CLIP_STD = list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)
 # statistic -> (analytic measurement, scale of the statistic, tolerance in the measurement's units)
 AGREES_WITH_TEACHER = {
     "luma_mean": ("mean_luminance", 1, 0.003),

@@ -34,12 +34,14 @@ import sys
 import time
 from pathlib import Path
 
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
 STARTER_VISION = dict(model_type="clip_vision_model", hidden_size=192, intermediate_size=768, num_hidden_layers=6,
                       num_attention_heads=3, image_size=224, patch_size=28, projection_dim=192)
 STARTER_TEXT = dict(model_type="llama", hidden_size=256, intermediate_size=768, num_hidden_layers=4,
                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                     tie_word_embeddings=True)
-CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+CLIP_MEAN, CLIP_STD = list(OPENAI_CLIP_MEAN), list(OPENAI_CLIP_STD)
 MAX_SHARD = "15MB"
 
 
