@@ -35,6 +35,14 @@ class ASEConfig(PreTrainedConfig):
         edge sharpness, noise; see `ase_model.photo_statistics`), computed from the pixels with
         `iasm_pixel_mean` / `iasm_pixel_std` (the image processor's normalisation, CLIP's by default). The fusion
         blocks attend to it and the LLM gets it as one more image token after the patches.
+    attribute_labels (`dict[str, list[str]]`, *optional*):
+        Aesthetic attributes the model gives a verdict on, each with its labels (e.g. `{"saturation": ["muted",
+        "natural", "vivid"]}`). With them, an attribute head classifies each attribute from the photo statistics
+        (`ase_model.photo_statistics`) and where the IASM saliency map puts the visual weight, and the LLM gets
+        one more image token per attribute after the patches: a learned embedding of the predicted label.
+        The head lays attributes out in name order, each one's labels in the order given.
+    attribute_head_hidden (`int`):
+        Hidden width of the attribute head's MLP.
     score_head_hidden (`int`):
         Hidden width of the aesthetic score regression head.
     score_max (`float`):
@@ -79,6 +87,8 @@ class ASEConfig(PreTrainedConfig):
     iasm_photo_statistics: bool = False
     iasm_pixel_mean: list[float] | None = None
     iasm_pixel_std: list[float] | None = None
+    attribute_labels: dict[str, list[str]] | None = None
+    attribute_head_hidden: int = 128
     score_head_hidden: int = 256
     score_max: float = 10.0
 
@@ -99,6 +109,10 @@ class ASEConfig(PreTrainedConfig):
             depth = self.vision_layers_used
             self.fusion_layers = sorted({max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)})
         self.fusion_layers = sorted(int(i) for i in self.fusion_layers)
+        if self.attribute_labels is not None:
+            self.attribute_labels = {str(k): [str(v) for v in labels] for k, labels in self.attribute_labels.items()}
+            if not self.attribute_labels or any(len(v) < 2 for v in self.attribute_labels.values()):
+                raise ValueError("attribute_labels: every attribute needs at least two labels")
 
     @property
     def vision_layers_used(self) -> int:

@@ -8,6 +8,7 @@ Layout of the weights (names as saved):
     model.multi_modal_projector.*       LLaVA's two-layer MLP projector
     model.language_model.*              the decoder LLM (any AutoModelForCausalLM base)
     model.score_head.*                  aesthetic score regression
+    model.attribute_head.*              optional: attribute verdicts, and their embeddings as image tokens
     lm_head.*
 
 With every gate at 0 the model computes exactly what LlavaForConditionalGeneration computes on the same
@@ -30,7 +31,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_ase import ASEConfig
-from .photo_statistics import NUM_STATISTICS, photo_statistics
+from .photo_statistics import GEOMETRY_NAMES, NUM_STATISTICS, photo_statistics, saliency_geometry
 
 
 @dataclass
@@ -41,12 +42,15 @@ class ASEImageOutput(ModelOutput):
     saliency: (batch, h, w) — a probability map over the (square, padded) model input, at 1/8 resolution.
     saliency_logits: (batch, h, w) — the map before the spatial softmax (for training losses).
     score: (batch,) — aesthetic score in [0, config.score_max].
+    attribute_logits: (batch, all labels) — with `config.attribute_labels`: each attribute's label logits, one
+        attribute after the other in the config's order.
     """
 
     image_features: torch.Tensor | None = None
     saliency: torch.Tensor | None = None
     saliency_logits: torch.Tensor | None = None
     score: torch.Tensor | None = None
+    attribute_logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -59,6 +63,7 @@ class ASECausalLMOutputWithPast(ModelOutput):
     saliency: torch.Tensor | None = None
     saliency_logits: torch.Tensor | None = None
     score: torch.Tensor | None = None
+    attribute_logits: torch.Tensor | None = None
 
 
 def _conv_stage(c_in: int, c_out: int, stride: int = 2, dilation: int = 1) -> nn.Sequential:
@@ -233,6 +238,59 @@ class ASEScoreHead(nn.Module):
         return self.score_max * torch.sigmoid(self.mlp(self.norm(pooled)).squeeze(-1).float())
 
 
+class ASEAttributeHead(nn.Module):
+    """Verdicts on aesthetic attributes (`config.attribute_labels`) and their tokens for the LLM.
+
+    An MLP classifies every attribute from the photo's global statistics and the geometry of IASM's saliency map
+    (inputs standardised by the `input_mean` / `input_std` buffers, set from training data); the LLM then gets
+    one token per attribute: the learned embedding of its predicted label. The argmax passes no gradient, so
+    the caption loss trains the embeddings, not the classifier (the starter recipe trains it on verdicts).
+    """
+
+    def __init__(self, config: ASEConfig):
+        super().__init__()
+        # In name order: config.json is written with sorted keys, and the logits and embeddings are laid out
+        # attribute after attribute, so the layout must not depend on how the dict was made.
+        self.labels = {k: list(config.attribute_labels[k]) for k in sorted(config.attribute_labels)}
+        self.mean, self.std = list(config.iasm_pixel_mean), list(config.iasm_pixel_std)
+        sizes = [len(v) for v in self.labels.values()]
+        n_in, hidden = NUM_STATISTICS + len(GEOMETRY_NAMES), config.attribute_head_hidden
+        self.register_buffer("input_mean", torch.zeros(n_in))
+        self.register_buffer("input_std", torch.ones(n_in))
+        self.sizes = sizes
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]  # a list: from_pretrained leaves no stray buffer
+        self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, sum(sizes)))
+        self.embeddings = nn.Embedding(sum(sizes), config.text_config.hidden_size)
+
+    def features(self, pixel_values: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
+        """(B, statistics + geometry) raw inputs, before standardisation."""
+        return torch.cat([photo_statistics(pixel_values, self.mean, self.std),
+                          saliency_geometry(saliency, pixel_values, self.mean, self.std)], dim=-1)
+
+    def classify(self, features: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+        """Logits from raw features; `dropout` on the hidden activations is for training the classifier (a
+        training choice, not part of the model: the caption stages must see its plain predictions)."""
+        x = ((features.float() - self.input_mean) / self.input_std).to(self.mlp[0].weight.dtype)
+        for layer in self.mlp:
+            x = layer(x)
+            if dropout and isinstance(layer, nn.GELU):
+                x = F.dropout(x, dropout, training=True)
+        return x
+
+    def predict(self, logits: torch.Tensor) -> list[dict[str, str]]:
+        """Label names from logits (B, all labels)."""
+        picks = [part.argmax(-1).tolist() for part in logits.split(self.sizes, dim=-1)]
+        names = list(self.labels)
+        return [{name: self.labels[name][p[i]] for name, p in zip(names, picks)} for i in range(logits.shape[0])]
+
+    def forward(self, pixel_values: torch.Tensor, saliency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, all labels), tokens (B, attributes, text hidden))."""
+        logits = self.classify(self.features(pixel_values, saliency))
+        picks = torch.stack([part.argmax(-1) for part in logits.split(self.sizes, dim=-1)], dim=1)
+        return logits, self.embeddings(picks + torch.tensor(self.offsets, device=picks.device))
+
+
 class ASEPreTrainedModel(PreTrainedModel):
     config: ASEConfig
     config_class = ASEConfig
@@ -250,6 +308,9 @@ class ASEPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, GatedCrossAttention):
             init.zeros_(module.gate)
+        if isinstance(module, ASEAttributeHead):
+            init.zeros_(module.input_mean)
+            init.ones_(module.input_std)
 
 
 class ASEModel(ASEPreTrainedModel):
@@ -261,6 +322,7 @@ class ASEModel(ASEPreTrainedModel):
         self.multi_modal_projector = LlavaMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.score_head = ASEScoreHead(config)
+        self.attribute_head = ASEAttributeHead(config) if config.attribute_labels else None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -294,11 +356,16 @@ class ASEModel(ASEPreTrainedModel):
             # patches: mixed into the patch tokens they carry the photo's content along (one copy per layer).
             token = statistics_token.to(selected.dtype).repeat(1, len(layers))
             selected = torch.cat([selected, token[:, None]], dim=1)
+        image_features, attribute_logits = self.multi_modal_projector(selected), None
+        if self.attribute_head is not None:  # the attribute verdicts' tokens come last
+            attribute_logits, tokens = self.attribute_head(pixel_values, saliency)
+            image_features = torch.cat([image_features, tokens.to(image_features.dtype)], dim=1)
         return ASEImageOutput(
-            image_features=self.multi_modal_projector(selected),
+            image_features=image_features,
             saliency=saliency,
             saliency_logits=saliency_logits,
             score=score,
+            attribute_logits=attribute_logits,
         )
 
     def merge_image_features(self, input_ids, inputs_embeds, image_features):
@@ -401,6 +468,7 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
             saliency=None if image is None else image.saliency,
             saliency_logits=None if image is None else image.saliency_logits,
             score=None if image is None else image.score,
+            attribute_logits=None if image is None else image.attribute_logits,
         )
 
     # ---- builders -------------------------------------------------------------------------------------------
@@ -422,4 +490,4 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
         return from_parts(cls, vision, llm, torch_dtype=torch_dtype, **ase_kwargs)
 
 
-__all__ = ["ASEForConditionalGeneration", "ASEModel", "ASEPreTrainedModel", "IASM", "IASViT", "GatedCrossAttention", "ASEImageOutput"]
+__all__ = ["ASEAttributeHead", "ASEForConditionalGeneration", "ASEModel", "ASEPreTrainedModel", "IASM", "IASViT", "GatedCrossAttention", "ASEImageOutput"]

@@ -111,21 +111,51 @@ def _photo_box(rgb: torch.Tensor, pad_colour: torch.Tensor, margin: int) -> torc
     return rows[:, :, None] & cols[:, None, :]
 
 
-def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
-    """(B, NUM_STATISTICS) float32 statistics, each scaled to roughly unit range; see NAMES for the order."""
+def _to_rgb(pixel_values: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised pixel values back to sRGB in [0, 1], and the pad colour (the processor pads with
+    round(mean * 255) / 255)."""
     x = pixel_values.detach().float()
     mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device)[:, None, None]
     std_t = torch.tensor(std, dtype=x.dtype, device=x.device)[:, None, None]
-    rgb = (x * std_t + mean_t).clamp(0, 1)
-    # The processor pads with round(mean * 255) / 255.
-    pad_colour = torch.round(mean_t * 255) / 255
+    return (x * std_t + mean_t).clamp(0, 1), torch.round(mean_t * 255) / 255
+
+
+GEOMETRY_NAMES = ("saliency_x", "saliency_y", "centre_distance", "thirds_distance")
+
+
+def saliency_geometry(saliency: torch.Tensor, pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
+    """(B, 4) where a saliency map (B, h, w) over the padded square puts the visual weight, as the analytic
+    critic reads it: the centroid of the top tenth of the map inside the photo, as (x, y) fractions of the photo,
+    and its distances to the centre and to the nearest thirds power point."""
+    rgb, pad_colour = _to_rgb(pixel_values, mean, std)
+    h, w = saliency.shape[-2:]
+    photo = F.adaptive_avg_pool2d(_photo_box(rgb, pad_colour, margin=0)[:, None].float(), (h, w))[:, 0] > 0.5
+    sal = saliency.detach().float()
+    ys = torch.arange(h, dtype=sal.dtype, device=sal.device) + 0.5
+    xs = torch.arange(w, dtype=sal.dtype, device=sal.device) + 0.5
+    out = []
+    for i in range(sal.shape[0]):
+        m = photo[i] if photo[i].any() else torch.ones_like(photo[i])
+        rows, cols = m.any(1).nonzero()[:, 0], m.any(0).nonzero()[:, 0]
+        top = torch.where(m & (sal[i] >= torch.quantile(sal[i][m], 0.9)), sal[i], 0.0)
+        top = top / top.sum().clamp_min(1e-12)
+        x = ((top.sum(0) * xs).sum() - cols[0]) / (cols[-1] + 1 - cols[0])
+        y = ((top.sum(1) * ys).sum() - rows[0]) / (rows[-1] + 1 - rows[0])
+        thirds = min(torch.hypot(x - px, y - py) for px in (1 / 3, 2 / 3) for py in (1 / 3, 2 / 3))
+        out.append(torch.stack([x, y, torch.hypot(x - 0.5, y - 0.5), thirds]))
+    return torch.stack(out)
+
+
+def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
+    """(B, NUM_STATISTICS) float32 statistics, each scaled to roughly unit range; see NAMES for the order."""
+    rgb, pad_colour = _to_rgb(pixel_values, mean, std)
     lin = srgb_to_linear(rgb)
     # Gradient statistics at full size and 3 px away from the padding's border (gradients across it are not
     # the photo's).
     interior = _photo_box(rgb, pad_colour, margin=3)
     peak = lin.amax(1)
-    edge = _gray_edge(lin, (interior & (peak < 0.95) & (peak > 0.01)).to(x.dtype))
-    luma = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, dtype=x.dtype, device=x.device), rgb)
+    edge = _gray_edge(lin, (interior & (peak < 0.95) & (peak > 0.01)).to(rgb.dtype))
+    luma = torch.einsum("c,bchw->bhw", torch.tensor(_LUMA, dtype=rgb.dtype, device=rgb.device), rgb)
     detail = _detail(luma, interior)
     # Every other statistic on every 4th pixel (as the analytic critic does): a quarter of the sorting.
     rgb, lin, luma = rgb[:, :, ::2, ::2], lin[:, :, ::2, ::2], luma[:, ::2, ::2]
@@ -139,9 +169,9 @@ def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
     rg, yb = r - g, 0.5 * (r + g) - b
 
     rows = []
-    q = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=x.dtype, device=x.device)
-    qc = torch.tensor([0.5, 0.9, 0.99], dtype=x.dtype, device=x.device)
-    for i in range(x.shape[0]):
+    q = torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=rgb.dtype, device=rgb.device)
+    qc = torch.tensor([0.5, 0.9, 0.99], dtype=rgb.dtype, device=rgb.device)
+    for i in range(rgb.shape[0]):
         m = photo[i]
         y, c, s, lab_i = luma[i][m], chroma[i][m], hsv_s[i][m], lab[i][:, m]
         rg_i, yb_i = rg[i][m], yb[i][m]
@@ -163,9 +193,9 @@ def photo_statistics(pixel_values: torch.Tensor, mean, std) -> torch.Tensor:
             torch.stack([s.mean(), torch.quantile(s, 0.9), neutral_b / 100]),
             torch.stack([ge[0] - ge[2], ge[1] - 0.5 * (ge[0] + ge[2]), world[0] - world[2],
                          world[1] - 0.5 * (world[0] + world[2])]),
-            detail[i] / torch.tensor([1.0, 5.0, 10.0], dtype=x.dtype, device=x.device),
+            detail[i] / torch.tensor([1.0, 5.0, 10.0], dtype=rgb.dtype, device=rgb.device),
         ]))
     return torch.stack(rows)
 
 
-__all__ = ["NAMES", "NUM_STATISTICS", "photo_statistics", "rgb_to_lab"]
+__all__ = ["GEOMETRY_NAMES", "NAMES", "NUM_STATISTICS", "photo_statistics", "rgb_to_lab", "saliency_geometry"]

@@ -38,10 +38,12 @@ def make_image_processor(size: int, mean: Sequence[float], std: Sequence[float])
 
 def num_image_tokens(config) -> int:
     """How many image tokens one image becomes: the tower's patches, plus CLIP's class token when the "full"
-    selection strategy keeps it (SigLIP has none), plus IASM's photo-statistics token when there is one."""
+    selection strategy keeps it (SigLIP has none), plus IASM's photo-statistics token when there is one, plus one
+    token per attribute the attribute head judges."""
     vc = config.vision_config
     cls_token = vc.model_type.startswith("clip") and config.vision_feature_select_strategy == "full"
-    return (vc.image_size // vc.patch_size) ** 2 + int(cls_token) + int(getattr(config, "iasm_photo_statistics", False))
+    return ((vc.image_size // vc.patch_size) ** 2 + int(cls_token) + int(getattr(config, "iasm_photo_statistics", False))
+            + len(getattr(config, "attribute_labels", None) or {}))
 
 
 def pad_box(width: int, height: int) -> tuple[float, float, float, float]:

@@ -528,13 +528,16 @@ def _ase(model: nn.Module) -> nn.Module:
 
 
 def add_patch_dropout(model: nn.Module, p: float):
-    """While training, zero all patch features of a sample (its last image token, IASM's photo-statistics
-    token, stays) with probability p, at the projector's input. Returns the hook handle."""
+    """While training, zero all patch features of a sample with probability p, at the projector's input, so
+    that the LLM learns to read what stays: IASM's photo-statistics token (the projector's last input, when the
+    model has one) and the attribute tokens (added after the projector). Returns the hook handle."""
     ase = _ase(model)
     if not 0 <= p <= 1:
         raise ValueError(f"--patch-dropout is a probability, not {p}")
-    if not getattr(ase.config, "iasm_photo_statistics", False):
-        raise ValueError("--patch-dropout needs a model with IASM's photo-statistics token (iasm_photo_statistics)")
+    statistics = bool(getattr(ase.config, "iasm_photo_statistics", False))
+    if not statistics and not getattr(ase.config, "attribute_labels", None):
+        raise ValueError("--patch-dropout needs a model with IASM's photo-statistics token (iasm_photo_statistics) "
+                         "or an attribute head (attribute_labels)")
 
     def hide_patches(module, args):
         (features,) = args
@@ -542,7 +545,7 @@ def add_patch_dropout(model: nn.Module, p: float):
             return None
         hidden = torch.rand(features.shape[0], device=features.device) < p
         keep = torch.ones_like(features[:, :, :1])
-        keep[hidden, :-1] = 0
+        keep[hidden, : features.shape[1] - int(statistics)] = 0
         return (features * keep,)
 
     return ase.model.multi_modal_projector.register_forward_pre_hook(hide_patches)
@@ -551,8 +554,11 @@ def add_patch_dropout(model: nn.Module, p: float):
 def new_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The modules ASE-MLLM adds to its LLaVA base: trained from the align stage on."""
     m = _ase(model).model
-    return {"iasm": m.vision_tower.iasm, "fusion": m.vision_tower.fusion, "projector": m.multi_modal_projector,
-            "score_head": m.score_head}
+    modules = {"iasm": m.vision_tower.iasm, "fusion": m.vision_tower.fusion, "projector": m.multi_modal_projector,
+               "score_head": m.score_head}
+    if getattr(m, "attribute_head", None) is not None:  # its embeddings; the classifier gets no caption gradient
+        modules["attribute_embeddings"] = m.attribute_head.embeddings
+    return modules
 
 
 def lora_target_names(language_model: nn.Module, targets: str, prefix: str) -> list[str]:
@@ -584,6 +590,8 @@ def prepare_model(model: nn.Module, args: TrainArgs) -> nn.Module:
             tower = model.model.vision_tower
             for p in (tower if args.freeze_tower else tower.vision_model).parameters():
                 p.requires_grad_(False)
+        if model.model.attribute_head is not None:  # the argmax passes no gradient to the classifier
+            model.model.attribute_head.mlp.requires_grad_(False)
         return model
     for module in new_modules(model).values():
         module.float()  # trainable weights stay in float32 (master weights) when frozen parts are bf16

@@ -42,11 +42,7 @@ def held_out():
 @pytest.mark.parametrize("fault,attribute,verdict", [
     (lambda im: _stops(im, -2.0), "exposure", "underexposed"),
     (lambda im: im.filter(ImageFilter.GaussianBlur(3)), "sharpness", "soft"),
-    pytest.param(lambda im: ImageEnhance.Color(im).enhance(0.2), "saturation", "muted",
-                 # Measured: the shipped model calls china at 0.2-0.6 saturation "black and white" (one step too
-                 # low on that photo) and coffee at 0.2 "muted"; its colour judgement on unseen photos is the open
-                 # part of issue 8 (docs/starter-model.md). strict: this fails loudly once a model gets it right.
-                 marks=pytest.mark.xfail(strict=True, reason="starter model misjudges saturation on unseen photos")),
+    (lambda im: ImageEnhance.Color(im).enhance(0.2), "saturation", "muted"),
 ])
 def test_starter_names_the_fault(starter, held_out, fault, attribute, verdict):
     expected = tag_for_verdict(attribute, verdict)

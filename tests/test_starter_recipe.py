@@ -14,7 +14,7 @@ from ase_model.critic import Critic
 from ase_model.starter import recipe
 
 TOY = ["--n", "12", "--synthetic", "4", "--batch-size", "4", "--vision-epochs", "1", "--saliency-epochs", "0.5", "--measure-epochs", "1",
-       "--verdict-epochs", "0.5", "--epochs", "0.5"]
+       "--verdict-epochs", "0.5", "--epochs", "0.5", "--attribute-epochs", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,12 @@ def test_vision_pretraining_trains_the_tower_and_the_caption_stages_keep_it(buil
     assert any(not (measure[k] == saliency[k]).all() for k in iasm)  # the second pretraining reaches IASM
     encoder = [k for k in measure if k.startswith("model.vision_tower.")]
     assert all((measure[k] == final[k]).all() for k in encoder)  # --freeze-tower in both caption stages
+    attributes = load_file(str(work / "stage1c-attributes" / "model.safetensors"))
+    classifier = [k for k in attributes if k.startswith("model.attribute_head.mlp.")]
+    assert classifier and all((attributes[k] == final[k]).all() for k in classifier)  # trained once, then kept
+    assert not (attributes["model.attribute_head.input_std"] == 1).all()  # standardised on the training data
+    key = "model.attribute_head.embeddings.weight"
+    assert not (attributes[key] == final[key]).all()  # the caption stages teach the LLM the verdict tokens
 
 
 def test_an_interrupted_recipe_reuses_finished_stages(built, capsys):
@@ -61,4 +67,4 @@ def test_an_interrupted_recipe_reuses_finished_stages(built, capsys):
     capsys.readouterr()
     assert recipe.main(["--work", str(work), "--out", str(out), *TOY]) == 0
     log = capsys.readouterr().out
-    assert "already generated" in log and log.count("reusing ") == 5
+    assert "already generated" in log and log.count("reusing ") == 6
