@@ -278,16 +278,19 @@ class ASEAttributeHead(nn.Module):
                 x = F.dropout(x, dropout, training=True)
         return x
 
+    def label_indices(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, attributes): each attribute's predicted label, as an index into its labels."""
+        return torch.stack([part.argmax(-1) for part in logits.split(self.sizes, dim=-1)], dim=1)
+
     def predict(self, logits: torch.Tensor) -> list[dict[str, str]]:
         """Label names from logits (B, all labels)."""
-        picks = [part.argmax(-1).tolist() for part in logits.split(self.sizes, dim=-1)]
-        names = list(self.labels)
-        return [{name: self.labels[name][p[i]] for name, p in zip(names, picks)} for i in range(logits.shape[0])]
+        return [{name: self.labels[name][i] for name, i in zip(self.labels, row)}
+                for row in self.label_indices(logits).tolist()]
 
     def forward(self, pixel_values: torch.Tensor, saliency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, all labels), tokens (B, attributes, text hidden))."""
         logits = self.classify(self.features(pixel_values, saliency))
-        picks = torch.stack([part.argmax(-1) for part in logits.split(self.sizes, dim=-1)], dim=1)
+        picks = self.label_indices(logits)
         return logits, self.embeddings(picks + torch.tensor(self.offsets, device=picks.device))
 
 

@@ -259,7 +259,7 @@ def train_attribute_head(src: Path, data_dir: Path, out: Path, seed: int, epochs
     head.eval()
     for split, (x, y) in (("training", (feats, labels)), ("test", attribute_features(model, processor, data_dir, "test"))):
         with torch.no_grad():
-            picks = torch.stack([p.argmax(-1) for p in head.classify(x).split(head.sizes, dim=-1)], dim=1)
+            picks = head.label_indices(head.classify(x))
         accuracy = ", ".join(f"{k} {100 * (picks[:, j] == y[:, j]).float().mean():.1f}%"
                              for j, k in enumerate(head.labels))
         log(f"attribute head accuracy on {split} ({len(y)} images): {accuracy}")
