@@ -43,7 +43,7 @@ class ASEImageOutput(ModelOutput):
     saliency_logits: (batch, h, w) — the map before the spatial softmax (for training losses).
     score: (batch,) — aesthetic score in [0, config.score_max].
     attribute_logits: (batch, all labels) — with `config.attribute_labels`: each attribute's label logits, one
-        attribute after the other in the config's order.
+        attribute after the other in name order (`ASEAttributeHead.labels`).
     """
 
     image_features: torch.Tensor | None = None

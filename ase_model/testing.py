@@ -58,6 +58,7 @@ def train_tokenizer(corpus=TINY_CORPUS, vocab_size: int = 320):
 def tiny_config(vision: str = "clip", llm: str = "llama", image_size: int = 32, patch_size: int = 8, hidden: int = 32,
                 vocab_size: int = 320, image_token_index: int = 4, layers: int = 2, **ase_kwargs):
     from .configuration_ase import ASEConfig
+    from .processing_ase import num_image_tokens
 
     vision_config = dict(
         VISION[vision], hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers + 1,
@@ -69,20 +70,19 @@ def tiny_config(vision: str = "clip", llm: str = "llama", image_size: int = 32, 
         pad_token_id=0, tie_word_embeddings=False,
     )
     strategy = "default" if vision == "clip" else "full"
-    n_patches = (image_size // patch_size) ** 2
     ase_kwargs.setdefault("iasm_channels", [8, 16, 16])
     ase_kwargs.setdefault("iasm_num_tokens", 4)
     ase_kwargs.setdefault("score_head_hidden", 16)
-    return ASEConfig(
+    config = ASEConfig(
         vision_config=vision_config,
         text_config=text_config,
         image_token_index=image_token_index,
-        image_seq_length=(n_patches + int(ase_kwargs.get("iasm_photo_statistics", False))
-                          + len(ase_kwargs.get("attribute_labels") or {})),
         vision_feature_layer=-2,
         vision_feature_select_strategy=strategy,
         **ase_kwargs,
     )
+    config.image_seq_length = num_image_tokens(config)
+    return config
 
 
 def build_processor(config, tokenizer=None, **kwargs):

@@ -149,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="finetune --full: keep the whole image encoder fixed (vision tower, IASM, fusion blocks); projector, "
            "score head and LLM train")
     a("--patch-dropout", type=float, default=0.0, metavar="P",
-      help="align/finetune with IASM's photo-statistics token: hide a sample's patch tokens from the LLM with "
-           "probability P, so that it learns to read the statistics token (which carries over to new photos) "
-           "rather than recognising the training photos")
+      help="align/finetune with IASM's photo-statistics token or an attribute head: hide a sample's patch tokens "
+           "from the LLM with probability P, so that it learns to read the statistics or attribute tokens (which "
+           "carry over to new photos) rather than recognising the training photos")
     a("--lora-r", type=int, default=16)
     a("--lora-alpha", type=int, default=32)
     a("--lora-dropout", type=float, default=0.05)
