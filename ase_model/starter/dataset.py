@@ -257,11 +257,16 @@ def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Im
     """
     params: dict = {}
     img = image.convert("RGB")
-    if rng.random() < 0.2:
-        deg = rng.choice((-1, 1)) * rng.uniform(2.0, 7.0)
+    if rng.random() < 0.25:  # up to 13 degrees: a crooked horizon, not only a slight lean
+        deg = rng.choice((-1, 1)) * rng.uniform(1.0, 13.0)
         img = rotate_crop(img, deg)
         params["rotate_deg"] = _r(deg)
-    if rng.random() < 0.5:
+    if rng.random() < 0.12:  # the main interest cut by the frame's edge
+        from .edits import apply_edit
+
+        img, cut = apply_edit(img, "cut_crop", rng)
+        params["cut_crop"] = cut
+    elif rng.random() < 0.5:
         s = rng.uniform(0.55, 0.9)  # side fraction kept; the offset moves the subject around the frame
         fx, fy = rng.uniform(0.0, 1.0 - s), rng.uniform(0.0, 1.0 - s)
         w, h = img.size
@@ -304,7 +309,7 @@ def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Im
         params["white_balance"] = {"kind": kind, "gains": [_r(g) for g in gains]}
     u = rng.random()
     if u < 0.2:
-        sigma = rng.uniform(1.0, 2.5)
+        sigma = rng.uniform(1.0, 2.5) * size / 224  # as much blur, relative to the frame, at any stored size
         img = img.filter(ImageFilter.GaussianBlur(sigma))
         params["blur_sigma"] = _r(sigma)
     elif u < 0.4:
@@ -320,7 +325,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(out_dir: str, seed: int, size: int, names: list[str], holdout: tuple[str, ...],
-                 n_photos: int) -> None:
+                 n_photos: int, twins: float = 0.0) -> None:
     try:
         import cv2
 
@@ -328,19 +333,51 @@ def _init_worker(out_dir: str, seed: int, size: int, names: list[str], holdout: 
     except Exception:  # pragma: no cover
         pass
     _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout), photos=source_photos(),
-                   n_photos=n_photos)
+                   n_photos=n_photos, twins=twins)
 
 
 def _round_measurements(m: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in m.items()}
 
 
-def _make(index: int) -> tuple[str, dict]:
+def _save_item(img: Image.Image, item_id: str, name: str, params: dict, rng: random.Random) -> dict:
+    """JPEG-encode, judge the pixels as saved (the decoded bytes that go to disk), write the image and its
+    saliency pseudo-label, and return the record."""
     from ase_model.saliency import spectral_residual
     from ase_model.tags import suggest_tags
 
     from .analytic import analyze
     from .phrasing import write_critique
+
+    w = _WORKER
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=JPEG_QUALITY)
+    data = buf.getvalue()
+    saved = Image.open(io.BytesIO(data)).convert("RGB")
+    analysis = analyze(saved)
+    critique, attributes = write_critique(analysis, rng)
+    (w["out"] / "images" / f"{item_id}.jpg").write_bytes(data)
+    sal = (spectral_residual(saved) * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(sal).save(w["out"] / "saliency" / f"{item_id}.png", optimize=False)
+    return {
+        "image": f"images/{item_id}.jpg",
+        "critique": critique,
+        "attributes": attributes,
+        "score": analysis.score,
+        "verdicts": analysis.verdicts,
+        "tags": suggest_tags(critique),
+        "source": name,
+        "augment": params,
+        "saliency": f"saliency/{item_id}.png",
+        "measurements": _round_measurements(analysis.measurements),
+    }
+
+
+def _make(index: int) -> tuple[str, list[dict]]:
+    """One item (a real photo under augmentation, or a synthetic scene), and for a share of the photo items its
+    *defect twin*: the same image after one of edits.py's eight defect edits, marked `pair_of` the item, for the
+    score's ranking loss (the twin must score lower)."""
+    from .edits import EDIT_KINDS, apply_edit
 
     w = _WORKER
     rng = random.Random(f"ase-starter:{w['seed']}:{index}")
@@ -354,37 +391,29 @@ def _make(index: int) -> tuple[str, dict]:
     img, params = augment(photo, rng, w["size"])
     if view:
         params["view"] = view
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=JPEG_QUALITY)
-    data = buf.getvalue()
-    # Judge the pixels as saved: decode the JPEG bytes that go to disk.
-    saved = Image.open(io.BytesIO(data)).convert("RGB")
-    analysis = analyze(saved)
-    critique, attributes = write_critique(analysis, rng)
-    item_id = f"{index:06d}-{name}"
-    (w["out"] / "images" / f"{item_id}.jpg").write_bytes(data)
-    sal = (spectral_residual(saved) * 255.0 + 0.5).astype(np.uint8)
-    Image.fromarray(sal).save(w["out"] / "saliency" / f"{item_id}.png", optimize=False)
-    record = {
-        "image": f"images/{item_id}.jpg",
-        "critique": critique,
-        "attributes": attributes,
-        "score": analysis.score,
-        "verdicts": analysis.verdicts,
-        "tags": suggest_tags(critique),
-        "source": name,
-        "augment": params,
-        "saliency": f"saliency/{item_id}.png",
-        "measurements": _round_measurements(analysis.measurements),
-    }
-    return split, record
+    item_id = f"{index:06d}-{_safe(name)}"
+    records = [_save_item(img, item_id, name, params, rng)]
+    if split != "pretrain" and rng.random() < w["twins"]:
+        kind = rng.choice(EDIT_KINDS)
+        twin, edit = apply_edit(img, kind, rng)
+        twin = resize_long(twin, w["size"]) if max(twin.size) != w["size"] else twin
+        record = _save_item(twin, f"{item_id}-{kind}", name, {**params, "edit": {"kind": kind, **edit}}, rng)
+        record["pair_of"] = records[0]["image"]
+        records.append(record)
+    return split, records
+
+
+def _safe(name: str) -> str:
+    """A source photo's name ("source:stem") as a file-name part."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
              holdout: tuple[str, ...] = DEFAULT_HOLDOUT, workers: int = 1, progress: bool = True,
-             synthetic: int = 0) -> dict:
+             synthetic: int = 0, twins: float = 0.0) -> dict:
     """Write the dataset under out_dir and return a summary (also saved as summary.json). `synthetic` more items
-    are dead-leaves scenes (`synthetic_scene`) written to pretrain.jsonl, for the vision tower's pretraining."""
+    are dead-leaves scenes (`synthetic_scene`) written to pretrain.jsonl, for the vision tower's pretraining;
+    a `twins` share of the photo items also get a defect twin (`_make`)."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "saliency").mkdir(parents=True, exist_ok=True)
@@ -394,7 +423,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         raise RuntimeError("no source photos available offline (scikit-image / scikit-learn missing?)")
     unknown = sorted(set(holdout) - set(names))
     holdout = tuple(h for h in holdout if h in photos)
-    args = (str(out), seed, size, names, holdout, n_images)
+    args = (str(out), seed, size, names, holdout, n_images, twins)
     total = n_images + synthetic
     t0 = time.perf_counter()
     splits: dict[str, list[str]] = {"train": [], "test": [], **({"pretrain": []} if synthetic else {})}
@@ -402,11 +431,12 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
     sources: Counter = Counter()
     step = max(1, total // 20)
 
-    def consume(i: int, split: str, record: dict) -> None:
-        splits[split].append(json.dumps(record, ensure_ascii=True))
-        sources[record["source"]] += 1
-        for k, v in record["verdicts"].items():
-            verdict_counts.setdefault(k, Counter())[v] += 1
+    def consume(i: int, split: str, records: list[dict]) -> None:
+        for record in records:
+            splits[split].append(json.dumps(record, ensure_ascii=True))
+            sources[record["source"]] += 1
+            for k, v in record["verdicts"].items():
+                verdict_counts.setdefault(k, Counter())[v] += 1
         done = i + 1
         if progress and (done % step == 0 or done == total):
             rate = done / max(1e-9, time.perf_counter() - t0)
@@ -438,6 +468,8 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         "n_train": len(splits["train"]),
         "n_test": len(splits["test"]),
         "n_synthetic": synthetic,
+        "twins": twins,
+        "n_pairs": sum('"pair_of"' in line for lines in splits.values() for line in lines),
         "seed": seed,
         "size": size,
         "holdout": list(holdout),
@@ -462,12 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated source photos kept for test")
     p.add_argument("--synthetic", type=int, default=0,
                    help="extra dead-leaves scenes for the vision tower's pretraining (pretrain.jsonl)")
+    p.add_argument("--twins", type=float, default=0.0, help="share of photo items that also get a defect twin")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     holdout = tuple(h.strip() for h in a.holdout.split(",") if h.strip())
     summary = generate(a.out, a.n, seed=a.seed, size=a.size, holdout=holdout, workers=a.workers, progress=not a.quiet,
-                       synthetic=a.synthetic)
+                       synthetic=a.synthetic, twins=a.twins)
     print(json.dumps({k: summary[k] for k in ("n_train", "n_test", "seconds", "images_per_second", "skipped_sources")}))
     return 0
 
