@@ -26,7 +26,7 @@ from ase_model.attributes import format_critique
 from .analytic import Analysis, score_terms
 
 __all__ = ["TEMPLATES", "OVERALL", "SUGGESTIONS", "NO_SUGGESTION", "CONTRACT_LABELS", "SECTION", "STATEMENT_ORDER",
-           "DEFECT_PENALTY", "band", "main_defect", "write_critique"]
+           "DEFECT_PENALTY", "advice", "band", "main_defect", "write_critique"]
 
 # The verdict contract (issue 14). analytic.VERDICT_LABELS may lag behind it; both are covered.
 CONTRACT_LABELS: dict[str, tuple[str, ...]] = {
