@@ -45,6 +45,7 @@ LEGACY: dict[tuple[str, str | None, str | None], list[str]] = {
     ("statement", "white_balance", "magenta cast"): ["A magenta tint covers the frame.",
                                                      "A pink cast tints the whole frame."],
     ("statement", "sharpness", "sharp"): ["The main detail is tack sharp."],
+    ("statement", "sharpness", "soft"): ["Detail is soft throughout."],
     ("statement", "composition", "off balance"): ["The main interest drifts to the edge, so the balance is off."],
     ("statement", "tilt", "tilted"): ["The frame is tilted by about {deg} degrees.",
                                       "The lines lean by about {deg} degrees; it needs straightening.",

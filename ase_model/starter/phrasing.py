@@ -178,14 +178,14 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
         "Focus is accurate and details are crisp.",
         "Edges are crisp and well focused.",
         "Fine detail is rendered clearly.",
-        "The picture is sharp throughout.",
+        "Focus is crisp where it matters.",
     ],
     ("sharpness", "soft"): [
         "The image is soft.",
         "It lacks sharpness.",
         "Edges are soft and detail is mushy.",
         "The picture looks blurry.",
-        "Detail is soft throughout.",
+        "The main detail is soft.",
     ],
     ("composition", "rule of thirds"): [
         "The main weight sits near a third.",
@@ -224,7 +224,7 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
         "The crop cuts off part of the main interest.",
         "The edge of the frame slices through the main interest.",
         "Something important is cut off at the edge.",
-        "The framing amputates part of the picture's focus.",
+        "The frame cuts through the main interest.",
     ],
 }
 
