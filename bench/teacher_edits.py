@@ -1,11 +1,11 @@
 """Does the analytic teacher name each known defect, and does its score fall? Every real photo on the machine.
 
-    .venv/bin/python bench/teacher_edits.py [--strengths 3] [--seed 0] [--only NAME ...] [--json OUT]
+    .venv/bin/python bench/teacher_edits.py [--size 512] [--strengths 3] [--seed 0] [--only NAME ...] [--json OUT]
 
 Photos: every real photo that ships offline (scikit-image, scikit-learn: dataset.source_photos) and every real
 photograph installed under /usr/share/backgrounds, /usr/share/wallpapers and /usr/share/opencv4/samples (when
-Debian's wallpaper packages or opencv-doc are installed). Each is resized to 512 px on the long side and JPEG
-(quality 92) round-tripped: that is the original. Each of edits.py's eight defect edits is applied to it at
+Debian's wallpaper packages or opencv-doc are installed). Each is resized to 512 px on the long side (--size;
+224 is the size the starter dataset stores) and JPEG (quality 92) round-tripped: that is the original. Each of edits.py's eight defect edits is applied to it at
 `--strengths` random strengths (seeded per photo, edit and draw) and JPEG round-tripped again. Edits that leave
 the photo as it was (desaturating a black and white photo) are left out.
 
@@ -91,12 +91,12 @@ def installed_photos(dirs=PHOTO_DIRS, min_side: int = 256) -> dict[str, Image.Im
     return out
 
 
-def all_photos() -> dict[str, Image.Image]:
+def all_photos(size: int = SIZE) -> dict[str, Image.Image]:
     from ase_model.starter.dataset import source_photos
 
     photos = {n: fit(im) for n, im in source_photos().items()}
     photos.update(installed_photos())
-    return photos
+    return {n: fit(im, size) for n, im in photos.items()}
 
 
 def _seed(*parts) -> int:
@@ -172,12 +172,13 @@ def table(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=SIZE, help="long side of the originals, px")
     ap.add_argument("--strengths", type=int, default=3, help="random strengths per edit kind and photo")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", help="photo names to keep (default: all)")
     ap.add_argument("--json", help="write every record here")
     args = ap.parse_args(argv)
-    photos = all_photos()
+    photos = all_photos(args.size)
     if args.only:
         photos = {n: im for n, im in photos.items() if n in args.only}
     if not photos:

@@ -68,13 +68,16 @@ OVERSAT_CF = 100.0      # past "highly colourful" (originals <= 86)
 WARM_CAST = 0.33        # gray-edge log(R/B); neutral originals -0.05..0.31
 WARM_NEUTRAL_B = 0.0    # and the near-neutral pixels' mean b* at least this (see judge)
 COOL_CAST = -0.28
+COOL_CAST_CONFIRMED = -0.18  # cool from here when the near-neutral pixels lean blue (neutral_b at most ...)
+COOL_NEUTRAL_B = -1.5        # ... this); originals -0.16 (china) .. ; blurring china reads -0.26 with b* -0.3
 GREEN_CAST = 0.15       # gray-edge log(G/sqrt(RB)); originals -0.09..0.09
-MAGENTA_CAST = -0.15
+MAGENTA_CAST = -0.20     # (warm-skin portraits read down to -0.15)
+MAGENTA_OVER_COOL = 1.5  # in the cool-magenta quarter, magenta must beat the cool axis by this (see _cast_verdict)
 FLAT_SPREAD = 0.30      # luma p95 - p5
 HARSH_SPREAD = 0.94     # and at least HARSH_CLIP of clipped highlights + shadows
 HARSH_CLIP = 0.10
 TILT_RANGE_DEG = 15.0   # lines this far off an axis vote; a steeper "tilt" is a diagonal, not a crooked frame
-TILT_MIN_SUPPORT = 1.2  # votes (segment length, in frame widths; verticals count double) in the winning window
+TILT_MIN_SUPPORT = 1.0  # votes in the winning window (see _tilt; about one long line across the frame)
 TILT_MIN_SHARE = 0.2    # the winning window's share of all near-axis votes
 TILT_OVER_LEVEL = 1.5   # a tilt's votes over the level window's
 TILT_DEG = 3.0          # tilted at or beyond (a smaller reading is within perspective and line noise)
@@ -274,7 +277,7 @@ def _tilt(rgb: np.ndarray) -> dict[str, float]:
     """The frame's rotation from its dominant near-horizontal and near-vertical lines.
 
     Every segment at least 6 % of the short side long votes, with its length (in frame widths for horizontals,
-    heights for verticals), for its deviation from the nearest axis; the 2-degree window with the most votes is
+    heights for verticals) times its length in quarters of the short side, for its deviation from the nearest axis; the 2-degree window with the most votes is
     the tilt. Perspective bends receding horizontals but leaves verticals upright in a level shot, so verticals
     count double. Confidence: the winning window's votes (support) and their share of all near-axis votes, and
     how much it beats the level hypothesis (the window around 0).
@@ -290,7 +293,9 @@ def _tilt(rgb: np.ndarray) -> dict[str, float]:
     horizontal = np.abs(ang) <= TILT_RANGE_DEG + 1
     dev = np.where(horizontal, ang, np.where(ang > 0, ang - 90.0, ang + 90.0))
     keep = (np.abs(dev) <= TILT_RANGE_DEG + 1) & (length >= 0.06 * min(h, w))
-    wt = np.where(horizontal, length / w, 2.0 * length / h)[keep]
+    # Long lines are the reliable ones (short segments at small sizes are mostly texture): a vote grows with
+    # the square of the length.
+    wt = (np.where(horizontal, length / w, 2.0 * length / h) * length / (0.25 * min(h, w)))[keep]
     dev, horizontal = dev[keep], horizontal[keep]
     none = {"tilt_deg": 0.0, "tilt_support": 0.0, "tilt_share": 0.0, "tilt_level_support": 0.0,
             "tilt_agreement": 0.0}
@@ -436,19 +441,25 @@ def judge(m: dict[str, float]) -> dict[str, str]:
 
 
 def _cast_verdict(m: dict[str, float]) -> str:
-    """The stronger of the two gray-edge axes, each relative to its own threshold, names the cast. Warm scene
-    content (fur, petals, skin, lamp-lit night skies) also reads warm on gray-edge, so "warm" also needs the
-    near-neutral pixels not to lean blue; "magenta" needs them to lean magenta (a* > 0), so that a blue cast on
-    warm skin (red down, blue up: the green axis barely moves) is never called magenta."""
+    """The stronger of the two gray-edge axes, each relative to its own threshold, names the cast.
+
+    Warm scene content (fur, petals, skin, lamp-lit night skies) also reads warm on gray-edge, so "warm" also
+    needs the near-neutral pixels not to lean blue. A blue cast (red down, blue up) tints near-neutrals towards
+    +a* as a magenta one does, so in the cool-magenta quarter "magenta" needs the green axis to clearly
+    dominate: a blue cast on warm skin is cool, never magenta.
+    """
     warm, green = m["wb_warm"], m["wb_green"]
+    # Near-neutral surfaces that lean blue confirm a weaker cool reading (gray-edge alone moves with content).
+    cool_at = COOL_CAST_CONFIRMED if m["neutral_b"] <= COOL_NEUTRAL_B else COOL_CAST
+    cool = warm / cool_at if warm < 0 else 0.0
     axes = []
     if warm > 0 and m["neutral_b"] >= WARM_NEUTRAL_B:
         axes.append((warm / WARM_CAST, "warm cast"))
     elif warm < 0:
-        axes.append((warm / COOL_CAST, "cool cast"))
+        axes.append((cool, "cool cast"))
     if green > 0:
         axes.append((green / GREEN_CAST, "green cast"))
-    elif m["neutral_a"] > 0:
+    elif m["neutral_a"] > 0 and green / MAGENTA_CAST >= MAGENTA_OVER_COOL * cool:
         axes.append((green / MAGENTA_CAST, "magenta cast"))
     if not axes:
         return "neutral"
@@ -481,15 +492,13 @@ def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
     t["noise"] = -2.0 * _ramp(m["noise_sigma"], 1.0, 20.0) - (1.5 if v["noise"] == "noisy" else 0.0)
     colour = 1.0 * _ramp(m["chroma_p99"], 8.0, 60.0) - 1.0 * _ramp(m["colorfulness"], OVERSAT_CF - 10, OVERSAT_CF + 40)
     t["saturation"] = colour - (1.0 if v["saturation"] == "muted" else 0.0)
-    if v["saturation"] != "monochrome":
-        # Warm renderings are widely accepted (and warm content reads warm), so a warm cast costs less; the
-        # cool side is a ramp that already starts on the warm side, so any shift towards blue costs something.
-        warm, green = m["wb_warm"], m["wb_green"]
-        cast = (-1.0 * _ramp(warm, 0.30, -0.60)
-                - 0.4 * _ramp(warm, 0.50, 1.50) * (m["neutral_b"] >= WARM_NEUTRAL_B)
-                - 0.8 * _ramp(abs(green), 0.08, 0.40))
-        step = {"neutral": 0.0, "warm cast": 0.6}.get(v["white_balance"], 1.2)
-        t["white_balance"] = cast - step
+    # Warm renderings are widely accepted (and warm content reads warm), so warmth costs less than coolness or a
+    # green/magenta tint. A black and white photo reads neutral here (R = G = B), so it pays nothing.
+    warm, green = m["wb_warm"], m["wb_green"]
+    cast = (-1.0 * _ramp(warm, 0.10, -0.60)
+            - 0.5 * _ramp(warm, 0.45, 1.30) * (m["neutral_b"] >= WARM_NEUTRAL_B)
+            - 0.8 * _ramp(abs(green), 0.08, 0.40))
+    t["white_balance"] = cast - {"neutral": 0.0, "warm cast": 0.3}.get(v["white_balance"], 1.2)
     t["contrast"] = 0.5 * _ramp(m["contrast_spread"], 0.35, 0.75) - 1.0 * _ramp(m["contrast_spread"], 0.35, 0.10)
     if v["contrast"] == "harsh":
         t["contrast"] -= 0.6
