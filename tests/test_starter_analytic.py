@@ -292,11 +292,7 @@ def test_write_critique_is_true_and_deterministic(originals):
     from ase_model.attributes import format_critique, parse_critique
 
     for a in originals.values():
-        try:
-            write_critique(a, random.Random(5))
-        except KeyError as e:  # the phrasing half of issue 14 (framing, composition "n/a") lands separately
-            pytest.skip(f"phrasing has no sentence for the verdict {e}")
         text, attrs = write_critique(a, random.Random(5))
         assert (text, attrs) == write_critique(a, random.Random(5))
         assert text == format_critique(attrs) and parse_critique(text) == attrs
-        assert 25 <= len(text.split()) <= 80, text
+        assert 25 <= len(text.split()) <= 90, text  # up to ten attributes and one piece of advice
