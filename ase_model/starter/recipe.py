@@ -1,27 +1,29 @@
 """The one seeded command that rebuilds the built-in starter model from nothing but installed packages.
 
-    python -m ase_model.starter.recipe --out ase_model/starter_model        # ~1 h on 2 CPU cores; minutes on a GPU
+    python -m ase_model.starter.recipe --out ase_model/starter_model        # ~1.5 h on 2 CPU cores; minutes on a GPU
+    python -m ase_model.starter.recipe --encoder-from DIR ...               # reuse a trained starter's encoder (~45 min)
 
-1. generate the grounded dataset (real photos, new views of the training ones, controlled augmentations, teacher
-   critiques) and dead-leaves synthetic scenes for step 4, `dataset.py`;
+1. generate the grounded dataset (real photos of every training source in `sources.py` - never the held-out one -,
+   new views of them, controlled augmentations, teacher critiques, stored at 512 px as the teacher judges them;
+   half of the photo items with a *defect twin*, the same image after one of edits.py's eight defect edits) and
+   dead-leaves synthetic scenes, `dataset.py`;
 2. train a byte-level BPE tokenizer on its critiques;
 3. build a small ASE-MLLM from configs (ViT-Tiny-like tower, IASM, 4-layer Llama-style decoder), seeded;
 4. vision pretraining: the ViT, trained from scratch, first learns to *measure* — it regresses the teacher's
-   measurements (luminance percentiles, clipping, contrast, colourfulness, chroma, cast, sharpness, noise,
-   saliency centroid) on the training photos and the synthetic scenes, the way a real ASE-MLLM starts from a
-   pretrained CLIP. Trained through the caption loss alone, a from-scratch ViT learns the eight training photos
-   and judges a new photo by which of them it resembles;
+   measurements on the training photos and the synthetic scenes, the way a real ASE-MLLM starts from a
+   pretrained CLIP;
 5. stage `saliency`: IASM alone on the dataset's spectral-residual pseudo-labels;
-5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks): IASM's small convolutions
-   measure what a 28-px patch embedding cannot carry over to new photos (sharpness, noise), and the fusion
-   gates open to pass it on;
-5c. the attribute head grows on the encoder and its classifier learns the teacher's verdicts from the photo
-   statistics and the geometry of IASM's saliency map (they carry over to new photos where the ViT's colour
-   features do not); each verdict then reaches the LLM as one more image token;
+5b. measurement pretraining again, of the whole tower (ViT, IASM, fusion blocks);
+   (steps 2-5b are replaced by `--encoder-from DIR`: a trained starter's tokenizer, encoder and decoder)
+5c. the attribute head grows on the encoder: its classifier learns the teacher's verdicts (ten attributes, with
+   "n/a" where the teacher says nothing) from the photo statistics, IASM's saliency geometry and the scene
+   statistics (saliency geometry and border contact, line angles, subject sharpness); each verdict then reaches
+   the LLM as one more image token;
+5d. the score head, on the same inputs: regression on the teacher's score plus a pairwise ranking loss on
+   (photo, defect twin) pairs, then a calibration map so the stars spread over real photos (`fit_calibration`);
 6. stage `finetune --full --freeze-tower` on *verdict captions* ("exposure: underexposed; saturation: muted;
-   …"): every word depends on the image, so projector, attribute embeddings and decoder learn to read the
-   frozen encoder before they learn to phrase it;
-7. the same on the critiques (caption + score losses; with the encoder frozen the saliency loss is only logged);
+   …"): projector, attribute embeddings and decoder learn to read the frozen encoder before they phrase it;
+7. the same on the critiques (caption loss; the score head is kept as stage 5d made it);
 8. save in float16 safetensors shards of <= 15 MB, with the processor and a model card.
 
 Same seed, same data, same model (bit for bit on the same kind of device and thread count).
