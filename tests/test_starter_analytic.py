@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
-from ase_model.starter.analytic import VERDICT_LABELS, Analysis, analyze
+from ase_model.starter.analytic import VERDICT_LABELS, Analysis, analyze, score_of
 from ase_model.starter.dataset import source_photos
 from ase_model.starter.phrasing import write_critique
 
@@ -283,7 +283,10 @@ def test_score_follows_the_faults(photos, originals):
     bad = analyze(jpeg(stops(photos["astronaut"], -2).filter(ImageFilter.GaussianBlur(2.5))))
     assert bad.score <= originals["astronaut"].score - 3
     assert 1.0 <= bad.score <= 9.5
-    assert bad.score == round(max(1.0, min(9.5, 7.0 + sum(bad.notes.values()))), 1)
+    assert bad.score == score_of(bad.measurements, bad.verdicts)
+    assert 1.0 < bad.score < 3.0  # compressed, not clamped: a worse photo still scores lower down there
+    worse = analyze(jpeg(stops(photos["astronaut"], -2.5).filter(ImageFilter.GaussianBlur(4))))
+    assert worse.score < bad.score
 
 
 def test_deterministic_and_fast(photos):

@@ -63,7 +63,8 @@ WASHED_CLIP = 0.01      # and some highlights blown (a night scene pushed 1.5 st
 HIGHLIGHT_CLIP = 0.025  # "clipped highlights" mention
 SHARP_RATIO = 1.0       # sharp at or above; skimage originals 1.4-2.6, macro and shallow depth-of-field photos
                         # from the wallpaper packages down to 1.02; Gaussian blur sigma 1 px at 512 px 0.57-0.92
-NOISY_SIGMA = 5.5       # originals <= 3.0 (224 px JPEG), added noise sigma 12/255 reads 7.8-9.7
+NOISY_SIGMA = 7.0       # skimage originals <= 3.0, fine texture (fur, moss, circuit boards) up to 9; added noise
+                        # sigma 12/255 reads 7.8-9.7, edits.py's noise 8.6 and more
 MONO_CHROMA = 6.0       # chroma p99 below: a black and white image
 MUTED_CHROMA = 35.0     # chroma p99 below: muted (colour originals 41-81; 35% saturation 14-29)
 VIVID_CF = 60.0         # Hasler-Süsstrunk "quite colourful" and above
@@ -487,7 +488,7 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 
 
 def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
-    """The score's terms. Score = clamp(BASE_SCORE + sum(terms), 1, 10), rounded to 0.1.
+    """The score's terms. Score = BASE_SCORE + sum(terms) on 1..10 (see score_of), rounded to 0.1.
 
     Every defect costs a step when its verdict fires and, beside it, a continuous amount that grows with the
     measurement, so that a worse photo always scores lower, even one that already had the defect mildly.
@@ -504,8 +505,10 @@ def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
     t["sharpness"] = (1.2 * _ramp(m["sharpness"], 1.2, 2.6) - 1.0 * _ramp(m["sharpness"], 1.2, 0.4)
                       - (1.5 if v["sharpness"] == "soft" else 0.0))
     t["noise"] = -2.0 * _ramp(m["noise_sigma"], 1.0, 20.0) - (2.0 if v["noise"] == "noisy" else 0.0)
-    colour = 1.0 * _ramp(m["chroma_p99"], 8.0, 60.0) - 1.0 * _ramp(m["colorfulness"], OVERSAT_CF - 10, OVERSAT_CF + 40)
-    t["saturation"] = colour - (1.5 if v["saturation"] == "muted" else 0.0)
+    # Colour is one continuous credit, with no step at "muted": a muted photo desaturated further, down to black
+    # and white, always loses (a black and white original simply earns no colour credit).
+    t["saturation"] = (2.0 * _ramp(m["chroma_p99"], MONO_CHROMA, 55.0)
+                       - 1.0 * _ramp(m["colorfulness"], OVERSAT_CF - 10, OVERSAT_CF + 40))
     # Warm renderings are widely accepted (and warm content reads warm), so warmth costs less than coolness or a
     # green/magenta tint. A black and white photo reads neutral here (R = G = B), so it pays nothing.
     warm, green = m["wb_warm"], m["wb_green"]
@@ -513,7 +516,7 @@ def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
     cast = judgeable * (-1.0 * _ramp(warm, 0.0, -0.60)
             - 0.5 * _ramp(warm, 0.45, 1.30) * (m["neutral_b"] >= WARM_NEUTRAL_B)
             - 0.8 * _ramp(abs(green), 0.08, 0.40))
-    t["white_balance"] = cast - {"neutral": 0.0, "warm cast": 0.3}.get(v["white_balance"], 1.5)
+    t["white_balance"] = cast - {"neutral": 0.0, "warm cast": 0.3}.get(v["white_balance"], 1.0)
     t["contrast"] = 0.5 * _ramp(m["contrast_spread"], 0.35, 0.75) - 1.0 * _ramp(m["contrast_spread"], 0.35, 0.10)
     if v["contrast"] == "harsh":
         t["contrast"] -= 0.6
@@ -525,8 +528,10 @@ def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
 
 
 def score_of(m: dict[str, float], v: dict[str, str]) -> float:
-    """The score on 1..10 (see score_terms)."""
-    return round(min(10.0, max(1.0, BASE_SCORE + sum(score_terms(m, v).values()))), 1)
+    """The score on 1..10 (see score_terms): BASE_SCORE plus the terms, clamped at 10; below 3 it is compressed
+    smoothly towards 1 instead of clamped, so a worse photo still scores lower down there."""
+    raw = BASE_SCORE + sum(score_terms(m, v).values())
+    return round(min(10.0, raw if raw >= 3.0 else 1.0 + 2.0 * math.exp((raw - 3.0) / 2.0)), 1)
 
 
 def analyze(image: Image.Image) -> Analysis:
