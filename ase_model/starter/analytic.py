@@ -51,7 +51,9 @@ WORK_SIZE = 512
 # ---- thresholds (calibration notes in the module docstring and the tests) ----
 UNDER_P99 = 0.66        # underexposed: the brightest 1% of tones stay below this luma ...
 UNDER_MEAN = 0.40       # ... and the mean luma is below this (a night scene with bright lights is not underexposed)
-OVER_MEAN = 0.62        # overexposed: mean luma above this,
+OVER_MEAN = 0.62        # overexposed: mean luma above this with OVER_MEAN_CLIP blown (a bright, high-key scene
+OVER_MEAN_CLIP = 0.02   # without blown highlights is not overexposed), or mean luma above OVER_MEAN_ALONE,
+OVER_MEAN_ALONE = 0.80
 OVER_CLIP = 0.08        # or this fraction of blown highlights with mean luma above OVER_CLIP_MEAN,
 OVER_CLIP_MEAN = 0.50
 OVER_SUBJECT_CLIP = 0.25  # or this fraction of the salient region blown (a burnt-out subject on a dark ground)
@@ -59,8 +61,10 @@ WASHED_P01 = 0.12       # or washed out: the darkest 1% of tones lifted to this,
 WASHED_P99 = 0.98       # the brightest at white
 WASHED_CLIP = 0.01      # and some highlights blown (a night scene pushed 1.5 stops and more)
 HIGHLIGHT_CLIP = 0.025  # "clipped highlights" mention
-SHARP_RATIO = 1.15      # sharp at or above; originals 1.4-2.6, Gaussian blur sigma 1 px at 512 px gives 0.57-0.92
-NOISY_SIGMA = 5.5       # originals <= 3.0 (224 px JPEG), added noise sigma 12/255 reads 7.8-9.7
+SHARP_RATIO = 1.0       # sharp at or above; skimage originals 1.4-2.6, macro and shallow depth-of-field photos
+                        # from the wallpaper packages down to 1.02; Gaussian blur sigma 1 px at 512 px 0.57-0.92
+NOISY_SIGMA = 7.0       # skimage originals <= 3.0, fine texture (fur, moss, circuit boards) up to 9; added noise
+                        # sigma 12/255 reads 7.8-9.7, edits.py's noise 8.6 and more
 MONO_CHROMA = 6.0       # chroma p99 below: a black and white image
 MUTED_CHROMA = 35.0     # chroma p99 below: muted (colour originals 41-81; 35% saturation 14-29)
 VIVID_CF = 60.0         # Hasler-Süsstrunk "quite colourful" and above
@@ -70,6 +74,8 @@ WARM_NEUTRAL_B = 0.0    # and the near-neutral pixels' mean b* at least this (se
 COOL_CAST = -0.28
 COOL_CAST_CONFIRMED = -0.18  # cool from here when the near-neutral pixels lean blue (neutral_b at most ...)
 COOL_NEUTRAL_B = -1.5        # ... this); originals -0.16 (china) .. ; blurring china reads -0.26 with b* -0.3
+GREEN_NEUTRAL_A = -1.0  # and the near-neutral pixels' a* at most this
+NEUTRAL_CHROMA_MAX = 40.0  # the near-neutral pixels' mean (a*, b*) farther than this from grey: no cast verdict
 GREEN_CAST = 0.15       # gray-edge log(G/sqrt(RB)); originals -0.09..0.09
 MAGENTA_CAST = -0.20     # (warm-skin portraits read down to -0.15)
 MAGENTA_OVER_COOL = 1.5  # in the cool-magenta quarter, magenta must beat the cool axis by this (see _cast_verdict)
@@ -82,7 +88,9 @@ TILT_MIN_SHARE = 0.2    # the winning window's share of all near-axis votes
 TILT_OVER_LEVEL = 1.5   # a tilt's votes over the level window's
 TILT_DEG = 3.0          # tilted at or beyond (a smaller reading is within perspective and line noise)
 EDGE_BAND = 0.06        # the border band for framing, a share of the short side
-CUT_EDGE_SALIENCY = 1.55 # a band this much more salient than the frame: the salient region runs into the edge
+CUT_EDGE_PEAK = 0.98     # ... and holds the frame's most salient point (on the wallpaper photos: 12 % of the
+                         # originals fire, half of edits.py's cut crops; the saliency is no subject detector)
+CUT_EDGE_SALIENCY = 2.4  # a band this much more salient than the frame: the salient region runs into the edge
 COMPOSITION_SPREAD = 0.30  # the top tenth of the saliency spread wider than this: no composition verdict
 COMPOSITION_CONCENTRATION = 0.2  # and its top tenth must hold this share of all saliency (0.1 = flat)
 CENTRE_RADIUS = 0.10    # saliency centroid within this (fractions of the frame) of the centre: centred
@@ -327,7 +335,9 @@ def _framing(sal: np.ndarray) -> dict[str, float]:
     side = int(np.argmax(dens))
     top = sal >= np.percentile(sal, 90)
     top_band = [t.mean() for t in (top[:band], top[-band:], top[:, :band], top[:, -band:])]
-    return {"edge_saliency": dens[side], "edge_top_share": float(max(top_band)), "cut_side": float(side)}
+    peak = float(sides[side].max()) / max(float(sal.max()), 1e-6)  # 1: the frame's most salient point is there
+    return {"edge_saliency": dens[side], "edge_top_share": float(max(top_band)), "edge_peak": peak,
+            "cut_side": float(side)}
 
 
 def _composition(sal: np.ndarray) -> dict[str, float]:
@@ -406,7 +416,8 @@ def judge(m: dict[str, float]) -> dict[str, str]:
     mean = m["mean_luminance"]
     if m["p99_luminance"] < UNDER_P99 and mean < UNDER_MEAN:
         v["exposure"] = "underexposed"
-    elif (mean > OVER_MEAN or (m["highlight_clip"] > OVER_CLIP and mean > OVER_CLIP_MEAN)
+    elif ((mean > OVER_MEAN and m["highlight_clip"] >= OVER_MEAN_CLIP) or mean > OVER_MEAN_ALONE
+          or (m["highlight_clip"] > OVER_CLIP and mean > OVER_CLIP_MEAN)
           or m["subject_highlight_clip"] > OVER_SUBJECT_CLIP
           or (m["p01_luminance"] >= WASHED_P01 and m["p99_luminance"] >= WASHED_P99
               and m["highlight_clip"] >= WASHED_CLIP)):
@@ -435,7 +446,9 @@ def judge(m: dict[str, float]) -> dict[str, str]:
         v["contrast"] = "balanced"
     v["noise"] = "noisy" if m["noise_sigma"] >= NOISY_SIGMA else "clean"
     v["tilt"] = _tilt_verdict(m)
-    v["framing"] = "cut off" if m["edge_saliency"] >= CUT_EDGE_SALIENCY else "n/a"
+    # Cut off: a band much more salient than the frame that also holds the frame's most salient point.
+    v["framing"] = ("cut off" if m["edge_saliency"] >= CUT_EDGE_SALIENCY and m["edge_peak"] >= CUT_EDGE_PEAK
+                    else "n/a")
     v["composition"] = _composition_verdict(m)
     return v
 
@@ -449,6 +462,8 @@ def _cast_verdict(m: dict[str, float]) -> str:
     dominate: a blue cast on warm skin is cool, never magenta.
     """
     warm, green = m["wb_warm"], m["wb_green"]
+    if math.hypot(m["neutral_a"], m["neutral_b"]) > NEUTRAL_CHROMA_MAX:
+        return "neutral"  # no near-neutral surfaces (a frame filled with petals or leaves): nothing to judge by
     # Near-neutral surfaces that lean blue confirm a weaker cool reading (gray-edge alone moves with content).
     cool_at = COOL_CAST_CONFIRMED if m["neutral_b"] <= COOL_NEUTRAL_B else COOL_CAST
     cool = warm / cool_at if warm < 0 else 0.0
@@ -457,7 +472,7 @@ def _cast_verdict(m: dict[str, float]) -> str:
         axes.append((warm / WARM_CAST, "warm cast"))
     elif warm < 0:
         axes.append((cool, "cool cast"))
-    if green > 0:
+    if green > 0 and m["neutral_a"] <= GREEN_NEUTRAL_A:  # green content (foliage) reads green on gray-edge too
         axes.append((green / GREEN_CAST, "green cast"))
     elif m["neutral_a"] > 0 and green / MAGENTA_CAST >= MAGENTA_OVER_COOL * cool:
         axes.append((green / MAGENTA_CAST, "magenta cast"))
@@ -473,7 +488,7 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 
 
 def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
-    """The score's terms. Score = clamp(BASE_SCORE + sum(terms), 1, 10), rounded to 0.1.
+    """The score's terms. Score = BASE_SCORE + sum(terms) on 1..10 (see score_of), rounded to 0.1.
 
     Every defect costs a step when its verdict fires and, beside it, a continuous amount that grows with the
     measurement, so that a worse photo always scores lower, even one that already had the defect mildly.
@@ -487,31 +502,36 @@ def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
                  _ramp(m["subject_highlight_clip"], 0.02, 0.40),
                  _ramp(m["p01_luminance"], 0.08, 0.30) * _ramp(p99, 0.90, 1.0))  # washed out: no blacks left
     t["exposure"] = -1.5 * math.sqrt(dark) - 1.8 * bright - (2.0 if v["exposure"] != "well exposed" else 0.0)
-    t["sharpness"] = (1.2 * _ramp(m["sharpness"], 1.2, 2.6) - 1.2 * _ramp(m["sharpness"], 1.2, 0.4)
-                      - (2.0 if v["sharpness"] == "soft" else 0.0))
-    t["noise"] = -2.0 * _ramp(m["noise_sigma"], 1.0, 20.0) - (1.5 if v["noise"] == "noisy" else 0.0)
-    colour = 1.0 * _ramp(m["chroma_p99"], 8.0, 60.0) - 1.0 * _ramp(m["colorfulness"], OVERSAT_CF - 10, OVERSAT_CF + 40)
-    t["saturation"] = colour - (1.0 if v["saturation"] == "muted" else 0.0)
+    t["sharpness"] = (1.2 * _ramp(m["sharpness"], 1.2, 2.6) - 1.0 * _ramp(m["sharpness"], 1.2, 0.4)
+                      - (1.5 if v["sharpness"] == "soft" else 0.0))
+    t["noise"] = -2.0 * _ramp(m["noise_sigma"], 1.0, 20.0) - (2.0 if v["noise"] == "noisy" else 0.0)
+    # Colour is one continuous credit, with no step at "muted": a muted photo desaturated further, down to black
+    # and white, always loses (a black and white original simply earns no colour credit).
+    t["saturation"] = (2.0 * _ramp(m["chroma_p99"], MONO_CHROMA, 55.0)
+                       - 1.0 * _ramp(m["colorfulness"], OVERSAT_CF - 10, OVERSAT_CF + 40))
     # Warm renderings are widely accepted (and warm content reads warm), so warmth costs less than coolness or a
     # green/magenta tint. A black and white photo reads neutral here (R = G = B), so it pays nothing.
     warm, green = m["wb_warm"], m["wb_green"]
-    cast = (-1.0 * _ramp(warm, 0.10, -0.60)
+    judgeable = math.hypot(m["neutral_a"], m["neutral_b"]) <= NEUTRAL_CHROMA_MAX
+    cast = judgeable * (-1.0 * _ramp(warm, 0.0, -0.60)
             - 0.5 * _ramp(warm, 0.45, 1.30) * (m["neutral_b"] >= WARM_NEUTRAL_B)
             - 0.8 * _ramp(abs(green), 0.08, 0.40))
-    t["white_balance"] = cast - {"neutral": 0.0, "warm cast": 0.3}.get(v["white_balance"], 1.2)
+    t["white_balance"] = cast - {"neutral": 0.0, "warm cast": 0.3}.get(v["white_balance"], 1.0)
     t["contrast"] = 0.5 * _ramp(m["contrast_spread"], 0.35, 0.75) - 1.0 * _ramp(m["contrast_spread"], 0.35, 0.10)
     if v["contrast"] == "harsh":
         t["contrast"] -= 0.6
     if v["tilt"] == "tilted":
-        t["tilt"] = -1.2 - 0.8 * _ramp(abs(m["tilt_deg"]), TILT_DEG, 12.0)
-    t["framing"] = -1.0 * _ramp(m["edge_saliency"], 1.55, 3.5) - (1.0 if v["framing"] == "cut off" else 0.0)
+        t["tilt"] = -1.8 - 0.8 * _ramp(abs(m["tilt_deg"]), TILT_DEG, 12.0)
+    t["framing"] = -1.5 * _ramp(m["edge_saliency"], 1.5, 3.0) - (1.8 if v["framing"] == "cut off" else 0.0)
     t["composition"] = {"off balance": -0.4, "rule of thirds": 0.5, "centered": 0.3}.get(v["composition"], 0.0)
     return {k: round(x, 3) for k, x in t.items() if abs(x) >= 1e-3}
 
 
 def score_of(m: dict[str, float], v: dict[str, str]) -> float:
-    """The score on 1..10 (see score_terms)."""
-    return round(min(10.0, max(1.0, BASE_SCORE + sum(score_terms(m, v).values()))), 1)
+    """The score on 1..10 (see score_terms): BASE_SCORE plus the terms, clamped at 10; below 3 it is compressed
+    smoothly towards 1 instead of clamped, so a worse photo still scores lower down there."""
+    raw = BASE_SCORE + sum(score_terms(m, v).values())
+    return round(min(10.0, raw if raw >= 3.0 else 1.0 + 2.0 * math.exp((raw - 3.0) / 2.0)), 1)
 
 
 def analyze(image: Image.Image) -> Analysis:
