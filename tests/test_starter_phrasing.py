@@ -156,9 +156,12 @@ def test_main_defect():
         "noise", "noisy")
 
 
-def test_band_edges():
-    assert [band(s) for s in (9.5, 7.0, 6.99, 5.5, 5.49, 4.0, 3.99, 1.0)] == [
-        "strong", "strong", "solid", "solid", "flawed", "flawed", "weak", "weak"]
+def test_band_edges_are_the_star_boundaries():
+    from ase_daemon.xmp import rating_from_score
+
+    scores = (9.5, 8.0, 7.99, 6.0, 5.99, 4.0, 3.99, 1.0)
+    assert [band(s) for s in scores] == ["strong", "strong", "solid", "solid", "flawed", "flawed", "weak", "weak"]
+    assert [rating_from_score(s) for s in scores] == [5, 5, 4, 4, 3, 3, 2, 1]
 
 
 def test_critiques_are_short_and_varied():

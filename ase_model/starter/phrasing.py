@@ -313,8 +313,9 @@ STATEMENT_ORDER = ("composition", "tilt", "framing", "saturation", "white_balanc
 
 
 def band(score: float) -> str:
-    """The overall-impression band of a 0-10 score."""
-    return "strong" if score >= 7.0 else "solid" if score >= 5.5 else "flawed" if score >= 4.0 else "weak"
+    """The overall-impression band of a 0-10 score, on the star boundaries (rating_from_score: 8 and up is five
+    stars, 6 four, 4 three), so the words and the stars say the same."""
+    return "strong" if score >= 8.0 else "solid" if score >= 6.0 else "flawed" if score >= 4.0 else "weak"
 
 
 def main_defect(verdicts: dict[str, str], terms: dict[str, float] | None = None) -> tuple[str, str] | None:
@@ -360,7 +361,7 @@ def write_critique(analysis: Analysis, rng: random.Random) -> tuple[str, dict[st
         key = (name, v.get(name, "n/a"))
         if key in TEMPLATES:
             sections.setdefault(SECTION[name], []).append(rng.choice(TEMPLATES[key]))
-    terms = analysis.notes or score_terms(analysis.measurements, v)
+    terms = analysis.notes or (score_terms(analysis.measurements, v) if analysis.measurements else {})
     overall = [rng.choice(OVERALL[band(analysis.score)]), advice(main_defect(v, terms), rng)]
     attributes = {key: " ".join(sections[key]) for key in ("composition", "color_lighting", "exposure", "focus")
                   if key in sections}
