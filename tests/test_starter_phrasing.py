@@ -177,3 +177,14 @@ def test_critiques_are_short_and_varied():
     lengths.sort()
     assert 30 <= lengths[0] and lengths[len(lengths) // 2] <= 70 and lengths[-1] <= 90, lengths
     assert len(sentences) >= 150
+
+
+def test_a_stated_defect_gets_advice_even_when_its_score_term_is_a_credit():
+    """The teacher's colour term is a continuous credit: a muted photo can have a net positive colour term, and
+    its critique must still advise on the colour, not say that little needs changing."""
+    v = {a: labels[0] for a, labels in LABELS.items()}
+    v.update(exposure="well exposed", highlights="intact", sharpness="sharp", saturation="muted",
+             white_balance="neutral", contrast="balanced", noise="clean", tilt="level", framing="n/a",
+             composition="centered")
+    assert main_defect(v, {"saturation": 0.4, "sharpness": 0.8}) == ("saturation", "muted")
+    assert main_defect({**v, "saturation": "natural"}, {"saturation": 0.4}) is None

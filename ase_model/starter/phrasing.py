@@ -338,7 +338,8 @@ def main_defect(verdicts: dict[str, str], terms: dict[str, float] | None = None)
         for key in sorted(terms, key=lambda k: (terms[k], k)):  # most negative first; ties by name
             if terms[key] < 0 and (pair := defect_of(key)):
                 return pair
-        return None
+    # No penalty names a stated defect (a score term can be a net credit, e.g. colour): a stated defect still
+    # gets its advice, never "little needs changing".
     present = [(a, label) for a, label in verdicts.items() if (a, label) in DEFECT_PENALTY]
     return min(present, key=lambda p: (-DEFECT_PENALTY[p], p), default=None)
 
