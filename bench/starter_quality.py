@@ -265,9 +265,10 @@ def previous_model_dir(spec: str | None) -> Path:
     return model
 
 
-def run_model(model_dir: Path, system: str, items: list[dict], batch: int) -> tuple[list[dict], float]:
+def run_model(model_dir: Path, system: str, items: list[dict], batch: int) -> tuple[list[dict], dict]:
     """One record per item from Critic.critique in batches (verdicts: the attribute head's), and the median warm
-    seconds of a batch-1 critique with one torch thread over the originals."""
+    seconds of a batch-1 critique with one torch thread over the originals: {"wall", "cpu"} (CPU time is what a
+    shared machine cannot inflate)."""
     import torch
 
     from ase_model.critic import Critic
@@ -298,14 +299,15 @@ def run_model(model_dir: Path, system: str, items: list[dict], batch: int) -> tu
     try:
         originals = [it["path"] for it in items if it["kind"] == "original"]
         critic.critique(originals[:1])  # warm
-        times = []
+        wall, cpu = [], []
         for path in originals:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             critic.critique([path])
-            times.append(time.perf_counter() - t0)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     finally:
         torch.set_num_threads(threads)
-    return records, statistics.median(times)
+    return records, {"wall": statistics.median(wall), "cpu": statistics.median(cpu)}
 
 
 def run_teacher(items: list[dict], seed: int) -> list[dict]:
@@ -376,15 +378,17 @@ def print_report(records: list[dict], systems: list[str], extra: dict) -> None:
         for key, label in (("unreadable", "sentences the checker cannot read back (< 1 %)"),
                            ("own", "critiques contradicting their own verdicts (< 1 %)"),
                            ("teacher", "critiques contradicting the teacher's verdicts (< 1 %)")):
-            cells = [(f"{v:.1%} {_mark(v < TARGETS['contradicting'])}" if (v := checks.get(s, {}).get(key)) is not None
-                      and v == v else "-") for s in systems]
+            limit = TARGETS["unreadable" if key == "unreadable" else "contradicting"]
+            cells = [f"{v:.1%} {_mark(v < limit)}" if (v := checks.get(s, {}).get(key)) is not None and v == v else "-"
+                     for s in systems]
             print(f"| {label} | " + " | ".join(cells) + " |")
     print("| distinct sentences per 100 critiques | " + " | ".join(
         f"{distinct[s]:.1f}" if s in distinct else "-" for s in systems) + " |")
     print("\n### Cost\n\n| measure | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
     sec, mb = extra.get("seconds", {}), extra.get("megabytes", {})
-    print("| warm CPU critique, batch 1, 1 thread, median s (< 0.5) | " + " | ".join(
-        f"{sec[s]:.3f} {_mark(sec[s] < TARGETS['seconds'])}" if s in sec else "-" for s in systems) + " |")
+    print("| warm CPU critique, batch 1, 1 thread, median CPU s (< 0.5) / wall s | " + " | ".join(
+        f"{sec[s]['cpu']:.3f} {_mark(sec[s]['cpu'] < TARGETS['seconds'])} / {sec[s]['wall']:.3f}" if s in sec else "-"
+        for s in systems) + " |")
     print("| largest weight file, MB (<= 16) | " + " | ".join(
         f"{mb[s]:.1f} {_mark(mb[s] <= TARGETS['megabytes'])}" if s in mb else "-" for s in systems) + " |")
 

@@ -1,0 +1,134 @@
+"""bench/starter_quality.py's counting, on hand-made records (no model): what counts as naming a defect, as a lower
+score, as a star value, as an unreadable or contradicting critique."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ase_model import tags as tag_module
+from ase_model.tags import tag_for_verdict
+
+_BENCH = Path(__file__).resolve().parents[1] / "bench" / "starter_quality.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("_ase_bench_starter_quality", _BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sq = _bench()
+
+
+def rec(kind, tags=(), system="new", photo="p", score=5.0, verdicts=None, params=None, text=None):
+    return {"system": system, "photo": photo, "kind": kind, "params": params or {}, "tags": list(tags),
+            "score": score, "verdicts": verdicts or {}, "text": text}
+
+
+def t(attribute, label):
+    return tag_for_verdict(attribute, label)
+
+
+def test_cool_cast_named_warm_is_wrong_direction_and_cool_is_named():
+    assert sq.defect_named(rec("cool_cast", [t("white_balance", "cool cast")])) == "named"
+    assert sq.defect_named(rec("cool_cast", [t("white_balance", "warm cast")])) == "wrong direction"
+    assert sq.defect_named(rec("cool_cast", [t("white_balance", "neutral")])) == "missed"
+    assert sq.defect_named(rec("cool_cast", [])) == "missed"
+    # Both directions at once is a contradiction, not a naming.
+    both = [t("white_balance", "cool cast"), t("white_balance", "warm cast")]
+    assert sq.defect_named(rec("cool_cast", both)) != "named"
+
+
+def test_naming_needs_the_defect_and_no_other_label_of_its_attribute():
+    assert sq.defect_named(rec("underexpose", [t("exposure", "underexposed"), t("sharpness", "sharp")])) \
+        == "named"
+    assert sq.defect_named(rec("underexpose", [t("exposure", "overexposed")])) == "missed"
+    assert sq.defect_named(rec("underexpose", [t("exposure", "underexposed"), t("exposure", "well exposed")])) \
+        == "missed"
+    assert sq.defect_named(rec("desaturate", [t("saturation", "monochrome")])) == "named"
+    assert sq.defect_named(rec("desaturate", [t("saturation", "muted")])) == "named"
+    assert sq.defect_named(rec("blur", [t("sharpness", "sharp")])) == "missed"
+    assert sq.defect_named(rec("original", [t("exposure", "underexposed")])) is None
+
+
+def test_teacher_is_judged_by_its_verdicts_not_tags():
+    teacher = dict(system="teacher", tags=[t("white_balance", "cool cast")])
+    assert sq.defect_named(rec("cool_cast", verdicts={"white_balance": "cool cast"}, **teacher)) == "named"
+    assert sq.defect_named(rec("cool_cast", verdicts={"white_balance": "magenta cast"}, **teacher)) \
+        == "wrong direction"
+    assert sq.defect_named(rec("tilt", verdicts={"tilt": "n/a"}, **teacher)) == "missed"
+    assert sq.defect_named(rec("cut_crop", verdicts={}, **teacher)) == "n/a"  # a teacher without framing
+
+
+def test_tilts_under_five_degrees_do_not_count():
+    tilted = [t("tilt", "tilted")]
+    assert sq.defect_named(rec("tilt", tilted, params={"degrees": -4.9})) is None
+    assert sq.defect_named(rec("tilt", tilted, params={"degrees": -5.0})) == "named"
+
+
+def test_a_defect_the_tag_map_cannot_say_is_na_not_a_crash(monkeypatch):
+    monkeypatch.delitem(tag_module.VERDICT_TAGS, ("framing", "cut off"), raising=False)
+    assert sq.defect_named(rec("cut_crop", ["aesthetics|composition|cut off"])) == "n/a"
+    monkeypatch.setitem(tag_module.VERDICT_TAGS, ("framing", "cut off"), "composition|cut off")
+    assert sq.defect_named(rec("cut_crop", ["aesthetics|composition|cut off"])) == "named"
+    assert sq.defect_named(rec("cut_crop", [])) == "missed"
+
+
+def test_named_table_counts_per_system_and_kind():
+    table = sq.named_table([rec("noise", [t("noise", "noisy")]), rec("noise", [t("noise", "clean")]),
+                            rec("noise", [t("noise", "noisy")], system="previous"), rec("original")])
+    assert table["new"]["noise"] == Counter(named=1, missed=1)
+    assert table["previous"]["noise"] == Counter(named=1)
+    assert "original" not in table["new"]
+
+
+def test_a_score_equal_to_the_original_is_not_lower():
+    records = [rec("original", score=6.0), rec("blur", score=5.9), rec("noise", score=6.0), rec("tilt", score=6.5),
+               rec("original", photo="q", score=3.0), rec("blur", photo="q", score=2.0),
+               rec("original", system="teacher", score=6.0), rec("blur", system="teacher", score=6.0)]
+    lower = sq.score_lower(records)
+    assert lower["new"]["blur"] == (2, 2)
+    assert lower["new"]["noise"] == (0, 1)
+    assert lower["new"]["tilt"] == (0, 1)
+    assert lower["new"]["all"] == (2, 4)
+    assert lower["teacher"]["all"] == (0, 1)  # each system against its own original
+
+
+def test_stars_count_originals_only():
+    records = [rec("original", photo=str(i), score=s) for i, s in enumerate((1.0, 3.0, 5.0, 7.0, 7.9, 9.5))]
+    records.append(rec("blur", photo="0", score=0.0))
+    stars = sq.star_histogram(records)["new"]
+    assert stars == Counter({1: 1, 2: 1, 3: 1, 4: 2, 5: 1})
+
+
+def test_distinct_sentences_per_100_critiques_drop_section_labels():
+    a = "Exposure: The frame is nicely exposed. Focus: Fine detail is rendered clearly."
+    b = "Exposure: The frame is nicely exposed. Focus: The picture looks soft."
+    assert sq.distinct_per_100([rec("original", text=a), rec("blur", text=b)])["new"] == pytest.approx(150.0)
+
+
+def test_checker_figures_from_a_fake_checker():
+    calls = []
+
+    def check(text, verdicts, score):
+        calls.append(verdicts)
+        bad = ["x"] if verdicts.get("exposure") == "overexposed" else []
+        return {"unknown": ["Garbled words here."], "contradictions": bad}
+
+    checker = SimpleNamespace(check=check)
+    text = "Exposure: The frame is nicely exposed. Garbled words here."
+    c = sq.run_checker(checker, text, {"exposure": "well exposed"}, {"exposure": "overexposed"}, 6.0)
+    assert c == {"sentences": 2, "unknown": 1, "own": 0, "teacher": 1}
+    assert sq.run_checker(checker, text, None, {"exposure": "well exposed"}, 6.0)["own"] is None
+    table = sq.checker_table([{**rec("original"), "check": c},
+                              {**rec("blur"), "check": {"sentences": 8, "unknown": 0, "own": 2, "teacher": 0}}])
+    assert table["new"]["unreadable"] == pytest.approx(1 / 10)
+    assert table["new"]["own"] == pytest.approx(1 / 2)
+    assert table["new"]["teacher"] == pytest.approx(1 / 2)
+    assert sq.checker_table([rec("original")]) is None
