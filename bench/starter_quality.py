@@ -145,12 +145,12 @@ def distinct_per_100(records: list[dict]) -> dict[str, float]:
     return {s: 100 * len(seen[s]) / n[s] for s in n}
 
 
-def checker_table(records: list[dict]) -> dict[str, dict[str, float]] | None:
+def checker_table(records: list[dict], key: str = "check") -> dict[str, dict[str, float]] | None:
     """system -> unreadable sentence share and contradicting critique shares (own verdicts, the teacher's) from
-    each record's "check" entry (see run_checker); None if no record was checked."""
+    each record's `key` entry (see run_checker); None if no record was checked."""
     out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for r in records:
-        c = r.get("check")
+        c = r.get(key)
         if not c:
             continue
         row = out[r["system"]]
@@ -165,7 +165,7 @@ def checker_table(records: list[dict]) -> dict[str, dict[str, float]] | None:
     return {s: {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in row.items()} for s, row in out.items()}
 
 
-# ---- the checker (written by another helper; its API read defensively) ---------------------------------------
+# ---- the checker (ase_model.starter.checker: check(text, verdicts, score) -> Report) -----------------------------
 def load_checker():
     try:
         from ase_model.starter import checker
@@ -174,27 +174,14 @@ def load_checker():
     return checker
 
 
-def _field(report, *names):
-    for name in names:
-        value = report.get(name) if isinstance(report, dict) else getattr(report, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def run_checker(checker, text: str, own: dict | None, teacher: dict, score: float | None) -> dict:
-    """{"sentences", "unknown", "own", "teacher"}: sentence count, unreadable sentences, contradictions with the
-    model's own verdicts and with the teacher's (None where there are no verdicts to check against)."""
-    def check(verdicts):
-        report = checker.check(text, verdicts, score)
-        found = _field(report, "contradictions")
-        return report, 0 if found is None else len(found)
-
-    report, against_teacher = check(teacher)
-    unknown = _field(report, "unknown", "unknown_sentences", "unreadable") or []
-    n = _field(report, "sentences")
-    return {"sentences": len(n) if isinstance(n, (list, tuple)) else len(sentences(text)), "unknown": len(unknown),
-            "own": None if not own else check(own)[1], "teacher": against_teacher}
+def run_checker(checker, text: str, own: dict | None, score: float | None, teacher: dict) -> dict:
+    """{"sentences", "unknown", "own", "teacher"}: the sentences, those the checker cannot read back, and the
+    problems other than unknown sentences against the system's own verdicts and score and against the teacher's
+    verdicts (None where the system has no verdicts)."""
+    report = checker.check(text, teacher)
+    return {"sentences": len(report.reading.sentences), "unknown": report.reading.unknown,
+            "own": None if not own else checker.check(text, own, score).contradictions,
+            "teacher": report.contradictions}
 
 
 # ---- photos and edits ------------------------------------------------------------------------------------------
@@ -293,7 +280,8 @@ def run_model(model_dir: Path, system: str, items: list[dict], batch: int) -> tu
         verdicts = head.predict(logits) if logits is not None else [None] * len(chunk)
         for it, c, v in zip(chunk, results, verdicts):
             records.append({**it, "system": system, "model": critic.model_id, "text": c.text, "score": c.score,
-                            "tags": c.tags, "verdicts": getattr(c, "verdicts", None) or v})
+                            "tags": c.tags, "verdicts": getattr(c, "verdicts", None) or v,
+                            "raw_text": getattr(c, "raw_text", None), "repairs": getattr(c, "repairs", None)})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -371,17 +359,19 @@ def print_report(records: list[dict], systems: list[str], extra: dict) -> None:
     print("| distinct | " + " | ".join(f"{len(stars.get(s, {}))} {_mark(len(stars.get(s, {})) >= TARGETS['stars'])}"
                                       for s in systems) + " |")
     print("\n### Words\n\n| measure | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
-    checks, distinct = checker_table(records), distinct_per_100(records)
-    if checks is None:
+    distinct = distinct_per_100(records)
+    if checker_table(records) is None:
         print("| checker | " + " | ".join(["checker missing"] * len(systems)) + " |")
-    else:
+    for source, checks in (("", checker_table(records)), ("decoder's text before repair: ",
+                                                          checker_table(records, "check_raw"))):
         for key, label in (("unreadable", "sentences the checker cannot read back (< 1 %)"),
-                           ("own", "critiques contradicting their own verdicts (< 1 %)"),
+                           ("own", "critiques contradicting their own verdicts or score (< 1 %)"),
                            ("teacher", "critiques contradicting the teacher's verdicts (< 1 %)")):
             limit = TARGETS["unreadable" if key == "unreadable" else "contradicting"]
-            cells = [f"{v:.1%} {_mark(v < limit)}" if (v := checks.get(s, {}).get(key)) is not None and v == v else "-"
-                     for s in systems]
-            print(f"| {label} | " + " | ".join(cells) + " |")
+            cells = [f"{v:.1%}" + (f" {_mark(v < limit)}" if not source else "")
+                     if (v := (checks or {}).get(s, {}).get(key)) is not None and v == v else "-" for s in systems]
+            if checks is not None:
+                print(f"| {source}{label} | " + " | ".join(cells) + " |")
     print("| distinct sentences per 100 critiques | " + " | ".join(
         f"{distinct[s]:.1f}" if s in distinct else "-" for s in systems) + " |")
     print("\n### Cost\n\n| measure | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
@@ -433,8 +423,9 @@ def main(argv=None) -> int:
     else:
         teacher = {r["path"]: r["verdicts"] for r in records if r["system"] == "teacher"}
         for r in records:
-            if r.get("text"):
-                r["check"] = run_checker(checker, r["text"], r["verdicts"], teacher[r["path"]], r["score"])
+            for field, key in (("text", "check"), ("raw_text", "check_raw")):
+                if r.get(field):
+                    r[key] = run_checker(checker, r[field], r["verdicts"], r["score"], teacher[r["path"]])
     print_report(records, systems, extra)
     if args.json:
         (out / "records.json").write_text(json.dumps(records, indent=1, default=str))

@@ -114,21 +114,23 @@ def test_distinct_sentences_per_100_critiques_drop_section_labels():
 
 
 def test_checker_figures_from_a_fake_checker():
-    calls = []
-
-    def check(text, verdicts, score):
-        calls.append(verdicts)
-        bad = ["x"] if verdicts.get("exposure") == "overexposed" else []
-        return {"unknown": ["Garbled words here."], "contradictions": bad}
+    def check(text, verdicts=None, score=None):  # the shape of ase_model.starter.checker.check's Report
+        sentences = sq.sentences(text)
+        bad = int(verdicts.get("exposure") == "overexposed") + int(score is not None and score < 1)
+        return SimpleNamespace(reading=SimpleNamespace(sentences=sentences,
+                                                       unknown=sum("Garbled" in x for x in sentences)),
+                               contradictions=bad)
 
     checker = SimpleNamespace(check=check)
     text = "Exposure: The frame is nicely exposed. Garbled words here."
-    c = sq.run_checker(checker, text, {"exposure": "well exposed"}, {"exposure": "overexposed"}, 6.0)
+    c = sq.run_checker(checker, text, {"exposure": "well exposed"}, 6.0, {"exposure": "overexposed"})
     assert c == {"sentences": 2, "unknown": 1, "own": 0, "teacher": 1}
-    assert sq.run_checker(checker, text, None, {"exposure": "well exposed"}, 6.0)["own"] is None
+    assert sq.run_checker(checker, text, {"exposure": "well exposed"}, 0.5, {})["own"] == 1  # the score counts
+    assert sq.run_checker(checker, text, None, 6.0, {"exposure": "well exposed"})["own"] is None
     table = sq.checker_table([{**rec("original"), "check": c},
                               {**rec("blur"), "check": {"sentences": 8, "unknown": 0, "own": 2, "teacher": 0}}])
     assert table["new"]["unreadable"] == pytest.approx(1 / 10)
     assert table["new"]["own"] == pytest.approx(1 / 2)
     assert table["new"]["teacher"] == pytest.approx(1 / 2)
     assert sq.checker_table([rec("original")]) is None
+    assert sq.checker_table([{**rec("original"), "check": c}], "check_raw") is None
