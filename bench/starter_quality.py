@@ -392,10 +392,15 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N held-out photos")
     ap.add_argument("--batch", type=int, default=8, help="critiques per batched pass")
     ap.add_argument("--seed", type=int, default=0, help="seeds the edit strengths")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the batched run (one: on a busy "
+                    "2-core machine two threads ran ten times slower)")
     ap.add_argument("--out", default=None, help="folder for the images and records.json (default: a temp dir)")
     ap.add_argument("--json", action="store_true", help="write every per-image record to OUT/records.json")
     args = ap.parse_args(argv)
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="starter-quality-"))
     photos, origin = heldout_photos(args.limit)
