@@ -5,8 +5,9 @@
 Every held-out photo (a whole source never used in training: ase_model.starter.sources.holdout_photos) is
 resized to 512 px on the long side and saved as JPEG q92 with its eight defect edits (ase_model.starter.edits,
 strength drawn by a rng seeded per photo and kind). The new model and the previous shipped model critique all of
-them through ase_model.critic.Critic, the path users get; the teacher (ase_model.starter.analytic.analyze) judges
-the same files. Printed side by side, each target with ok/MISSED:
+them through ase_model.critic.Critic, the path users get (the previous one as it shipped: without the run-time
+repair of its text); the teacher (ase_model.starter.analytic.analyze) judges the same files and its phrasing
+writes its text. Printed side by side, each target with ok/MISSED:
   * defect named, per edit kind: the critique's tags name the edit's defect, and no other label of that
     attribute (the teacher: its verdict); a cool cast named warm, green or magenta is counted as wrong direction;
   * score lower than the original's (a tie is not lower), over all edits and per kind;
@@ -20,6 +21,7 @@ the same files. Printed side by side, each target with ok/MISSED:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import random
 import re
@@ -252,7 +254,8 @@ def previous_model_dir(spec: str | None) -> Path:
     return model
 
 
-def run_model(model_dir: Path, system: str, items: list[dict], batch: int) -> tuple[list[dict], dict]:
+def run_model(model_dir: Path, system: str, items: list[dict], batch: int,
+              repair: bool = True) -> tuple[list[dict], dict]:
     """One record per item from Critic.critique in batches (verdicts: the attribute head's), and the median warm
     seconds of a batch-1 critique with one torch thread over the originals: {"wall", "cpu"} (CPU time is what a
     shared machine cannot inflate)."""
@@ -260,7 +263,10 @@ def run_model(model_dir: Path, system: str, items: list[dict], batch: int) -> tu
 
     from ase_model.critic import Critic
 
-    critic = Critic.from_pretrained(model_dir, device="cpu")
+    # The previous model as it shipped: before the run-time repair (a Critic without `repair` has none).
+    as_shipped = {"repair": False} if repair is False and "repair" in inspect.signature(Critic.__init__).parameters \
+        else {}
+    critic = Critic.from_pretrained(model_dir, device="cpu", **as_shipped)
     head = getattr(critic.model.model, "attribute_head", None)
     seen = []
     features = critic.model.get_image_features
@@ -411,7 +417,7 @@ def main(argv=None) -> int:
     records, extra, systems = [], {"seconds": {}, "megabytes": {}}, []
     for system, model_dir in (("new", Path(args.model)), ("previous", previous_model_dir(args.previous))):
         try:
-            recs, seconds = run_model(model_dir, system, items, args.batch)
+            recs, seconds = run_model(model_dir, system, items, args.batch, repair=system == "new")
         except Exception as exc:  # an old model may not load under new code: report it, bench the rest
             print(f"{system} model {model_dir} skipped: {type(exc).__name__}: {exc}")
             continue
