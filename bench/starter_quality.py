@@ -33,6 +33,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -206,15 +208,19 @@ def heldout_photos(limit: int | None) -> tuple[list[tuple[str, object]], str]:
         items, origin = list(holdout_photos()), "ase_model.starter.sources.holdout_photos()"
     except ImportError:
         items, origin = _fallback_photos(), "FALLBACK (sklearn china+flower, skimage coffee+astronaut+rocket)"
-    photos = []
+    photos, taken = [], set()
     for i, item in enumerate(items[:limit] if limit else items):
-        name, src = item if isinstance(item, tuple) else (None, item)
+        # (name, image or path), an image, a path, or a record with .path / .image and .name
+        name, src = item if isinstance(item, tuple) else (getattr(item, "name", None), item)
         src = getattr(src, "path", None) or getattr(src, "image", None) or src
         if isinstance(src, (str, Path)):
             name, img = name or Path(src).stem, Image.open(src)
         else:
-            img = src if isinstance(src, Image.Image) else Image.fromarray(src)
-        photos.append((str(name or f"photo{i:03d}"), img.convert("RGB")))
+            img = src if isinstance(src, Image.Image) else Image.fromarray(np.asarray(src))
+        name = re.sub(r"[^\w.-]+", "_", Path(str(name or f"photo{i:03d}")).stem)  # a file-name stem
+        name = name if name not in taken else f"{name}-{i}"
+        taken.add(name)
+        photos.append((name, img.convert("RGB")))
     return photos, origin
 
 

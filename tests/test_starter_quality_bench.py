@@ -134,3 +134,21 @@ def test_checker_figures_from_a_fake_checker():
     assert table["new"]["teacher"] == pytest.approx(1 / 2)
     assert sq.checker_table([rec("original")]) is None
     assert sq.checker_table([{**rec("original"), "check": c}], "check_raw") is None
+
+
+def test_heldout_photos_take_the_shapes_a_source_may_give(monkeypatch, tmp_path):
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "a b.jpg"
+    Image.new("RGB", (8, 6), "red").save(path)
+    given = [("x/one.png", Image.new("L", (4, 4))), str(path), np.zeros((5, 5, 3), np.uint8),
+             SimpleNamespace(name="a b.jpg", path=path)]
+    monkeypatch.setitem(sys.modules, "ase_model.starter.sources", SimpleNamespace(holdout_photos=lambda: given))
+    photos, origin = sq.heldout_photos(None)
+    assert "FALLBACK" not in origin
+    assert [n for n, _ in photos] == ["one", "a_b", "photo002", "a_b-3"]
+    assert all(im.mode == "RGB" for _, im in photos)
+    assert len(sq.heldout_photos(2)[0]) == 2
