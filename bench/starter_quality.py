@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 
 PREVIOUS_COMMIT = "8f725a9"
 SIZE = 512
-SYSTEMS = ("new", "previous", "teacher")
 # Edit kind -> (attribute, the labels that name it).
 EXPECTED = {
     "underexpose": ("exposure", {"underexposed"}),
@@ -58,7 +57,7 @@ MIN_TILT_DEG = 5.0
 TARGETS = {"lower": 0.95, "stars": 4, "unreadable": 0.01, "contradicting": 0.01, "seconds": 0.5, "megabytes": 16.0}
 
 
-# ---- metrics on records: {"system", "photo", "kind", "params", "text", "score", "tags", "verdicts"} ----------
+# ---- metrics on records: {"system", "photo", "kind", "params", "text", "score", "tags", "verdicts", "check"} -
 def _labels_said(tags: list[str], attribute: str, accepted: set[str]) -> set[str] | None:
     """Labels of `attribute` whose tag is among `tags`; None if the tag map has no tag for the accepted labels
     (the vocabulary cannot say it yet)."""
@@ -169,15 +168,6 @@ def checker_table(records: list[dict], key: str = "check") -> dict[str, dict[str
     return {s: {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in row.items()} for s, row in out.items()}
 
 
-# ---- the checker (ase_model.starter.checker: check(text, verdicts, score) -> Report) -----------------------------
-def load_checker():
-    try:
-        from ase_model.starter import checker
-    except ImportError:
-        return None
-    return checker
-
-
 def run_checker(checker, text: str, own: dict | None, score: float | None, teacher: dict) -> dict:
     """{"sentences", "unknown", "own", "teacher"}: the sentences, those the checker cannot read back, and the
     problems other than unknown sentences against the system's own verdicts and score and against the teacher's
@@ -262,37 +252,22 @@ def previous_model_dir(spec: str | None) -> Path:
 
 def run_model(model_dir: Path, system: str, items: list[dict], batch: int,
               repair: bool = True) -> tuple[list[dict], dict]:
-    """One record per item from Critic.critique in batches (verdicts: the attribute head's), and the median warm
-    seconds of a batch-1 critique with one torch thread over the originals: {"wall", "cpu"} (CPU time is what a
-    shared machine cannot inflate)."""
+    """One record per item from Critic.critique in batches (verdicts: the attribute head's, where the Critic gives
+    them), and the median warm seconds of a batch-1 critique with one torch thread over the originals:
+    {"wall", "cpu"} (CPU time is what a shared machine cannot inflate)."""
     import torch
 
     from ase_model.critic import Critic
 
     # The previous model as it shipped: before the run-time repair (a Critic without `repair` has none).
-    as_shipped = {"repair": False} if repair is False and "repair" in inspect.signature(Critic.__init__).parameters \
-        else {}
+    as_shipped = {"repair": False} if not repair and "repair" in inspect.signature(Critic.__init__).parameters else {}
     critic = Critic.from_pretrained(model_dir, device="cpu", **as_shipped)
-    head = getattr(critic.model.model, "attribute_head", None)
-    seen = []
-    features = critic.model.get_image_features
-
-    def spy(*args, **kwargs):  # the Critic drops the attribute logits; keep them for the head's verdicts
-        out = features(*args, **kwargs)
-        seen.append(out)
-        return out
-
-    critic.model.get_image_features = spy
     records = []
     for i in range(0, len(items), batch):
         chunk = items[i:i + batch]
-        seen.clear()
-        results = critic.critique([it["path"] for it in chunk])
-        logits = seen[-1].attribute_logits if head is not None else None
-        verdicts = head.predict(logits) if logits is not None else [None] * len(chunk)
-        for it, c, v in zip(chunk, results, verdicts):
+        for it, c in zip(chunk, critic.critique([it["path"] for it in chunk])):
             records.append({**it, "system": system, "model": critic.model_id, "text": c.text, "score": c.score,
-                            "tags": c.tags, "verdicts": getattr(c, "verdicts", None) or v,
+                            "tags": c.tags, "verdicts": getattr(c, "verdicts", None),
                             "raw_text": getattr(c, "raw_text", None), "repairs": getattr(c, "repairs", None)})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -337,62 +312,91 @@ def _pct(a: int, n: int) -> str:
     return f"{a / n:.0%} ({a}/{n})" if n else "-"
 
 
-def print_report(records: list[dict], systems: list[str], extra: dict) -> None:
+def _head(title: str, first: str, systems: list[str]) -> None:
+    print(f"\n### {title}\n\n| {first} | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
+
+
+def _row(label: str, cells) -> None:
+    print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def print_named(records: list[dict], systems: list[str]) -> None:
     from ase_model.starter.edits import EDIT_KINDS
 
-    named, lower = named_table(records), score_lower(records)
-    head = "| " + " | ".join(systems) + " |"
-    print(f"\n### Defect named, per edit (target >= 90 %, tilt and cut_crop >= 80 %)\n\n| edit | target {head}")
-    print("|---|---|" + "---|" * len(systems))
+    named = named_table(records)
+    _head("Defect named, per edit (target >= 90 %; tilt and cut_crop >= 80 %)", "edit (target)", systems)
     for kind in EDIT_KINDS:
         target, cells = NAMED_TARGET.get(kind, 0.90), []
         for s in systems:
             c = named.get(s, {}).get(kind, Counter())
             n = sum(c.values())
-            if not n or c["n/a"] == n:
-                cells.append("n/a")
-                continue
-            cell = f"{_pct(c['named'], n)} {_mark(c['named'] / n >= target)}"
+            cell = ("-" if not n else "n/a" if c["n/a"] == n
+                    else f"{_pct(c['named'], n)} {_mark(c['named'] / n >= target)}")
             cells.append(cell + (f", wrong direction {c['wrong direction']}" if kind in WRONG_DIRECTION else ""))
-        print(f"| {kind} | {target:.0%} | " + " | ".join(cells) + " |")
-    print(f"\n### Score lower than the original's (target >= 95 % of all edits)\n\n| edits {head}")
-    print("|---|" + "---|" * len(systems))
+        _row(f"{kind} ({target:.0%})", cells)
+
+
+def print_lower(records: list[dict], systems: list[str]) -> None:
+    from ase_model.starter.edits import EDIT_KINDS
+
+    lower = score_lower(records)
+    _head(f"Score lower than the original's (target >= {TARGETS['lower']:.0%} of all edits)", "edits", systems)
     for kind in (*EDIT_KINDS, "all"):
-        cells = []
-        for s in systems:
-            lo, n = lower.get(s, {}).get(kind, (0, 0))
-            cells.append(_pct(lo, n) + (f" {_mark(n and lo / n >= TARGETS['lower'])}" if kind == "all" and n else ""))
-        print(f"| {'**all**' if kind == 'all' else kind} | " + " | ".join(cells) + " |")
+        pairs = [lower.get(s, {}).get(kind, (0, 0)) for s in systems]
+        if kind == "all":
+            _row("**all**", [_pct(lo, n) + (f" {_mark(lo / n >= TARGETS['lower'])}" if n else "") for lo, n in pairs])
+        else:
+            _row(kind, [_pct(lo, n) for lo, n in pairs])
+
+
+def print_stars(records: list[dict], systems: list[str]) -> None:
     stars = star_histogram(records)
-    print(f"\n### Stars over the held-out originals (target: >= {TARGETS['stars']} of the 5 values)\n")
-    print("| stars | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
+    _head(f"Stars over the held-out originals (target: >= {TARGETS['stars']} of the 5 values)", "stars", systems)
     for k in range(1, 6):
-        print(f"| {'*' * k} | " + " | ".join(str(stars.get(s, Counter())[k]) for s in systems) + " |")
-    print("| distinct | " + " | ".join(f"{len(stars.get(s, {}))} {_mark(len(stars.get(s, {})) >= TARGETS['stars'])}"
-                                      for s in systems) + " |")
-    print("\n### Words\n\n| measure | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
-    distinct = distinct_per_100(records)
+        _row("*" * k, [str(stars.get(s, Counter())[k]) for s in systems])
+    _row("distinct", [f"{len(stars.get(s, ()))} {_mark(len(stars.get(s, ())) >= TARGETS['stars'])}" for s in systems])
+
+
+def print_words(records: list[dict], systems: list[str]) -> None:
+    _head("Words (the checker: ase_model.starter.checker)", "measure", systems)
     if checker_table(records) is None:
-        print("| checker | " + " | ".join(["checker missing"] * len(systems)) + " |")
-    for source, checks in (("", checker_table(records)), ("decoder's text before repair: ",
-                                                          checker_table(records, "check_raw"))):
-        for key, label in (("unreadable", "sentences the checker cannot read back (< 1 %)"),
-                           ("own", "critiques contradicting their own verdicts or score (< 1 %)"),
-                           ("teacher", "critiques contradicting the teacher's verdicts (< 1 %)")):
-            limit = TARGETS["unreadable" if key == "unreadable" else "contradicting"]
-            cells = [f"{v:.1%}" + (f" {_mark(v < limit)}" if not source else "")
-                     if (v := (checks or {}).get(s, {}).get(key)) is not None and v == v else "-" for s in systems]
-            if checks is not None:
-                print(f"| {source}{label} | " + " | ".join(cells) + " |")
-    print("| distinct sentences per 100 critiques | " + " | ".join(
-        f"{distinct[s]:.1f}" if s in distinct else "-" for s in systems) + " |")
-    print("\n### Cost\n\n| measure | " + " | ".join(systems) + " |\n|---|" + "---|" * len(systems))
-    sec, mb = extra.get("seconds", {}), extra.get("megabytes", {})
-    print("| warm CPU critique, batch 1, 1 thread, median CPU s (< 0.5) / wall s | " + " | ".join(
+        _row("checker", ["checker missing"] * len(systems))
+    for source, key in (("", "check"), ("decoder's text before repair: ", "check_raw")):
+        checks = checker_table(records, key)
+        for name, label in (("unreadable", "sentences the checker cannot read back (< 1 %)"),
+                            ("own", "critiques contradicting their own verdicts or score (< 1 %)"),
+                            ("teacher", "critiques contradicting the teacher's verdicts (< 1 %)")):
+            limit = TARGETS["unreadable" if name == "unreadable" else "contradicting"]
+            values = [(checks or {}).get(s, {}).get(name) for s in systems]
+            if checks is not None:  # targets apply to what users read, the raw text is for diagnosis
+                _row(source + label, ["-" if v is None or v != v else f"{v:.1%}" + ("" if source else
+                                      f" {_mark(v < limit)}") for v in values])
+    distinct = distinct_per_100(records)
+    _row("distinct sentences per 100 critiques", [f"{distinct[s]:.1f}" if s in distinct else "-" for s in systems])
+
+
+def print_cost(extra: dict, systems: list[str]) -> None:
+    sec, mb = extra["seconds"], extra["megabytes"]
+    _head("Cost", "measure", systems)
+    _row("warm critique, batch 1, 1 thread: median CPU s (< 0.5) / wall s", [
         f"{sec[s]['cpu']:.3f} {_mark(sec[s]['cpu'] < TARGETS['seconds'])} / {sec[s]['wall']:.3f}" if s in sec else "-"
-        for s in systems) + " |")
-    print("| largest weight file, MB (<= 16) | " + " | ".join(
-        f"{mb[s]:.1f} {_mark(mb[s] <= TARGETS['megabytes'])}" if s in mb else "-" for s in systems) + " |")
+        for s in systems])
+    _row("largest weight file, MB (<= 16)",
+         [f"{mb[s]:.1f} {_mark(mb[s] <= TARGETS['megabytes'])}" if s in mb else "-" for s in systems])
+
+
+def check_all(records: list[dict]) -> bool:
+    """Adds "check" (the text) and "check_raw" (the decoder's own text) to every record; False: no checker."""
+    try:
+        from ase_model.starter import checker
+    except ImportError:
+        return False
+    teacher = {r["path"]: r["verdicts"] for r in records if r["system"] == "teacher"}
+    for r in records:
+        for field, key in (("text", "check"), ("raw_text", "check_raw")):
+            if r.get(field):
+                r[key] = run_checker(checker, r[field], r["verdicts"], r["score"], teacher[r["path"]])
+    return True
 
 
 def main(argv=None) -> int:
@@ -434,16 +438,13 @@ def main(argv=None) -> int:
         print(f"{system}: {recs[0]['model']} ({model_dir}), {time.perf_counter() - t0:.0f} s so far")
     records += run_teacher(items, args.seed)
     systems.append("teacher")
-    checker = load_checker()
-    if checker is None:
+    if not check_all(records):
         print("checker missing (ase_model.starter.checker): no read-back or contradiction figures")
-    else:
-        teacher = {r["path"]: r["verdicts"] for r in records if r["system"] == "teacher"}
-        for r in records:
-            for field, key in (("text", "check"), ("raw_text", "check_raw")):
-                if r.get(field):
-                    r[key] = run_checker(checker, r[field], r["verdicts"], r["score"], teacher[r["path"]])
-    print_report(records, systems, extra)
+    print_named(records, systems)
+    print_lower(records, systems)
+    print_stars(records, systems)
+    print_words(records, systems)
+    print_cost(extra, systems)
     if args.json:
         (out / "records.json").write_text(json.dumps(records, indent=1, default=str))
     print(f"\n({len(records)} critiques in {time.perf_counter() - t0:.0f} s; files in {out})")

@@ -152,3 +152,23 @@ def test_heldout_photos_take_the_shapes_a_source_may_give(monkeypatch, tmp_path)
     assert [n for n, _ in photos] == ["one", "a_b", "photo002", "a_b-3"]
     assert all(im.mode == "RGB" for _, im in photos)
     assert len(sq.heldout_photos(2)[0]) == 2
+
+
+def test_the_report_marks_targets_and_says_what_it_cannot_measure(capsys):
+    cool, warm = t("white_balance", "cool cast"), t("white_balance", "warm cast")
+    records = [rec("original", score=6.0), rec("cool_cast", [cool], score=5.0), rec("blur", score=6.0),
+               rec("original", photo="q", score=2.0), rec("cool_cast", [warm], photo="q", score=1.0)]
+    systems = ["new"]
+    sq.print_named(records, systems)
+    sq.print_lower(records, systems)
+    sq.print_stars(records, systems)
+    sq.print_words(records, systems)
+    sq.print_cost({"seconds": {"new": {"cpu": 0.4, "wall": 0.9}}, "megabytes": {"new": 17.0}}, systems)
+    out = capsys.readouterr().out
+    assert "| cool_cast (90%) | 50% (1/2) MISSED, wrong direction 1 |" in out
+    assert "| blur (90%) | 0% (0/1) MISSED |" in out  # a critique that names nothing misses
+    assert "| noise (90%) | - |" in out  # no noise edit
+    assert "| **all** | 67% (2/3) MISSED |" in out
+    assert "| distinct | 2 MISSED |" in out
+    assert "checker missing" in out
+    assert "0.400 ok / 0.900" in out and "17.0 MISSED" in out
