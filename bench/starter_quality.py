@@ -179,38 +179,31 @@ def run_checker(checker, text: str, own: dict | None, score: float | None, teach
 
 
 # ---- photos and edits ------------------------------------------------------------------------------------------
-def _fallback_photos() -> list[tuple[str, object]]:
-    # FALLBACK until ase_model.starter.sources lands: photos the old training did see, for development only.
+def _fallback_photos() -> dict[str, object]:
+    # FALLBACK where ase_model.starter.sources is missing: photos the old training did see, for development only.
     from skimage import data
     from sklearn.datasets import load_sample_images
 
     sk = load_sample_images()
-    out = [(Path(f).stem, a) for f, a in zip(sk.filenames, sk.images)]
-    return out + [(n, getattr(data, n)()) for n in ("coffee", "astronaut", "rocket")]
+    return {**{Path(f).stem: a for f, a in zip(sk.filenames, sk.images)},
+            **{n: getattr(data, n)() for n in ("coffee", "astronaut", "rocket")}}
 
 
 def heldout_photos(limit: int | None) -> tuple[list[tuple[str, object]], str]:
-    """[(name, PIL image)], and where they came from."""
+    """[(file-safe name, RGB PIL image)] of the held-out source, and where they came from."""
     from PIL import Image
 
     try:
-        from ase_model.starter.sources import holdout_photos
-        items, origin = list(holdout_photos()), "ase_model.starter.sources.holdout_photos()"
+        from ase_model.starter import sources
+        items, origin = sources.holdout_photos(max_side=SIZE), f"held-out source {sources.HOLDOUT_SOURCE!r}"
+        if sources.SKIPPED:
+            origin += f" (absent on this machine, skipped: {', '.join(sources.SKIPPED)})"
     except ImportError:
         items, origin = _fallback_photos(), "FALLBACK (sklearn china+flower, skimage coffee+astronaut+rocket)"
-    photos, taken = [], set()
-    for i, item in enumerate(items[:limit] if limit else items):
-        # (name, image or path), an image, a path, or a record with .path / .image and .name
-        name, src = item if isinstance(item, tuple) else (getattr(item, "name", None), item)
-        src = getattr(src, "path", None) or getattr(src, "image", None) or src
-        if isinstance(src, (str, Path)):
-            name, img = name or Path(src).stem, Image.open(src)
-        else:
-            img = src if isinstance(src, Image.Image) else Image.fromarray(np.asarray(src))
-        name = re.sub(r"[^\w.-]+", "_", Path(str(name or f"photo{i:03d}")).stem)  # a file-name stem
-        name = name if name not in taken else f"{name}-{i}"
-        taken.add(name)
-        photos.append((name, img.convert("RGB")))
+    photos = []
+    for name, img in list(items.items())[:limit]:
+        img = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+        photos.append((re.sub(r"[^\w.-]+", "_", name), img.convert("RGB")))
     return photos, origin
 
 

@@ -136,22 +136,21 @@ def test_checker_figures_from_a_fake_checker():
     assert sq.checker_table([{**rec("original"), "check": c}], "check_raw") is None
 
 
-def test_heldout_photos_take_the_shapes_a_source_may_give(monkeypatch, tmp_path):
+def test_heldout_photos_come_from_the_holdout_source_with_file_safe_names(monkeypatch):
     import sys
 
     import numpy as np
     from PIL import Image
 
-    path = tmp_path / "a b.jpg"
-    Image.new("RGB", (8, 6), "red").save(path)
-    given = [("x/one.png", Image.new("L", (4, 4))), str(path), np.zeros((5, 5, 3), np.uint8),
-             SimpleNamespace(name="a b.jpg", path=path)]
-    monkeypatch.setitem(sys.modules, "ase_model.starter.sources", SimpleNamespace(holdout_photos=lambda: given))
+    given = {"opencv-doc:one": Image.new("L", (4, 4)), "opencv-doc:two/x y": np.zeros((5, 5, 3), np.uint8)}
+    fake = SimpleNamespace(holdout_photos=lambda max_side: given, HOLDOUT_SOURCE="opencv-doc", SKIPPED=["opencv-doc:z"])
+    monkeypatch.setitem(sys.modules, "ase_model.starter.sources", fake)
+    monkeypatch.setattr("ase_model.starter.sources", fake, raising=False)
     photos, origin = sq.heldout_photos(None)
-    assert "FALLBACK" not in origin
-    assert [n for n, _ in photos] == ["one", "a_b", "photo002", "a_b-3"]
+    assert "'opencv-doc'" in origin and "opencv-doc:z" in origin
+    assert [n for n, _ in photos] == ["opencv-doc_one", "opencv-doc_two_x_y"]
     assert all(im.mode == "RGB" for _, im in photos)
-    assert len(sq.heldout_photos(2)[0]) == 2
+    assert len(sq.heldout_photos(1)[0]) == 1
 
 
 def test_the_report_marks_targets_and_says_what_it_cannot_measure(capsys):
