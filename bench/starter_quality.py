@@ -149,8 +149,9 @@ def distinct_per_100(records: list[dict]) -> dict[str, float]:
 
 
 def checker_table(records: list[dict], key: str = "check") -> dict[str, dict[str, float]] | None:
-    """system -> unreadable sentence share and contradicting critique shares (own verdicts, the teacher's) from
-    each record's `key` entry (see run_checker); None if no record was checked."""
+    """system -> the share of unreadable sentences, the shares of critiques that contradict themselves, their own
+    verdicts and score, the teacher's verdicts, and per attribute the teacher's ("teacher:<attribute>"), from each
+    record's `key` entry (see run_checker); None if no record was checked."""
     out: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for r in records:
         c = r.get(key)
@@ -159,23 +160,31 @@ def checker_table(records: list[dict], key: str = "check") -> dict[str, dict[str
         row = out[r["system"]]
         row["unreadable"][0] += c["unknown"]
         row["unreadable"][1] += c["sentences"]
-        for against in ("own", "teacher"):
+        for against in ("self", "own", "teacher"):
             if c.get(against) is not None:
                 row[against][0] += c[against] > 0
                 row[against][1] += 1
+        for attribute in c.get("teacher_attributes", ()):
+            row[f"teacher:{attribute}"][0] += 1
+    for row in out.values():
+        for k in [k for k in row if k.startswith("teacher:")]:
+            row[k][1] = row["teacher"][1]
     if not out:
         return None
     return {s: {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in row.items()} for s, row in out.items()}
 
 
 def run_checker(checker, text: str, own: dict | None, score: float | None, teacher: dict) -> dict:
-    """{"sentences", "unknown", "own", "teacher"}: the sentences, those the checker cannot read back, and the
-    problems other than unknown sentences against the system's own verdicts and score and against the teacher's
-    verdicts (None where the system has no verdicts)."""
-    report = checker.check(text, teacher)
-    return {"sentences": len(report.reading.sentences), "unknown": report.reading.unknown,
-            "own": None if not own else checker.check(text, own, score).contradictions,
-            "teacher": report.contradictions}
+    """What the checker finds in a critique: "sentences", "unknown" (unreadable ones), and the problems other than
+    unknown sentences on its own ("self": statements that disagree, advice against a statement), against the
+    system's own verdicts and score ("own", None without verdicts) and against the teacher's verdicts ("teacher",
+    with the attributes concerned in "teacher_attributes")."""
+    alone, against = checker.check(text), checker.check(text, teacher)
+    attributes = {against.reading.sentences[p.index].attribute or p.kind for p in against.problems
+                  if p.kind != "unknown" and 0 <= p.index < len(against.reading.sentences)}
+    return {"sentences": len(alone.reading.sentences), "unknown": alone.reading.unknown,
+            "self": alone.contradictions, "own": None if not own else checker.check(text, own, score).contradictions,
+            "teacher": against.contradictions, "teacher_attributes": sorted(attributes)}
 
 
 # ---- photos and edits ------------------------------------------------------------------------------------------
@@ -350,20 +359,29 @@ def print_stars(records: list[dict], systems: list[str]) -> None:
     _row("distinct", [f"{len(stars.get(s, ()))} {_mark(len(stars.get(s, ())) >= TARGETS['stars'])}" for s in systems])
 
 
+def _top(row: dict[str, float], n: int = 4) -> str:
+    ranked = sorted(((v, k.split(":", 1)[1]) for k, v in row.items() if k.startswith("teacher:")), reverse=True)
+    return ", ".join(f"{name} {v:.0%}" for v, name in ranked[:n]) or "-"
+
+
 def print_words(records: list[dict], systems: list[str]) -> None:
     _head("Words (the checker: ase_model.starter.checker)", "measure", systems)
     if checker_table(records) is None:
         _row("checker", ["checker missing"] * len(systems))
     for source, key in (("", "check"), ("decoder's text before repair: ", "check_raw")):
         checks = checker_table(records, key)
+        if checks is None:
+            continue
         for name, label in (("unreadable", "sentences the checker cannot read back (< 1 %)"),
+                            ("self", "critiques contradicting themselves (< 1 %)"),
                             ("own", "critiques contradicting their own verdicts or score (< 1 %)"),
                             ("teacher", "critiques contradicting the teacher's verdicts (< 1 %)")):
             limit = TARGETS["unreadable" if name == "unreadable" else "contradicting"]
-            values = [(checks or {}).get(s, {}).get(name) for s in systems]
-            if checks is not None:  # targets apply to what users read, the raw text is for diagnosis
-                _row(source + label, ["-" if v is None or v != v else f"{v:.1%}" + ("" if source else
-                                      f" {_mark(v < limit)}") for v in values])
+            values = [checks.get(s, {}).get(name) for s in systems]
+            # The targets apply to what users read; the decoder's own text is for diagnosis.
+            _row(source + label, ["-" if v is None or v != v else f"{v:.1%}" + ("" if source else
+                                  f" {_mark(v < limit)}") for v in values])
+        _row(source + "... against the teacher, where (share of critiques)", [_top(checks.get(s, {})) for s in systems])
     distinct = distinct_per_100(records)
     _row("distinct sentences per 100 critiques", [f"{distinct[s]:.1f}" if s in distinct else "-" for s in systems])
 

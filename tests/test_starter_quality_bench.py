@@ -115,23 +115,29 @@ def test_distinct_sentences_per_100_critiques_drop_section_labels():
 
 def test_checker_figures_from_a_fake_checker():
     def check(text, verdicts=None, score=None):  # the shape of ase_model.starter.checker.check's Report
-        sentences = sq.sentences(text)
-        bad = int(verdicts.get("exposure") == "overexposed") + int(score is not None and score < 1)
-        return SimpleNamespace(reading=SimpleNamespace(sentences=sentences,
-                                                       unknown=sum("Garbled" in x for x in sentences)),
-                               contradictions=bad)
+        said = [SimpleNamespace(attribute="exposure" if "exposed" in x else None) for x in sq.sentences(text)]
+        problems = [SimpleNamespace(index=i, kind="unknown") for i, x in enumerate(said) if x.attribute is None]
+        if (verdicts or {}).get("exposure") == "overexposed":
+            problems.append(SimpleNamespace(index=0, kind="contradiction"))
+        if score is not None and score < 1:
+            problems.append(SimpleNamespace(index=0, kind="overall"))
+        return SimpleNamespace(reading=SimpleNamespace(sentences=said, unknown=sum(x.attribute is None for x in said)),
+                               problems=problems, contradictions=sum(p.kind != "unknown" for p in problems))
 
     checker = SimpleNamespace(check=check)
     text = "Exposure: The frame is nicely exposed. Garbled words here."
     c = sq.run_checker(checker, text, {"exposure": "well exposed"}, 6.0, {"exposure": "overexposed"})
-    assert c == {"sentences": 2, "unknown": 1, "own": 0, "teacher": 1}
+    assert c == {"sentences": 2, "unknown": 1, "self": 0, "own": 0, "teacher": 1, "teacher_attributes": ["exposure"]}
     assert sq.run_checker(checker, text, {"exposure": "well exposed"}, 0.5, {})["own"] == 1  # the score counts
     assert sq.run_checker(checker, text, None, 6.0, {"exposure": "well exposed"})["own"] is None
-    table = sq.checker_table([{**rec("original"), "check": c},
-                              {**rec("blur"), "check": {"sentences": 8, "unknown": 0, "own": 2, "teacher": 0}}])
+    other = {"sentences": 8, "unknown": 0, "self": 1, "own": 2, "teacher": 0, "teacher_attributes": []}
+    table = sq.checker_table([{**rec("original"), "check": c}, {**rec("blur"), "check": other}])
     assert table["new"]["unreadable"] == pytest.approx(1 / 10)
+    assert table["new"]["self"] == pytest.approx(1 / 2)
     assert table["new"]["own"] == pytest.approx(1 / 2)
     assert table["new"]["teacher"] == pytest.approx(1 / 2)
+    assert table["new"]["teacher:exposure"] == pytest.approx(1 / 2)
+    assert sq._top(table["new"]) == "exposure 50%"
     assert sq.checker_table([rec("original")]) is None
     assert sq.checker_table([{**rec("original"), "check": c}], "check_raw") is None
 
