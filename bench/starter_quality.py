@@ -41,16 +41,10 @@ sys.path.insert(0, str(ROOT))
 PREVIOUS_COMMIT = "8f725a9"
 SIZE = 512
 # Edit kind -> (attribute, the labels that name it).
-EXPECTED = {
-    "underexpose": ("exposure", {"underexposed"}),
-    "overexpose": ("exposure", {"overexposed"}),
-    "blur": ("sharpness", {"soft"}),
-    "desaturate": ("saturation", {"muted", "monochrome"}),
-    "cool_cast": ("white_balance", {"cool cast"}),
-    "tilt": ("tilt", {"tilted"}),
-    "noise": ("noise", {"noisy"}),
-    "cut_crop": ("framing", {"cut off"}),
-}
+EXPECTED = {"underexpose": ("exposure", {"underexposed"}), "overexpose": ("exposure", {"overexposed"}),
+            "blur": ("sharpness", {"soft"}), "desaturate": ("saturation", {"muted", "monochrome"}),
+            "cool_cast": ("white_balance", {"cool cast"}), "tilt": ("tilt", {"tilted"}),
+            "noise": ("noise", {"noisy"}), "cut_crop": ("framing", {"cut off"})}
 WRONG_DIRECTION = {"cool_cast": {"warm cast", "green cast", "magenta cast"}}
 NAMED_TARGET = {"tilt": 0.80, "cut_crop": 0.80}  # the rest: 0.90
 MIN_TILT_DEG = 5.0
@@ -299,7 +293,7 @@ def run_teacher(items: list[dict], seed: int) -> list[dict]:
     for it in items:
         with Image.open(it["path"]) as im:
             a = analyze(im.convert("RGB"))
-        text = write_critique(a, random.Random(f"{seed}:{it['path']}"))[0]
+        text = write_critique(a, random.Random(f"{seed}:{it['photo']}:{it['kind']}"))[0]
         records.append({**it, "system": "teacher", "text": text, "score": a.score, "tags": suggest_tags(text),
                         "verdicts": dict(a.verdicts)})
     return records
@@ -345,10 +339,8 @@ def print_lower(records: list[dict], systems: list[str]) -> None:
     _head(f"Score lower than the original's (target >= {TARGETS['lower']:.0%} of all edits)", "edits", systems)
     for kind in (*EDIT_KINDS, "all"):
         pairs = [lower.get(s, {}).get(kind, (0, 0)) for s in systems]
-        if kind == "all":
-            _row("**all**", [_pct(lo, n) + (f" {_mark(lo / n >= TARGETS['lower'])}" if n else "") for lo, n in pairs])
-        else:
-            _row(kind, [_pct(lo, n) for lo, n in pairs])
+        _row(kind, [_pct(lo, n) + (f" {_mark(lo / n >= TARGETS['lower'])}" if n and kind == "all" else "")
+                    for lo, n in pairs])
 
 
 def print_stars(records: list[dict], systems: list[str]) -> None:
@@ -439,7 +431,9 @@ def main(argv=None) -> int:
     for system, model_dir in (("new", Path(args.model)), ("previous", previous_model_dir(args.previous))):
         try:
             recs, seconds = run_model(model_dir, system, items, args.batch, repair=system == "new")
-        except Exception as exc:  # an old model may not load under new code: report it, bench the rest
+        except Exception as exc:  # the old model may not load under new code: say so, bench the rest
+            if system == "new":
+                raise
             print(f"{system} model {model_dir} skipped: {type(exc).__name__}: {exc}")
             continue
         records += recs

@@ -173,7 +173,7 @@ def test_the_report_marks_targets_and_says_what_it_cannot_measure(capsys):
     assert "| cool_cast (90%) | 50% (1/2) MISSED, wrong direction 1 |" in out
     assert "| blur (90%) | 0% (0/1) MISSED |" in out  # a critique that names nothing misses
     assert "| noise (90%) | - |" in out  # no noise edit
-    assert "| **all** | 67% (2/3) MISSED |" in out
+    assert "| all | 67% (2/3) MISSED |" in out
     assert "| distinct | 2 MISSED |" in out
     assert "checker missing" in out
     assert "0.400 ok / 0.900" in out and "17.0 MISSED" in out
