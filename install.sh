@@ -2,7 +2,8 @@
 # Sets up (idempotently) everything the project needs in ./.venv.
 #   ./install.sh          the product: Python packages, the darktable plugin if darktable is set up
 #   ./install.sh --test   also the test tools and the Debian packages the tests run
-#                         (darktable, xvfb, exiftool, Qt's xcb libraries), when absent
+#                         (darktable, xvfb, exiftool, Qt's xcb libraries) and the photo packages
+#                         (docs/photo-sources.md), when absent
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -43,9 +44,14 @@ fi
 
 if [ "$WITH_TEST" = 1 ]; then
     # Debian packages the tests run for real: darktable (plugin tests), xvfb (a real X server),
-    # exiftool (independent XMP reader), Qt's xcb libraries (viewer under Xvfb).
+    # exiftool (independent XMP reader), Qt's xcb libraries (viewer under Xvfb); and the packages that ship
+    # the real photographs the starter model is trained and evaluated on (ase_model/starter/sources.py,
+    # docs/photo-sources.md; ~480 MB installed, opencv-doc alone ~280 MB).
+    PHOTOS=(mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 lxqt-themes
+            plasma-workspace-wallpapers python-matplotlib-data opencv-doc)
     NEED=()
-    for pkg in darktable xvfb xauth libimage-exiftool-perl libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 x11-apps imagemagick; do
+    for pkg in darktable xvfb xauth libimage-exiftool-perl libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 x11-apps imagemagick \
+               "${PHOTOS[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || NEED+=("$pkg")
     done
     if [ "${#NEED[@]}" -gt 0 ]; then

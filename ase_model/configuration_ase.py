@@ -43,10 +43,21 @@ class ASEConfig(PreTrainedConfig):
         The head lays attributes out in name order, each one's labels in the order given.
     attribute_head_hidden (`int`):
         Hidden width of the attribute head's MLP.
+    attribute_scene_statistics (`bool`):
+        Whether the attribute head also reads where the photo's weight lies, how its lines run and where it is
+        sharp (`ase_model.scene_statistics`: spectral-residual saliency geometry and border contact, a histogram
+        of line angles, subject and background sharpness), for verdicts on tilt, framing and composition.
+    score_from_attributes (`bool`):
+        Whether the score head reads the attribute head's (standardised) inputs instead of the fused patch
+        features: measurable qualities of the photo carry over to photos the model never saw, where the patch
+        features of a small encoder recall its training photos. Needs `attribute_labels`.
     score_head_hidden (`int`):
         Hidden width of the aesthetic score regression head.
     score_max (`float`):
         Scores are predicted in [0, score_max].
+    score_calibration (`list[list[float]]`, *optional*):
+        Knots `[[raw, calibrated], ...]` (raw increasing) of a monotone piecewise-linear map applied to the score
+        head's output, fitted after training so that the scores (and so the stars) use the whole range.
     """
 
     model_type = "ase_mllm"
@@ -89,8 +100,11 @@ class ASEConfig(PreTrainedConfig):
     iasm_pixel_std: list[float] | None = None
     attribute_labels: dict[str, list[str]] | None = None
     attribute_head_hidden: int = 128
+    attribute_scene_statistics: bool = False
+    score_from_attributes: bool = False
     score_head_hidden: int = 256
     score_max: float = 10.0
+    score_calibration: list[list[float]] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -113,6 +127,13 @@ class ASEConfig(PreTrainedConfig):
             self.attribute_labels = {str(k): [str(v) for v in labels] for k, labels in self.attribute_labels.items()}
             if not self.attribute_labels or any(len(v) < 2 for v in self.attribute_labels.values()):
                 raise ValueError("attribute_labels: every attribute needs at least two labels")
+        if self.score_from_attributes and not self.attribute_labels:
+            raise ValueError("score_from_attributes needs attribute_labels (the score reads the attribute head's inputs)")
+        if self.score_calibration is not None:
+            knots = [[float(a), float(b)] for a, b in self.score_calibration]
+            if len(knots) < 2 or any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(knots, knots[1:])):
+                raise ValueError("score_calibration: at least two [raw, calibrated] knots, both increasing")
+            self.score_calibration = knots
 
     @property
     def vision_layers_used(self) -> int:

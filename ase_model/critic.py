@@ -7,12 +7,18 @@
 One batched pass serves many images: IAS-ViT, projector and score head run once for the batch, then greedy
 decoding (left-padded, so a batched critique equals one-by-one critiques). On CUDA the decoder uses a static
 KV cache, which transformers compiles (CUDA graphs); `warmup()` pays that cost up front.
+
+A model with an attribute head (the starter model) has its verdicts checked against its words: the decoded
+text is read back sentence by sentence (ase_model.starter.checker) and every sentence that contradicts the
+head's verdicts or the score is replaced, garbled ones dropped, missing verdicts stated; the head's verdict
+wins. `text`, `attributes` and `tags` are the repaired critique's; streamed tokens are the decoder's own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +93,11 @@ class Critique:
     model: str
     image: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # With an attribute head: its verdicts, the decoder's own text and how many sentences the repair replaced,
+    # dropped and added (not part of to_dict(): the daemon's results keep their form).
+    verdicts: dict[str, str] | None = None
+    raw_text: str | None = None
+    repairs: dict[str, int] | None = None
 
     def to_dict(self, saliency: bool = False) -> dict:
         out = {
@@ -141,8 +152,9 @@ class _BatchStreamer(BaseStreamer):
 
 class Critic:
     def __init__(self, model: ASEForConditionalGeneration, processor: ASEProcessor, model_id: str, tag_root: str = "aesthetics",
-                 static_cache: bool | None = None):
+                 static_cache: bool | None = None, repair: bool = True):
         self.model = model.eval()
+        self.repair = repair  # make the text agree with the attribute head's verdicts (when the model has one)
         self.processor = processor
         self.model_id = model_id
         self.tag_root = tag_root
@@ -155,7 +167,7 @@ class Critic:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None, tag_root: str = "aesthetics",
-                        static_cache: bool | None = None) -> "Critic":
+                        static_cache: bool | None = None, repair: bool = True) -> "Critic":
         model_dir = Path(path) if path is not None else default_model_dir()
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(
@@ -165,7 +177,7 @@ class Critic:
         dev = pick_device(device)
         model = ASEForConditionalGeneration.from_pretrained(model_dir, dtype=pick_dtype(dev, dtype)).to(dev)
         processor = ASEProcessor.from_pretrained(model_dir)
-        return cls(model, processor, fingerprint(model_dir), tag_root=tag_root, static_cache=static_cache)
+        return cls(model, processor, fingerprint(model_dir), tag_root=tag_root, static_cache=static_cache, repair=repair)
 
     # ---- the API ------------------------------------------------------------------------------------------
     def load(self, source) -> Image.Image:
@@ -217,8 +229,16 @@ class Critic:
             "new_tokens": n_tokens,
         }
         timings = {k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()}
-        return [
-            Critique(
+        head = self.model.model.attribute_head
+        verdicts = [None] * len(texts)
+        if head is not None and image_out.attribute_logits is not None:
+            verdicts = head.predict(image_out.attribute_logits.float())
+        out = []
+        for raw, score, sal, im, name, v in zip(texts, scores, saliency, pil, names, verdicts):
+            text, repairs = raw, None
+            if v is not None and self.repair:
+                text, repairs = self._repair(raw, v, float(score))
+            out.append(Critique(
                 text=text,
                 attributes=parse_critique(text),
                 score=float(score),
@@ -227,9 +247,20 @@ class Critic:
                 model=self.model_id,
                 image=name,
                 timings=timings,
-            )
-            for text, score, sal, im, name in zip(texts, scores, saliency, pil, names)
-        ]
+                verdicts=v,
+                raw_text=raw if v is not None else None,
+                repairs=repairs,
+            ))
+        return out
+
+    @staticmethod
+    def _repair(text: str, verdicts: dict[str, str], score: float) -> tuple[str, dict[str, int]]:
+        """The text made to agree with the head's verdicts and the score (wording seeded by the text itself, so
+        the same critique always gets the same repair)."""
+        from .starter.checker import repair
+
+        fixed, report = repair(text, verdicts, score, seed=zlib.crc32(text.encode("utf-8")))
+        return fixed, report.changes()
 
     def warmup(self, batch_sizes: Sequence[int] = (1,), max_new_tokens: int | None = None) -> float:
         """Run dummy critiques so that compilation and allocator growth happen before the first user request."""

@@ -32,6 +32,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_ase import ASEConfig
 from .photo_statistics import GEOMETRY_NAMES, NUM_STATISTICS, photo_statistics, saliency_geometry
+from .scene_statistics import NUM_SCENE_STATISTICS, scene_statistics
 
 
 @dataclass
@@ -238,6 +239,40 @@ class ASEScoreHead(nn.Module):
         return self.score_max * torch.sigmoid(self.mlp(self.norm(pooled)).squeeze(-1).float())
 
 
+class ASEAttributeScoreHead(nn.Module):
+    """Aesthetic score from the attribute head's standardised inputs (config `score_from_attributes`): the photo's
+    measurable qualities, which carry over to photos the model never saw."""
+
+    def __init__(self, config: ASEConfig):
+        super().__init__()
+        self.score_max = config.score_max
+        n_in = attribute_input_size(config)
+        self.mlp = nn.Sequential(nn.Linear(n_in, config.score_head_hidden), nn.GELU(),
+                                 nn.Linear(config.score_head_hidden, config.score_head_hidden), nn.GELU(),
+                                 nn.Linear(config.score_head_hidden, 1))
+
+    def forward(self, standardized: torch.Tensor) -> torch.Tensor:
+        x = standardized.to(self.mlp[0].weight.dtype)
+        return self.score_max * torch.sigmoid(self.mlp(x).squeeze(-1).float())
+
+
+def calibrate_score(score: torch.Tensor, knots: list[list[float]] | None) -> torch.Tensor:
+    """The monotone piecewise-linear map of `config.score_calibration` (identity without knots; flat beyond the
+    outer knots)."""
+    if not knots:
+        return score
+    k = torch.tensor(knots, dtype=torch.float32, device=score.device)
+    x = score.float().clamp(k[0, 0], k[-1, 0])
+    i = torch.searchsorted(k[:, 0].contiguous(), x.contiguous()).clamp(1, len(k) - 1)
+    x0, x1, y0, y1 = k[i - 1, 0], k[i, 0], k[i - 1, 1], k[i, 1]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def attribute_input_size(config: ASEConfig) -> int:
+    """How many raw inputs the attribute head reads: photo statistics, IASM geometry, optional scene statistics."""
+    return NUM_STATISTICS + len(GEOMETRY_NAMES) + (NUM_SCENE_STATISTICS if config.attribute_scene_statistics else 0)
+
+
 class ASEAttributeHead(nn.Module):
     """Verdicts on aesthetic attributes (`config.attribute_labels`) and their tokens for the LLM.
 
@@ -254,7 +289,8 @@ class ASEAttributeHead(nn.Module):
         self.labels = {k: list(config.attribute_labels[k]) for k in sorted(config.attribute_labels)}
         self.mean, self.std = list(config.iasm_pixel_mean), list(config.iasm_pixel_std)
         sizes = [len(v) for v in self.labels.values()]
-        n_in, hidden = NUM_STATISTICS + len(GEOMETRY_NAMES), config.attribute_head_hidden
+        n_in, hidden = attribute_input_size(config), config.attribute_head_hidden
+        self.scene = config.attribute_scene_statistics
         self.register_buffer("input_mean", torch.zeros(n_in))
         self.register_buffer("input_std", torch.ones(n_in))
         self.sizes = sizes
@@ -264,14 +300,20 @@ class ASEAttributeHead(nn.Module):
         self.embeddings = nn.Embedding(sum(sizes), config.text_config.hidden_size)
 
     def features(self, pixel_values: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
-        """(B, statistics + geometry) raw inputs, before standardisation."""
-        return torch.cat([photo_statistics(pixel_values, self.mean, self.std),
-                          saliency_geometry(saliency, pixel_values, self.mean, self.std)], dim=-1)
+        """(B, statistics + geometry [+ scene statistics]) raw inputs, before standardisation."""
+        parts = [photo_statistics(pixel_values, self.mean, self.std),
+                 saliency_geometry(saliency, pixel_values, self.mean, self.std)]
+        if self.scene:
+            parts.append(scene_statistics(pixel_values, self.mean, self.std))
+        return torch.cat(parts, dim=-1)
+
+    def standardize(self, features: torch.Tensor) -> torch.Tensor:
+        return (features.float() - self.input_mean) / self.input_std
 
     def classify(self, features: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
         """Logits from raw features; `dropout` on the hidden activations is for training the classifier (a
         training choice, not part of the model: the caption stages must see its plain predictions)."""
-        x = ((features.float() - self.input_mean) / self.input_std).to(self.mlp[0].weight.dtype)
+        x = self.standardize(features).to(self.mlp[0].weight.dtype)
         for layer in self.mlp:
             x = layer(x)
             if dropout and isinstance(layer, nn.GELU):
@@ -287,11 +329,15 @@ class ASEAttributeHead(nn.Module):
         return [{name: self.labels[name][i] for name, i in zip(self.labels, row)}
                 for row in self.label_indices(logits).tolist()]
 
+    def tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, attributes, text hidden): the embeddings of the predicted labels."""
+        picks = self.label_indices(logits)
+        return self.embeddings(picks + torch.tensor(self.offsets, device=picks.device))
+
     def forward(self, pixel_values: torch.Tensor, saliency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, all labels), tokens (B, attributes, text hidden))."""
         logits = self.classify(self.features(pixel_values, saliency))
-        picks = self.label_indices(logits)
-        return logits, self.embeddings(picks + torch.tensor(self.offsets, device=picks.device))
+        return logits, self.tokens(logits)
 
 
 class ASEPreTrainedModel(PreTrainedModel):
@@ -324,7 +370,7 @@ class ASEModel(ASEPreTrainedModel):
         self.vision_tower = IASViT(config)
         self.multi_modal_projector = LlavaMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
-        self.score_head = ASEScoreHead(config)
+        self.score_head = ASEAttributeScoreHead(config) if config.score_from_attributes else ASEScoreHead(config)
         self.attribute_head = ASEAttributeHead(config) if config.attribute_labels else None
         self.post_init()
 
@@ -353,7 +399,14 @@ class ASEModel(ASEPreTrainedModel):
         if strategy == "default":  # drop CLIP's class token, as LLaVA does
             selected = [h[:, 1:] for h in selected]
         selected = torch.cat(selected, dim=-1)
-        score = self.score_head(selected, saliency)
+        attribute_features = None
+        if self.attribute_head is not None:  # computed once: the verdicts and (optionally) the score read them
+            attribute_features = self.attribute_head.features(pixel_values, saliency)
+        if self.config.score_from_attributes:
+            score = self.score_head(self.attribute_head.standardize(attribute_features))
+        else:
+            score = self.score_head(selected, saliency)
+        score = calibrate_score(score, self.config.score_calibration)
         if statistics_token is not None:
             # The photo's global statistics also reach the LLM directly, as one more image token after the
             # patches: mixed into the patch tokens they carry the photo's content along (one copy per layer).
@@ -361,7 +414,8 @@ class ASEModel(ASEPreTrainedModel):
             selected = torch.cat([selected, token[:, None]], dim=1)
         image_features, attribute_logits = self.multi_modal_projector(selected), None
         if self.attribute_head is not None:  # the attribute verdicts' tokens come last
-            attribute_logits, tokens = self.attribute_head(pixel_values, saliency)
+            attribute_logits = self.attribute_head.classify(attribute_features)
+            tokens = self.attribute_head.tokens(attribute_logits)
             image_features = torch.cat([image_features, tokens.to(image_features.dtype)], dim=1)
         return ASEImageOutput(
             image_features=image_features,
@@ -493,4 +547,4 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
         return from_parts(cls, vision, llm, torch_dtype=torch_dtype, **ase_kwargs)
 
 
-__all__ = ["ASEAttributeHead", "ASEForConditionalGeneration", "ASEModel", "ASEPreTrainedModel", "IASM", "IASViT", "GatedCrossAttention", "ASEImageOutput"]
+__all__ = ["ASEAttributeHead", "ASEAttributeScoreHead", "calibrate_score", "ASEForConditionalGeneration", "ASEModel", "ASEPreTrainedModel", "IASM", "IASViT", "GatedCrossAttention", "ASEImageOutput"]

@@ -14,8 +14,9 @@ phrases. Matching rules:
   Clauses end at punctuation and at "but"/"and"/"although"/..., so "no noise, but soft" still tags soft,
   while "or"/"nor" carry the negation on ("no noise or blur").
 
-`tag_for_verdict` maps the analytic critic's verdicts (ase_model.starter.analytic) to their tags; the starter's
-phrasing templates are tested to produce exactly those tags, which keeps generated text and tags consistent.
+`tag_for_verdict` maps the analytic critic's verdicts (ase_model.starter.analytic) to their tags ("n/a", "no clear
+evidence", names none); the starter's phrasing templates are tested to produce exactly those tags, which keeps
+generated text and tags consistent.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ VERDICT_TAGS: dict[tuple[str, str], str | None] = {
     ("composition", "rule of thirds"): "composition|rule of thirds",
     ("composition", "centered"): "composition|centered",
     ("composition", "off balance"): "composition|off balance",
+    ("composition", "n/a"): None,
+    ("framing", "cut off"): "composition|cut off",
+    ("framing", "n/a"): None,
 }
 
 

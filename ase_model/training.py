@@ -592,6 +592,8 @@ def prepare_model(model: nn.Module, args: TrainArgs) -> nn.Module:
                 p.requires_grad_(False)
         if model.model.attribute_head is not None:  # the argmax passes no gradient to the classifier
             model.model.attribute_head.mlp.requires_grad_(False)
+        if model.config.score_from_attributes:  # trained in a stage of its own (ranking loss, calibration)
+            model.model.score_head.requires_grad_(False)
         return model
     for module in new_modules(model).values():
         module.float()  # trainable weights stay in float32 (master weights) when frozen parts are bf16

@@ -104,3 +104,49 @@ def test_patch_dropout_keeps_the_attribute_tokens():
     bias = model.model.multi_modal_projector(torch.zeros(1, 1, model.config.vision_config.hidden_size))
     assert torch.allclose(features[:, :-2], bias.expand_as(features[:, :-2]))  # every patch hidden
     assert not torch.allclose(features[:, -2:], bias.expand_as(features[:, -2:]))
+
+
+def test_the_score_can_read_the_attribute_inputs_and_is_calibrated(photos, tmp_path):
+    from ase_model.modeling_ase import calibrate_score
+    from ase_model.scene_statistics import NUM_SCENE_STATISTICS
+
+    knots = [[2.0, 1.0], [5.0, 4.0], [6.0, 8.0]]
+    config = tiny_config(attribute_labels=LABELS, attribute_scene_statistics=True, score_from_attributes=True,
+                         score_calibration=knots)
+    torch.manual_seed(0)
+    model = ASEForConditionalGeneration(config).eval()
+    n_in = NUM_STATISTICS + len(GEOMETRY_NAMES) + NUM_SCENE_STATISTICS
+    assert model.model.attribute_head.mlp[0].in_features == model.model.score_head.mlp[0].in_features == n_in
+    processor = build_processor(config)
+    pixels = processor.process_images(photos)["pixel_values"]
+    with torch.no_grad():
+        model.model.score_head.mlp[-1].bias.fill_(-100.0)  # raw score 0: below the first knot -> flat
+        assert torch.allclose(model.model.get_image_features(pixels).score, torch.tensor([1.0, 1.0]))
+        model.model.score_head.mlp[-1].bias.fill_(0.0)
+        model.model.score_head.mlp[-1].weight.fill_(0.0)  # raw score 5 (sigmoid 0.5 of 10) -> 4.0
+        assert torch.allclose(model.model.get_image_features(pixels).score, torch.tensor([4.0, 4.0]))
+    raw = torch.tensor([0.0, 2.0, 3.5, 5.0, 5.5, 6.0, 9.0])
+    assert torch.allclose(calibrate_score(raw, knots), torch.tensor([1.0, 1.0, 2.5, 4.0, 6.0, 8.0, 8.0]))
+    assert torch.equal(calibrate_score(raw, None), raw)
+    model.save_pretrained(tmp_path / "m")
+    again = ASEForConditionalGeneration.from_pretrained(tmp_path / "m").eval()
+    assert again.config.score_calibration == knots
+    with torch.no_grad():
+        assert torch.allclose(again.model.get_image_features(pixels).score, torch.tensor([4.0, 4.0]))
+
+
+@pytest.mark.parametrize("bad", [{"score_from_attributes": True},
+                                 {"attribute_labels": LABELS, "score_calibration": [[1.0, 2.0]]},
+                                 {"attribute_labels": LABELS, "score_calibration": [[1.0, 2.0], [1.0, 3.0]]},
+                                 {"attribute_labels": LABELS, "score_calibration": [[1.0, 3.0], [2.0, 2.0]]}])
+def test_score_options_are_validated(bad):
+    with pytest.raises(ValueError, match="score_from_attributes|score_calibration"):
+        tiny_config(**bad)
+
+
+def test_the_caption_stages_leave_an_attribute_score_head_alone():
+    config = tiny_config(attribute_labels=LABELS, score_from_attributes=True)
+    model = ASEForConditionalGeneration(config)
+    prepare_model(model, TrainArgs(model="x", out="y", data=["jsonl:none"], stage="finetune", full=True, freeze_tower=True))
+    assert not any(p.requires_grad for p in model.model.score_head.parameters())
+    assert any(p.requires_grad for p in model.model.language_model.parameters())

@@ -36,7 +36,7 @@ def test_source_photos_are_real_and_offline():
     assert list(photos) == sorted(photos)
     assert all(im.mode == "RGB" and min(im.size) >= 256 for im in photos.values())
     assert not set(ds.SKIPPED_SOURCES) & set(photos)
-    assert set(ds.DEFAULT_HOLDOUT) <= set(photos)
+    assert {name.split(":", 1)[1] for name in ds.DEFAULT_HOLDOUT} <= set(photos)
 
 
 def test_layout_and_records(generated):
@@ -152,7 +152,7 @@ def test_new_views_turn_hue_keep_luminance_and_chroma():
 
 
 def test_cli_main(tmp_path, capsys):
-    assert ds.main([str(tmp_path / "cli"), "--n", "3", "--seed", "1", "--quiet", "--holdout", "coffee"]) == 0
+    assert ds.main([str(tmp_path / "cli"), "--n", "3", "--seed", "1", "--quiet", "--holdout", "skimage:coffee"]) == 0
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
-    assert summary["n_images"] == 3 and summary["holdout"] == ["coffee"]
+    assert summary["n_images"] == 3 and summary["holdout"] == ["skimage:coffee"]
     assert '"n_train"' in capsys.readouterr().out

@@ -34,7 +34,7 @@ def held_out():
     from ase_model.starter import dataset
 
     photos = source_photos()
-    names = [n for n in dataset.DEFAULT_HOLDOUT if n in photos]
+    names = [n.split(":", 1)[1] for n in dataset.DEFAULT_HOLDOUT if n.split(":", 1)[1] in photos]
     assert names, "the held-out source photos must be available offline"
     return [photos[n].convert("RGB").resize((336, round(336 * photos[n].height / photos[n].width))) for n in names]
 

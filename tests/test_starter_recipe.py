@@ -14,7 +14,8 @@ from ase_model.critic import Critic
 from ase_model.starter import recipe
 
 TOY = ["--n", "12", "--synthetic", "4", "--batch-size", "4", "--vision-epochs", "1", "--saliency-epochs", "0.5", "--measure-epochs", "1",
-       "--verdict-epochs", "0.5", "--epochs", "0.5", "--attribute-epochs", "2"]
+       "--verdict-epochs", "0.5", "--epochs", "0.5", "--attribute-epochs", "2", "--score-epochs", "2", "--size", "160",
+       "--twins", "0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,21 @@ def test_vision_pretraining_trains_the_tower_and_the_caption_stages_keep_it(buil
     assert not (attributes["model.attribute_head.input_std"] == 1).all()  # standardised on the training data
     key = "model.attribute_head.embeddings.weight"
     assert not (attributes[key] == final[key]).all()  # the caption stages teach the LLM the verdict tokens
+    scored = load_file(str(work / "stage1d-score" / "model.safetensors"))
+    score_head = [k for k in scored if k.startswith("model.score_head.")]
+    assert score_head and any(not (scored[k] == attributes[k]).all() for k in score_head)  # its own stage
+    assert all((scored[k] == final[k]).all() for k in score_head)  # and the caption stages leave it alone
+
+
+def test_the_score_reads_the_attribute_inputs_and_is_calibrated(built):
+    work, out = built
+    config = json.loads((out / "config.json").read_text())
+    assert config["score_from_attributes"] and config["attribute_scene_statistics"]
+    knots = config["score_calibration"]
+    assert knots[0][1] == 0.5 and knots[-1][1] == 10.0
+    assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(knots, knots[1:]))
+    summary = json.loads((work / "data" / "summary.json").read_text())
+    assert summary["n_pairs"] > 0 and summary["size"] == 160
 
 
 def test_an_interrupted_recipe_reuses_finished_stages(built, capsys):
@@ -67,4 +83,4 @@ def test_an_interrupted_recipe_reuses_finished_stages(built, capsys):
     capsys.readouterr()
     assert recipe.main(["--work", str(work), "--out", str(out), *TOY]) == 0
     log = capsys.readouterr().out
-    assert "already generated" in log and log.count("reusing ") == 6
+    assert "already generated" in log and log.count("reusing ") == 7

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from ase_model.starter.analytic import VERDICT_LABELS
-from ase_model.starter.phrasing import OVERALL, SUGGESTIONS, TEMPLATES
+from ase_model.starter.phrasing import CONTRACT_LABELS, NO_SUGGESTION, OVERALL, SUGGESTIONS, TEMPLATES
 from ase_model.tags import (
     DEFAULT_VOCABULARY,
     VERDICT_TAGS,
@@ -41,7 +41,7 @@ def test_vocabulary_is_well_formed():
                 "depth of field|shallow", "depth of field|bokeh", "lighting|silhouette", "lighting|backlit",
                 "lighting|golden hour", "lighting|high key", "lighting|low key", "focus|motion blur",
                 "technique|long exposure", "color|black and white", "composition|minimalism",
-                "composition|cluttered background"]:
+                "composition|cluttered background", "composition|cut off", "composition|tight crop"]:
         assert tag in vocab, tag
     for group in exclusive_groups():
         assert group <= set(vocab), group
@@ -77,6 +77,8 @@ def test_load_vocabulary_returns_a_copy():
     ("Placed on the rule-of-thirds lines.", "composition|rule of thirds"),
     ("The subject is centred.", "composition|centered"),
     ("The frame feels off balance.", "composition|off balance"),
+    ("The crop cuts off her feet.", "composition|cut off"),
+    ("The horizon is crooked.", "composition|tilted horizon"),
     ("Leading lines pull you in.", "composition|leading lines"),
     ("Lovely bokeh.", "depth of field|bokeh"),
     ("A silhouette against the sky at golden hour.", "lighting|silhouette"),
@@ -161,44 +163,50 @@ def test_deterministic_whatever_the_vocabulary_order(tmp_path):
     assert suggest_tags(text, root="", path=path) == expected
 
 
+# Every verdict of the contract (issue 14) and whatever the teacher gives today.
+ALL_VERDICTS = sorted({(a, label) for labels in (VERDICT_LABELS, CONTRACT_LABELS) for a, ls in labels.items()
+                       for label in ls})
+
+
 def test_every_verdict_maps_to_a_tag():
-    for attribute, labels in VERDICT_LABELS.items():
-        for label in labels:
-            tag = tag_for_verdict(attribute, label)
-            if (attribute, label) in (("tilt", "n/a"), ("highlights", "intact")):
-                assert tag is None
-            else:
-                assert tag and tag.startswith("aesthetics|"), (attribute, label)
-                assert tag_for_verdict(attribute, label, root="") == tag.split("|", 1)[1]
+    for attribute, label in ALL_VERDICTS:
+        tag = tag_for_verdict(attribute, label)
+        if label == "n/a" or (attribute, label) == ("highlights", "intact"):
+            assert tag is None
+        else:
+            assert tag and tag.startswith("aesthetics|"), (attribute, label)
+            assert tag_for_verdict(attribute, label, root="") == tag.split("|", 1)[1]
     with pytest.raises(KeyError):
         tag_for_verdict("exposure", "perfect")
-    assert verdict_tags({"exposure": "underexposed", "tilt": "n/a", "sharpness": "soft"}) == [
-        "aesthetics|exposure|underexposed", "aesthetics|focus|soft"]
+    assert verdict_tags({"exposure": "underexposed", "tilt": "n/a", "sharpness": "soft", "framing": "n/a",
+                         "composition": "n/a"}) == ["aesthetics|exposure|underexposed", "aesthetics|focus|soft"]
+    assert tag_for_verdict("framing", "cut off") == "aesthetics|composition|cut off"
+    assert tag_for_verdict("tilt", "tilted") == "aesthetics|composition|tilted horizon"
 
 
 def test_every_template_gives_exactly_its_verdict_tag():
     """What keeps generated critiques and tags consistent: each template sentence for a verdict is found by the
     tagger as that verdict's tag, and as nothing else."""
-    for attribute, labels in VERDICT_LABELS.items():
-        for label in labels:
-            tag = tag_for_verdict(attribute, label, root="")
-            if tag is None:
-                continue
-            templates = TEMPLATES[(attribute, label)]
-            assert len(templates) >= 4, (attribute, label)
-            for template in templates:
-                for deg in (2, 5):
-                    assert plain(template.format(deg=deg)) == [tag], (attribute, label, template)
+    for attribute, label in ALL_VERDICTS:
+        tag = tag_for_verdict(attribute, label, root="")
+        if tag is None:
+            assert (attribute, label) not in TEMPLATES  # "n/a" and intact highlights: nothing is said
+            continue
+        templates = TEMPLATES[(attribute, label)]
+        assert len(templates) >= 4, (attribute, label)
+        for template in templates:
+            assert plain(template) == [tag], (attribute, label, template)
 
 
 def test_overall_and_suggestions_add_no_contradiction():
     for sentences in OVERALL.values():
         for s in sentences:
             assert plain(s) == [], s
-    allowed = {"noisy": ["noise|noisy"], "tilted": ["composition|tilted horizon"]}
-    for key, sentences in SUGGESTIONS.items():
+    for s in NO_SUGGESTION:
+        assert plain(s) == [], s
+    for defect, sentences in SUGGESTIONS.items():  # advice may name its own defect's tag, nothing else
         for s in sentences:
-            assert plain(s.format(stops="one stop")) in ([], allowed.get(key)), (key, s)
+            assert plain(s) in ([], [tag_for_verdict(*defect, root="")]), (defect, s)
 
 
 def test_conflicts_helper():

@@ -1,23 +1,23 @@
 """Grounded starter dataset: real photos, controlled augmentations, and critiques that are true of each image.
 
-    python -m ase_model.starter.dataset OUT --n 3000 --seed 0 [--size 224] [--workers 1] [--holdout china,coffee]
+    python -m ase_model.starter.dataset OUT --n 3000 --seed 0 [--size 512] [--twins 0.5] [--workers 1]
 
-For each item: a real photo that ships offline (skimage.data, sklearn sample images) - for training items, a new
-view of it (mirrored, zoomed, hue-turned: `new_view`) - goes through controlled augmentations (geometry at source resolution, then resize, then photometric changes at the final size), is
-JPEG-encoded (quality 92) and decoded again, and the analytic critic (ase_model.starter.analytic) measures THAT
-decoded image - the very pixels saved - so the critique written from its verdicts describes the saved image,
-whatever the augmentation intended. The spectral-residual map of the same image is saved as the IASM
-pseudo-label.
+For each item: a real photo that ships offline (`sources.py`: scikit-image, scikit-learn and Debian's wallpaper
+collections; never the held-out source, opencv-doc) - for training items, a new view of it (mirrored, zoomed,
+hue-turned: `new_view`) - goes through controlled augmentations (geometry at source resolution, then resize, then
+photometric changes at the final size), is JPEG-encoded (quality 92) and decoded again, and the analytic critic
+(ase_model.starter.analytic) measures THAT decoded image - the very pixels saved - so the critique written from
+its verdicts describes the saved image, whatever the augmentation intended. The spectral-residual map of the
+same image is saved as the IASM pseudo-label. A `twins` share of the photo items also get a defect twin: the
+same image after one of edits.py's eight defect edits, `pair_of` the item, for the score's ranking loss.
 
 Layout written under OUT:
     images/<id>.jpg, saliency/<id>.png (8-bit), train.jsonl, test.jsonl, summary.json
 Each JSONL line: {"image", "critique", "attributes", "score", "verdicts", "tags", "source", "augment",
-"saliency", "measurements"} with paths relative to OUT. Whole source photos in `holdout` go only to test.jsonl
-(default: china - a landscape with architecture - and coffee - a close-up of an object - so the test split has
-two scene types the model never saw; both are photos whose untouched colour the teacher reads as neutral, unlike
-chelsea's orange fur (a "warm cast" to any no-reference estimator) or motorcycle's magenta-leaning light, which
-would make the held-out colour scores measure the teacher's blind spot instead of the model); every other photo
-only to train.jsonl.
+"saliency", "measurements"[, "pair_of"]} with paths relative to OUT. The photos in `holdout` (default:
+sklearn's china - a landscape with architecture - and skimage's coffee - a close-up of an object) go only to
+test.jsonl, a validation split the recipe logs; every other photo only to train.jsonl. The real held-out test is
+another source altogether (bench/starter_quality.py).
 
 Seeded per item (random.Random(f"...:{seed}:{index}")), so the output is byte-identical for a seed whatever
 the number of workers.
@@ -29,7 +29,6 @@ import argparse
 import io
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -39,86 +38,28 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-DEFAULT_HOLDOUT = ("china", "coffee")
+DEFAULT_HOLDOUT = ("sklearn:china", "skimage:coffee")  # the validation photos (test.jsonl)
 JPEG_QUALITY = 92
 
-# Real photographs that ship with installed packages: (name, loader, registry key of the file for skimage).
-# Left out on purpose: skimage's clock (a motion-blur test target), hubble_deep_field (astronomy), retina,
-# immunohistochemistry, cell (medical / microscopy), grass, gravel, brick (texture swatches), page, text
-# (documents), and the synthetic images (logo, colorwheel, horse silhouette, phantom, checkerboard, blobs).
-_SKIMAGE_PHOTOS = {
-    "astronaut": "data/astronaut.png",
-    "camera": "data/camera.png",
-    "chelsea": "data/chelsea.png",
-    "coffee": "data/coffee.png",
-    "coins": "data/coins.png",
-    "eagle": "data/eagle.png",  # fetched on demand by scikit-image: used only where already cached
-    "moon": "data/moon.png",
-    "motorcycle": "data/motorcycle_left.png",
-    "rocket": "data/rocket.jpg",
-}
-_SKLEARN_PHOTOS = ("china", "flower")
-
-SKIPPED_SOURCES: list[str] = []  # filled by source_photos(): candidates not available offline
-
-
-# ---------------------------------------------------------------- sources
-
-def _skimage_file_present(key: str) -> bool:
-    """True when scikit-image has the file locally (in its distribution or its download cache).
-
-    Checked before calling the loader so that nothing ever tries a download (and so that, under pytest,
-    scikit-image's own 'skip the test when pooch is missing' never fires for us).
-    """
-    try:
-        from skimage.data import _fetchers
-    except Exception:  # pragma: no cover - scikit-image layout changed
-        return False
-    bases = [getattr(_fetchers, "_DISTRIBUTION_DIR", None)]
-    fetcher = getattr(_fetchers, "_image_fetcher", None)
-    bases.append(str(fetcher.abspath) if fetcher is not None else os.path.dirname(getattr(_fetchers, "data_dir", "")))
-    return any(b and os.path.isfile(os.path.join(b, key)) for b in bases)
-
-
-def _load_skimage(name: str) -> np.ndarray:
-    import skimage.data as data
-
-    if name == "motorcycle":
-        return data.stereo_motorcycle()[0]
-    return getattr(data, name)()
-
-
-_CACHE: dict[str, np.ndarray] = {}
+SKIPPED_SOURCES: list[str] = []  # filled by generation_photos(): allow-listed photos not on this machine
 
 
 def source_photos() -> dict[str, Image.Image]:
-    """Every real photo available offline, as RGB PIL images keyed by name (sorted); unavailable ones are
-    skipped quietly and listed in SKIPPED_SOURCES."""
-    if not _CACHE:
-        skipped = []
-        for name, key in sorted(_SKIMAGE_PHOTOS.items()):
-            try:
-                if not _skimage_file_present(key):
-                    raise FileNotFoundError(key)
-                _CACHE[name] = np.asarray(_load_skimage(name))
-            except Exception:
-                skipped.append(name)
-        try:
-            from sklearn.datasets import load_sample_images
+    """The classic sample photos of scikit-image and scikit-learn (astronaut, coffee, china, ...), keyed by their
+    short names, as RGB PIL images: what the tests and the demo use."""
+    from .sources import source_photos as photos_of
 
-            bunch = load_sample_images()
-            for fname, img in zip(bunch.filenames, bunch.images):
-                _CACHE[Path(fname).stem] = np.asarray(img)
-        except Exception:
-            skipped.extend(_SKLEARN_PHOTOS)
-        SKIPPED_SOURCES[:] = sorted(skipped)
-    out = {}
-    for name in sorted(_CACHE):
-        arr = _CACHE[name]
-        if arr.dtype == bool:
-            arr = arr.astype(np.uint8) * 255
-        out[name] = Image.fromarray(arr).convert("RGB")
-    return out
+    return dict(sorted((name.split(":", 1)[1], im) for name, im in photos_of(("skimage", "sklearn")).items()))
+
+
+def generation_photos() -> dict[str, Image.Image]:
+    """Every photo the dataset may use, keyed "source:stem": all sources but the held-out one
+    (`sources.HOLDOUT_SOURCE`, which never reaches the dataset in any form)."""
+    from . import sources
+
+    photos = sources.training_photos()
+    SKIPPED_SOURCES[:] = list(sources.SKIPPED)
+    return photos
 
 
 # ---------------------------------------------------------------- augmentation primitives
@@ -257,11 +198,16 @@ def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Im
     """
     params: dict = {}
     img = image.convert("RGB")
-    if rng.random() < 0.2:
-        deg = rng.choice((-1, 1)) * rng.uniform(2.0, 7.0)
+    if rng.random() < 0.25:  # up to 13 degrees: a crooked horizon, not only a slight lean
+        deg = rng.choice((-1, 1)) * rng.uniform(1.0, 13.0)
         img = rotate_crop(img, deg)
         params["rotate_deg"] = _r(deg)
-    if rng.random() < 0.5:
+    if rng.random() < 0.12:  # the main interest cut by the frame's edge
+        from .edits import apply_edit
+
+        img, cut = apply_edit(img, "cut_crop", rng)
+        params["cut_crop"] = cut
+    elif rng.random() < 0.5:
         s = rng.uniform(0.55, 0.9)  # side fraction kept; the offset moves the subject around the frame
         fx, fy = rng.uniform(0.0, 1.0 - s), rng.uniform(0.0, 1.0 - s)
         w, h = img.size
@@ -304,7 +250,7 @@ def augment(image: Image.Image, rng: random.Random, size: int = 224) -> tuple[Im
         params["white_balance"] = {"kind": kind, "gains": [_r(g) for g in gains]}
     u = rng.random()
     if u < 0.2:
-        sigma = rng.uniform(1.0, 2.5)
+        sigma = rng.uniform(1.0, 2.5) * size / 224  # as much blur, relative to the frame, at any stored size
         img = img.filter(ImageFilter.GaussianBlur(sigma))
         params["blur_sigma"] = _r(sigma)
     elif u < 0.4:
@@ -320,27 +266,59 @@ _WORKER: dict = {}
 
 
 def _init_worker(out_dir: str, seed: int, size: int, names: list[str], holdout: tuple[str, ...],
-                 n_photos: int) -> None:
+                 n_photos: int, twins: float = 0.0) -> None:
     try:
         import cv2
 
         cv2.setNumThreads(1)  # one item per process; OpenCV's own threads would only contend
     except Exception:  # pragma: no cover
         pass
-    _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout), photos=source_photos(),
-                   n_photos=n_photos)
+    _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout), photos=generation_photos(),
+                   n_photos=n_photos, twins=twins)
 
 
 def _round_measurements(m: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in m.items()}
 
 
-def _make(index: int) -> tuple[str, dict]:
+def _save_item(img: Image.Image, item_id: str, name: str, params: dict, rng: random.Random) -> dict:
+    """JPEG-encode, judge the pixels as saved (the decoded bytes that go to disk), write the image and its
+    saliency pseudo-label, and return the record."""
     from ase_model.saliency import spectral_residual
     from ase_model.tags import suggest_tags
 
     from .analytic import analyze
     from .phrasing import write_critique
+
+    w = _WORKER
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=JPEG_QUALITY)
+    data = buf.getvalue()
+    saved = Image.open(io.BytesIO(data)).convert("RGB")
+    analysis = analyze(saved)
+    critique, attributes = write_critique(analysis, rng)
+    (w["out"] / "images" / f"{item_id}.jpg").write_bytes(data)
+    sal = (spectral_residual(saved) * 255.0 + 0.5).astype(np.uint8)
+    Image.fromarray(sal).save(w["out"] / "saliency" / f"{item_id}.png", optimize=False)
+    return {
+        "image": f"images/{item_id}.jpg",
+        "critique": critique,
+        "attributes": attributes,
+        "score": analysis.score,
+        "verdicts": analysis.verdicts,
+        "tags": suggest_tags(critique),
+        "source": name,
+        "augment": params,
+        "saliency": f"saliency/{item_id}.png",
+        "measurements": _round_measurements(analysis.measurements),
+    }
+
+
+def _make(index: int) -> tuple[str, list[dict]]:
+    """One item (a real photo under augmentation, or a synthetic scene), and for a share of the photo items its
+    *defect twin*: the same image after one of edits.py's eight defect edits, marked `pair_of` the item, for the
+    score's ranking loss (the twin must score lower)."""
+    from .edits import EDIT_KINDS, apply_edit
 
     w = _WORKER
     rng = random.Random(f"ase-starter:{w['seed']}:{index}")
@@ -354,47 +332,39 @@ def _make(index: int) -> tuple[str, dict]:
     img, params = augment(photo, rng, w["size"])
     if view:
         params["view"] = view
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=JPEG_QUALITY)
-    data = buf.getvalue()
-    # Judge the pixels as saved: decode the JPEG bytes that go to disk.
-    saved = Image.open(io.BytesIO(data)).convert("RGB")
-    analysis = analyze(saved)
-    critique, attributes = write_critique(analysis, rng)
-    item_id = f"{index:06d}-{name}"
-    (w["out"] / "images" / f"{item_id}.jpg").write_bytes(data)
-    sal = (spectral_residual(saved) * 255.0 + 0.5).astype(np.uint8)
-    Image.fromarray(sal).save(w["out"] / "saliency" / f"{item_id}.png", optimize=False)
-    record = {
-        "image": f"images/{item_id}.jpg",
-        "critique": critique,
-        "attributes": attributes,
-        "score": analysis.score,
-        "verdicts": analysis.verdicts,
-        "tags": suggest_tags(critique),
-        "source": name,
-        "augment": params,
-        "saliency": f"saliency/{item_id}.png",
-        "measurements": _round_measurements(analysis.measurements),
-    }
-    return split, record
+    item_id = f"{index:06d}-{_safe(name)}"
+    records = [_save_item(img, item_id, name, params, rng)]
+    if split != "pretrain" and rng.random() < w["twins"]:
+        kind = rng.choice(EDIT_KINDS)
+        twin, edit = apply_edit(img, kind, rng)
+        twin = resize_long(twin, w["size"]) if max(twin.size) != w["size"] else twin
+        record = _save_item(twin, f"{item_id}-{kind}", name, {**params, "edit": {"kind": kind, **edit}}, rng)
+        record["pair_of"] = records[0]["image"]
+        records.append(record)
+    return split, records
+
+
+def _safe(name: str) -> str:
+    """A source photo's name ("source:stem") as a file-name part."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
              holdout: tuple[str, ...] = DEFAULT_HOLDOUT, workers: int = 1, progress: bool = True,
-             synthetic: int = 0) -> dict:
+             synthetic: int = 0, twins: float = 0.0) -> dict:
     """Write the dataset under out_dir and return a summary (also saved as summary.json). `synthetic` more items
-    are dead-leaves scenes (`synthetic_scene`) written to pretrain.jsonl, for the vision tower's pretraining."""
+    are dead-leaves scenes (`synthetic_scene`) written to pretrain.jsonl, for the vision tower's pretraining;
+    a `twins` share of the photo items also get a defect twin (`_make`)."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "saliency").mkdir(parents=True, exist_ok=True)
-    photos = source_photos()
-    names = sorted(photos)
-    if not names:
+    photos = generation_photos()
+    if not photos:
         raise RuntimeError("no source photos available offline (scikit-image / scikit-learn missing?)")
-    unknown = sorted(set(holdout) - set(names))
+    unknown = sorted(set(holdout) - set(photos))
     holdout = tuple(h for h in holdout if h in photos)
-    args = (str(out), seed, size, names, holdout, n_images)
+    names = list(holdout) + [n for n in sorted(photos) if n not in holdout]  # a small dataset still validates
+    args = (str(out), seed, size, names, holdout, n_images, twins)
     total = n_images + synthetic
     t0 = time.perf_counter()
     splits: dict[str, list[str]] = {"train": [], "test": [], **({"pretrain": []} if synthetic else {})}
@@ -402,11 +372,12 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
     sources: Counter = Counter()
     step = max(1, total // 20)
 
-    def consume(i: int, split: str, record: dict) -> None:
-        splits[split].append(json.dumps(record, ensure_ascii=True))
-        sources[record["source"]] += 1
-        for k, v in record["verdicts"].items():
-            verdict_counts.setdefault(k, Counter())[v] += 1
+    def consume(i: int, split: str, records: list[dict]) -> None:
+        for record in records:
+            splits[split].append(json.dumps(record, ensure_ascii=True))
+            sources[record["source"]] += 1
+            for k, v in record["verdicts"].items():
+                verdict_counts.setdefault(k, Counter())[v] += 1
         done = i + 1
         if progress and (done % step == 0 or done == total):
             rate = done / max(1e-9, time.perf_counter() - t0)
@@ -438,6 +409,8 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         "n_train": len(splits["train"]),
         "n_test": len(splits["test"]),
         "n_synthetic": synthetic,
+        "twins": twins,
+        "n_pairs": sum('"pair_of"' in line for lines in splits.values() for line in lines),
         "seed": seed,
         "size": size,
         "holdout": list(holdout),
@@ -459,15 +432,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=224, help="long side of the saved images in px (default 224)")
-    p.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated source photos kept for test")
+    p.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated photos (source:stem) kept for test")
     p.add_argument("--synthetic", type=int, default=0,
                    help="extra dead-leaves scenes for the vision tower's pretraining (pretrain.jsonl)")
+    p.add_argument("--twins", type=float, default=0.0, help="share of photo items that also get a defect twin")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     holdout = tuple(h.strip() for h in a.holdout.split(",") if h.strip())
     summary = generate(a.out, a.n, seed=a.seed, size=a.size, holdout=holdout, workers=a.workers, progress=not a.quiet,
-                       synthetic=a.synthetic)
+                       synthetic=a.synthetic, twins=a.twins)
     print(json.dumps({k: summary[k] for k in ("n_train", "n_test", "seconds", "images_per_second", "skipped_sources")}))
     return 0
 

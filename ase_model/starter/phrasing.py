@@ -1,9 +1,17 @@
 """Critique text from the analytic critic's verdicts: short PCCD-style attribute sentences in varied wording.
 
-Every template is true of its verdict and contains a vocabulary phrase for the verdict's tag (and no phrase of
-another tag), so `ase_model.tags.suggest_tags(critique)` returns exactly the verdicts' tags; the tests check
-this template by template. Words like "subject" are avoided for the saliency-based composition verdicts: the
-measurement finds where the visual weight is, not what the subject is.
+The sentences form a closed grammar that `ase_model.starter.checker` reads back, so every template obeys:
+
+- a statement names exactly one verdict (attribute, label), an advice sentence one defect, an overall sentence
+  one score band; no sentence appears under two keys and none is a word-prefix of another;
+- a statement contains a vocabulary phrase for its verdict's tag and no phrase of another tag, so
+  `ase_model.tags.suggest_tags(critique)` returns exactly the verdicts' tags (the tests check every template);
+- nothing a student model cannot see in the pixels (no measured degrees or stops), and nothing for a verdict
+  of "n/a" (no clear evidence: say nothing) or for intact highlights.
+
+Advice is for the largest score penalty (`analytic.score_terms`) and only for a defect a statement names, so it
+never contradicts one ("move toward a third" only for an off-balance frame). Words like "subject" are avoided in
+statements: the saliency-based verdicts find where the visual weight is, not what the subject is.
 
 Critiques stay short (about 40-70 words) because a tiny starter model with a tokenizer trained on this corpus
 has to learn them.
@@ -11,34 +19,50 @@ has to learn them.
 
 from __future__ import annotations
 
-import math
 import random
 
 from ase_model.attributes import format_critique
 
 from .analytic import Analysis, score_terms
 
-# (verdict name, label) -> sentences. {deg} is the measured tilt in whole degrees.
+__all__ = ["TEMPLATES", "OVERALL", "SUGGESTIONS", "NO_SUGGESTION", "CONTRACT_LABELS", "SECTION", "STATEMENT_ORDER",
+           "DEFECT_PENALTY", "advice", "band", "main_defect", "write_critique"]
+
+# The verdict contract (issue 14). analytic.VERDICT_LABELS may lag behind it; both are covered.
+CONTRACT_LABELS: dict[str, tuple[str, ...]] = {
+    "exposure": ("underexposed", "well exposed", "overexposed"),
+    "highlights": ("clipped", "intact"),
+    "sharpness": ("sharp", "soft"),
+    "saturation": ("monochrome", "muted", "natural", "vivid", "oversaturated"),
+    "white_balance": ("neutral", "warm cast", "cool cast", "green cast", "magenta cast"),
+    "contrast": ("flat", "balanced", "harsh"),
+    "noise": ("clean", "noisy"),
+    "tilt": ("level", "tilted", "n/a"),
+    "framing": ("cut off", "n/a"),
+    "composition": ("rule of thirds", "centered", "off balance", "n/a"),
+}
+
+# (verdict name, label) -> sentences. Verdicts without an entry ("n/a", intact highlights) get no sentence.
 TEMPLATES: dict[tuple[str, str], list[str]] = {
     ("exposure", "well exposed"): [
         "The exposure is well judged.",
         "It is well exposed across the frame.",
         "Exposure looks right for the scene.",
-        "The frame is nicely exposed.",
+        "The picture is nicely exposed.",
         "Exposure is spot on.",
     ],
     ("exposure", "underexposed"): [
         "The image is underexposed.",
         "It looks too dark overall.",
-        "The frame is underexposed and murky.",
+        "The picture is underexposed and murky.",
         "It is too dark and needs brightening.",
         "Underexposure leaves the picture dim and muddy.",
     ],
     ("exposure", "overexposed"): [
         "The image is overexposed.",
         "It is too bright overall and looks washed out.",
-        "The exposure runs hot, so the frame looks washed out.",
-        "The frame is overexposed and needs darkening.",
+        "The exposure runs hot, so the picture looks washed out.",
+        "The picture is overexposed and needs darkening.",
         "Overexposure makes the picture look burnt out.",
     ],
     ("highlights", "clipped"): [
@@ -50,7 +74,7 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
     ("noise", "clean"): [
         "The image is clean, with no visible noise.",
         "Noise is well controlled.",
-        "Smooth areas stay free of noise.",
+        "Smooth tones stay free of noise.",
         "There is little noise.",
         "Surfaces stay clean and free of grain.",
     ],
@@ -93,7 +117,7 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
         "It is a black and white image.",
         "The monochrome rendering relies on tone alone.",
         "As a black and white picture, it relies on tone.",
-        "The frame is rendered in shades of grey.",
+        "The picture is rendered in shades of grey.",
     ],
     ("white_balance", "neutral"): [
         "White balance is neutral.",
@@ -105,28 +129,28 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
     ("white_balance", "warm cast"): [
         "There is a warm cast.",
         "The white balance is too warm.",
-        "An orange cast tints the whole frame.",
+        "An orange cast tints the whole scene.",
         "It runs warm, with a yellowish tint.",
         "A warm colour cast covers the scene.",
     ],
     ("white_balance", "cool cast"): [
         "There is a cool cast.",
         "The white balance is too cool.",
-        "A blue cast tints the whole frame.",
+        "A blue cast tints the whole scene.",
         "It runs cold, with a bluish tint.",
         "A cool colour cast covers the scene.",
     ],
     ("white_balance", "green cast"): [
         "There is a green cast.",
-        "A green tint covers the frame.",
+        "A green tint covers the scene.",
         "The colour leans green.",
-        "A greenish cast tints the whole frame.",
+        "A greenish cast sits over everything.",
     ],
     ("white_balance", "magenta cast"): [
         "There is a magenta cast.",
-        "A magenta tint covers the frame.",
+        "A magenta tint covers the scene.",
         "The colour leans magenta.",
-        "A pink cast tints the whole frame.",
+        "A purple cast sits over everything.",
     ],
     ("contrast", "balanced"): [
         "Contrast is well judged.",
@@ -152,16 +176,16 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
     ("sharpness", "sharp"): [
         "It is sharp, with crisp detail.",
         "Focus is accurate and details are crisp.",
-        "The main detail is tack sharp.",
         "Edges are crisp and well focused.",
         "Fine detail is rendered clearly.",
+        "Focus is crisp where it matters.",
     ],
     ("sharpness", "soft"): [
         "The image is soft.",
         "It lacks sharpness.",
         "Edges are soft and detail is mushy.",
         "The picture looks blurry.",
-        "Detail is soft throughout.",
+        "The main detail is soft.",
     ],
     ("composition", "rule of thirds"): [
         "The main weight sits near a third.",
@@ -180,7 +204,7 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
     ("composition", "off balance"): [
         "The visual weight sits at the edge, leaving the frame unbalanced.",
         "The composition feels lopsided.",
-        "The main interest drifts to the edge, so the balance is off.",
+        "The main interest drifts to the edge.",
         "The weight is lopsided, pulled to the edge of the frame.",
         "The frame feels unbalanced, with its weight near the edge.",
     ],
@@ -191,10 +215,16 @@ TEMPLATES: dict[tuple[str, str], list[str]] = {
         "The main lines are straight.",
     ],
     ("tilt", "tilted"): [
-        "The frame is tilted by about {deg} degrees.",
-        "The lines lean by about {deg} degrees; it needs straightening.",
-        "It looks crooked, off level by about {deg} degrees.",
-        "A tilt of about {deg} degrees makes the frame look crooked.",
+        "The frame is tilted.",
+        "The lines lean, so it needs straightening.",
+        "It looks crooked, off level.",
+        "A visible tilt makes the frame look crooked.",
+    ],
+    ("framing", "cut off"): [
+        "The crop cuts off part of the main interest.",
+        "The edge of the frame slices through the main interest.",
+        "Something important is cut off at the edge.",
+        "The frame cuts through the main interest.",
     ],
 }
 
@@ -226,92 +256,113 @@ OVERALL: dict[str, list[str]] = {
     ],
 }
 
-# The single most useful suggestion, for the largest score penalty. {stops} is an exposure correction.
-SUGGESTIONS: dict[str, list[str]] = {
-    "underexposed": ["Lift the exposure by about {stops}.", "Brighten it by about {stops}.", "Give it about {stops} more exposure."],
-    "overexposed": ["Pull the exposure down by about {stops}.", "Darken it by about {stops}.", "Give it about {stops} less exposure."],
-    "clipped": ["Protect the highlights when shooting.", "Recover the brightest areas in editing.", "Expose a little less to save the highlights."],
-    "soft": ["Use a faster shutter speed or focus more carefully.", "Steady the camera and check focus.", "Reshoot with more careful focusing."],
-    "noisy": ["Apply noise reduction or use a lower ISO.", "A lower ISO would keep it cleaner.", "Gentle noise reduction would help."],
-    "oversaturated": ["Pull the saturation back.", "Ease off the saturation.", "Reduce the saturation a little."],
-    "muted": ["Add some saturation to bring the colours to life.", "Raise the saturation a little.", "Give the colours a gentle boost."],
-    "cast": ["Correct the white balance.", "Neutralise the white balance.", "Set the white balance on a grey area."],
-    "flat": ["Add contrast with a gentle tone curve.", "Raise the contrast a little.", "Stretch the tones to fill the histogram."],
-    "harsh": ["Ease the contrast to hold the tones.", "Lower the contrast a little.", "Open up the deepest tones."],
-    "tilted": ["Straighten the frame.", "Rotate it to level the lines.", "Straighten the frame before anything else."],
-    "off balance": ["Recrop to move the main interest toward a third.", "Recrop so the weight sits closer to the middle.", "Reframe to bring the main interest inward."],
-    "none": ["Little needs changing.", "Keep this approach.", "Only small refinements remain."],
+# The single most useful suggestion, keyed by the defect (verdict) it fixes.
+SUGGESTIONS: dict[tuple[str, str], list[str]] = {
+    ("exposure", "underexposed"): ["Lift the exposure.", "Brighten it in editing.", "Give it more exposure."],
+    ("exposure", "overexposed"): ["Pull the exposure down.", "Darken it in editing.", "Give it less exposure."],
+    ("highlights", "clipped"): ["Protect the highlights when shooting.", "Recover the brightest areas in editing.",
+                                "Expose a little less to save the highlights."],
+    ("sharpness", "soft"): ["Use a faster shutter speed or focus more carefully.", "Steady the camera and check focus.",
+                            "Reshoot with more careful focusing."],
+    ("noise", "noisy"): ["Apply noise reduction or use a lower ISO.", "A lower ISO would keep it cleaner.",
+                         "Gentle noise reduction would help."],
+    ("saturation", "oversaturated"): ["Pull the saturation back.", "Ease off the saturation.",
+                                      "Reduce the saturation a little."],
+    ("saturation", "muted"): ["Add some saturation to bring the colours to life.", "Raise the saturation a little.",
+                              "Give the colours a gentle boost."],
+    ("white_balance", "warm cast"): ["Cool the white balance down.", "Shift the white balance away from orange.",
+                                     "Take out the warmth with a grey point."],
+    ("white_balance", "cool cast"): ["Warm the white balance up.", "Shift the white balance away from blue.",
+                                     "Take out the chill with a grey point."],
+    ("white_balance", "green cast"): ["Shift the tint toward magenta.", "Correct the tint to take out the green."],
+    ("white_balance", "magenta cast"): ["Shift the tint toward green.", "Correct the tint to take out the magenta."],
+    ("contrast", "flat"): ["Add contrast with a gentle tone curve.", "Raise the contrast a little.",
+                           "Stretch the tones to fill the histogram."],
+    ("contrast", "harsh"): ["Ease the contrast to hold the tones.", "Lower the contrast a little.",
+                            "Open up the deepest tones."],
+    ("tilt", "tilted"): ["Straighten the frame.", "Rotate it to level the lines.",
+                         "Level the frame before anything else."],
+    ("framing", "cut off"): ["Reframe to include the whole subject.", "Step back to keep everything in the frame.",
+                             "Leave more room around the main interest."],
+    ("composition", "off balance"): ["Recrop to move the main interest toward a third.",
+                                     "Recrop so the weight sits closer to the middle.",
+                                     "Reframe to bring the main interest inward."],
 }
+NO_SUGGESTION = ["Little needs changing.", "Keep this approach.", "Only small refinements remain."]
+
+# The defects advice can be for, with the analytic critic's base penalty: the order advice follows when only
+# verdicts are known (at run time); with measurements, the largest `score_terms` penalty decides.
+DEFECT_PENALTY: dict[tuple[str, str], float] = {
+    ("exposure", "underexposed"): 1.8, ("exposure", "overexposed"): 1.8, ("sharpness", "soft"): 1.5,
+    ("noise", "noisy"): 1.0, ("tilt", "tilted"): 0.8, ("framing", "cut off"): 0.8,
+    ("saturation", "oversaturated"): 0.8, ("white_balance", "warm cast"): 0.7, ("white_balance", "cool cast"): 0.7,
+    ("white_balance", "green cast"): 0.7, ("white_balance", "magenta cast"): 0.7, ("contrast", "flat"): 0.6,
+    ("saturation", "muted"): 0.5, ("composition", "off balance"): 0.5, ("contrast", "harsh"): 0.4,
+    ("highlights", "clipped"): 0.4,
+}
+
+# Which critique section states each verdict, and the order statements come in (write_critique and the checker's
+# repair both follow it).
+SECTION: dict[str, str] = {
+    "exposure": "exposure", "highlights": "exposure", "noise": "exposure",
+    "saturation": "color_lighting", "white_balance": "color_lighting", "contrast": "color_lighting",
+    "sharpness": "focus", "composition": "composition", "tilt": "composition", "framing": "composition",
+}
+STATEMENT_ORDER = ("composition", "tilt", "framing", "saturation", "white_balance", "contrast", "exposure",
+                   "highlights", "noise", "sharpness")
 
 
 def band(score: float) -> str:
+    """The overall-impression band of a 0-10 score."""
     return "strong" if score >= 7.0 else "solid" if score >= 5.5 else "flawed" if score >= 4.0 else "weak"
 
 
-def _stops(mean_luma: float) -> str:
-    """Exposure change (stops, to the nearest half) that brings mean luma to about 0.45, in words."""
-    def lin(v: float) -> float:
-        v = min(max(v, 1e-3), 1.0)
-        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+def main_defect(verdicts: dict[str, str], terms: dict[str, float] | None = None) -> tuple[str, str] | None:
+    """The defect advice should be about: the largest penalty in `terms` (analytic.score_terms, keyed by
+    verdict name) that a verdict names as a defect; without terms, the largest base penalty in DEFECT_PENALTY.
 
-    stops = abs(math.log2(lin(0.45) / lin(mean_luma)))
-    stops = max(0.5, min(3.0, round(stops * 2) / 2))
-    if stops == 1.0:
-        return "one stop"
-    return f"{stops:g} stops" if stops != 0.5 else "half a stop"
+    Args:
+        verdicts: verdict name -> label.
+        terms: score terms (negative = penalty); None when only verdicts are known.
+
+    Returns (attribute, label), or None when nothing needs fixing.
+    """
+    def defect_of(key: str) -> tuple[str, str] | None:
+        if key == "exposure" and verdicts.get("exposure") == "well exposed":
+            key = "highlights"  # the exposure term of a well exposed photo is its clipped highlights
+        pair = (key, verdicts.get(key, ""))
+        return pair if pair in DEFECT_PENALTY else None
+
+    if terms is not None:
+        for key in sorted(terms, key=lambda k: (terms[k], k)):  # most negative first; ties by name
+            if terms[key] < 0 and (pair := defect_of(key)):
+                return pair
+        return None
+    present = [(a, label) for a, label in verdicts.items() if (a, label) in DEFECT_PENALTY]
+    return min(present, key=lambda p: (-DEFECT_PENALTY[p], p), default=None)
 
 
-def _pick(rng: random.Random, key: tuple[str, str], **fmt) -> str:
-    return rng.choice(TEMPLATES[key]).format(**fmt)
-
-
-def _suggestion(analysis: Analysis, rng: random.Random) -> str:
-    v = analysis.verdicts
-    notes = analysis.notes or score_terms(analysis.measurements, v)
-    penalties = {k: x for k, x in notes.items() if x < 0}
-    if not penalties:
-        return rng.choice(SUGGESTIONS["none"])
-    worst = min(sorted(penalties), key=lambda k: penalties[k])  # sorted first: ties resolve by name
-    mean = analysis.measurements.get("mean_luminance", 0.45)
-    if worst == "exposure":
-        key = v["exposure"] if v["exposure"] != "well exposed" else "clipped"
-    elif worst == "sharpness":
-        key = "soft"
-    elif worst == "noise":
-        key = "noisy"
-    elif worst == "saturation":
-        key = v["saturation"]
-    elif worst == "white_balance":
-        key = "cast"
-    elif worst == "contrast":
-        key = v["contrast"]
-    elif worst == "tilt":
-        key = "tilted"
-    else:
-        key = "off balance"
-    return rng.choice(SUGGESTIONS[key]).format(stops=_stops(mean))
+def advice(defect: tuple[str, str] | None, rng: random.Random) -> str:
+    """A suggestion for `defect` (NO_SUGGESTION for None)."""
+    return rng.choice(SUGGESTIONS[defect] if defect is not None else NO_SUGGESTION)
 
 
 def write_critique(analysis: Analysis, rng: random.Random) -> tuple[str, dict[str, str]]:
-    """(text, attributes) for an analysis; text == format_critique(attributes). Deterministic given rng's state."""
-    v, m = analysis.verdicts, analysis.measurements
-    exposure = [_pick(rng, ("exposure", v["exposure"]))]
-    if v.get("highlights") == "clipped":
-        exposure.append(_pick(rng, ("highlights", "clipped")))
-    exposure.append(_pick(rng, ("noise", v["noise"])))
-    colour = [_pick(rng, ("saturation", v["saturation"])), _pick(rng, ("white_balance", v["white_balance"])),
-              _pick(rng, ("contrast", v["contrast"]))]
-    focus = [_pick(rng, ("sharpness", v["sharpness"]))]
-    composition = [_pick(rng, ("composition", v["composition"]))]
-    if v.get("tilt") in ("level", "tilted"):
-        deg = max(1, round(abs(m.get("tilt_deg", 0.0))))
-        composition.append(_pick(rng, ("tilt", v["tilt"]), deg=deg))
-    overall = [rng.choice(OVERALL[band(analysis.score)]), _suggestion(analysis, rng)]
-    attributes = {
-        "composition": " ".join(composition),
-        "color_lighting": " ".join(colour),
-        "exposure": " ".join(exposure),
-        "focus": " ".join(focus),
-        "general_impression": " ".join(overall),
-    }
+    """(text, attributes) for an analysis; text == format_critique(attributes). Deterministic given rng's state.
+
+    Args:
+        analysis: the analytic critic's measurements, verdicts, score and score terms.
+        rng: the source of the wording choices.
+    """
+    v = analysis.verdicts
+    sections: dict[str, list[str]] = {}
+    for name in STATEMENT_ORDER:
+        key = (name, v.get(name, "n/a"))
+        if key in TEMPLATES:
+            sections.setdefault(SECTION[name], []).append(rng.choice(TEMPLATES[key]))
+    terms = analysis.notes or score_terms(analysis.measurements, v)
+    overall = [rng.choice(OVERALL[band(analysis.score)]), advice(main_defect(v, terms), rng)]
+    attributes = {key: " ".join(sections[key]) for key in ("composition", "color_lighting", "exposure", "focus")
+                  if key in sections}
+    attributes["general_impression"] = " ".join(overall)
     return format_critique(attributes), attributes

@@ -52,19 +52,21 @@ def log(msg: str) -> None:
     print(f"[recipe {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def ensure_dataset(data_dir: Path, n: int, seed: int, synthetic: int) -> dict:
+def ensure_dataset(data_dir: Path, n: int, seed: int, synthetic: int, size: int = 512, twins: float = 0.5) -> dict:
     from .dataset import DEFAULT_HOLDOUT, generate
 
     summary = data_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
-        if (s.get("n_images"), s.get("n_synthetic", 0), s.get("seed"), s.get("holdout")) == (
-                n, synthetic, seed, list(DEFAULT_HOLDOUT)):
+        if (s.get("n_images"), s.get("n_synthetic", 0), s.get("seed"), s.get("holdout"), s.get("size"),
+                s.get("twins", 0.0)) == (n, synthetic, seed, list(DEFAULT_HOLDOUT), size, twins):
             log(f"dataset {data_dir} already generated (n={n}, synthetic={synthetic}, seed={seed}, "
-                f"holdout {', '.join(DEFAULT_HOLDOUT)})")
+                f"validation photos {', '.join(DEFAULT_HOLDOUT)})")
             return s
-    log(f"generating {n} images and {synthetic} synthetic scenes into {data_dir} (seed {seed})")
-    return generate(data_dir, n, seed=seed, synthetic=synthetic, workers=os.cpu_count() or 1)
+    log(f"generating {n} images (+ defect twins for {twins:.0%}) and {synthetic} synthetic scenes at {size} px "
+        f"into {data_dir} (seed {seed})")
+    return generate(data_dir, n, seed=seed, size=size, synthetic=synthetic, twins=twins,
+                    workers=os.cpu_count() or 1)
 
 
 VERDICT_ORDER = ("exposure", "highlights", "contrast", "saturation", "white_balance", "sharpness", "noise", "tilt",
@@ -193,23 +195,36 @@ def pretrain_vision(model_dir: Path, data_dir: Path, out: Path, epochs: float, s
     return out
 
 
-def attribute_features(model, processor, data_dir: Path, split: str, batch_size: int = 64):
+def read_split(data_dir: Path, split: str) -> list[dict]:
+    path = data_dir / f"{split}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def attribute_features(model, processor, data_dir: Path, split: str, batch_size: int = 64, cache: Path | None = None):
     """The attribute head's raw inputs for a dataset split (the encoder is fixed), and the teacher's verdicts
-    as label indices (N, attributes)."""
+    as label indices (N, attributes). With `cache`, the inputs are kept in that file (they depend only on the
+    fixed encoder and the data) for the score stage."""
     import torch
 
     from ..imageio import load_image
 
     head = model.model.attribute_head
-    records = [json.loads(line) for line in (data_dir / f"{split}.jsonl").read_text().splitlines() if line.strip()]
-    feats = []
-    with torch.no_grad():
-        for i in range(0, len(records), batch_size):
-            pixels = processor.process_images([load_image(data_dir / r["image"]) for r in records[i:i + batch_size]])
-            pixels = pixels["pixel_values"]
-            feats.append(head.features(pixels, model.model.vision_tower.iasm(pixels)[0]))
+    records = read_split(data_dir, split)
+    feats = torch.load(cache) if cache is not None and cache.exists() else None
+    if feats is None or len(feats) != len(records):  # no cache, or one from another dataset
+        parts = []
+        with torch.no_grad():
+            for i in range(0, len(records), batch_size):
+                batch = [load_image(data_dir / r["image"]) for r in records[i:i + batch_size]]
+                pixels = processor.process_images(batch)["pixel_values"]
+                parts.append(head.features(pixels, model.model.vision_tower.iasm(pixels)[0]))
+                if (i // batch_size) % 10 == 0:
+                    log(f"attribute inputs of {split}: {i + len(batch)}/{len(records)}")
+        feats = torch.cat(parts)
+        if cache is not None:
+            torch.save(feats, cache)
     labels = torch.tensor([[head.labels[k].index(r["verdicts"][k]) for k in head.labels] for r in records])
-    return torch.cat(feats), labels
+    return feats, labels
 
 
 def train_attribute_head(src: Path, data_dir: Path, out: Path, seed: int, epochs: int = 100, lr: float = 3e-3,
@@ -227,13 +242,16 @@ def train_attribute_head(src: Path, data_dir: Path, out: Path, seed: int, epochs
     from .analytic import VERDICT_LABELS
 
     torch.manual_seed(seed)
+    # New heads on the trained encoder: the attribute head (with the scene statistics) and the score head that
+    # reads its inputs; whatever heads `src` had are replaced.
     model = ASEForConditionalGeneration.from_pretrained(
-        src, attribute_labels={k: list(v) for k, v in VERDICT_LABELS.items()}).eval()
+        src, attribute_labels={k: list(v) for k, v in VERDICT_LABELS.items()}, attribute_scene_statistics=True,
+        score_from_attributes=True, score_calibration=None, ignore_mismatched_sizes=True).eval()
     processor = ASEProcessor.from_pretrained(src)
     processor.num_image_tokens = num_image_tokens(model.config)
     head = model.model.attribute_head
-    parts = [attribute_features(model, processor, data_dir, split) for split in ("train", "pretrain")
-             if (data_dir / f"{split}.jsonl").exists()]
+    parts = [attribute_features(model, processor, data_dir, split, cache=out.parent / f"inputs-{split}.pt")
+             for split in ("train", "pretrain") if (data_dir / f"{split}.jsonl").exists()]
     feats, labels = torch.cat([f for f, _ in parts]), torch.cat([y for _, y in parts])
     with torch.no_grad():
         head.input_mean.copy_(feats.mean(0))
@@ -257,7 +275,8 @@ def train_attribute_head(src: Path, data_dir: Path, out: Path, seed: int, epochs
         if (epoch + 1) % 25 == 0:
             log(f"attribute head epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
     head.eval()
-    for split, (x, y) in (("training", (feats, labels)), ("test", attribute_features(model, processor, data_dir, "test"))):
+    test = attribute_features(model, processor, data_dir, "test", cache=out.parent / "inputs-test.pt")
+    for split, (x, y) in (("training", (feats, labels)), ("test", test)):
         with torch.no_grad():
             picks = head.label_indices(head.classify(x))
         accuracy = ", ".join(f"{k} {100 * (picks[:, j] == y[:, j]).float().mean():.1f}%"
@@ -265,6 +284,92 @@ def train_attribute_head(src: Path, data_dir: Path, out: Path, seed: int, epochs
         log(f"attribute head accuracy on {split} ({len(y)} images): {accuracy}")
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    return out
+
+
+def ranking_pairs(records: list[dict]) -> list[tuple[int, int]]:
+    """(item, its defect twin) index pairs where the teacher scores the twin lower (the ranking loss's pairs)."""
+    index = {r["image"]: i for i, r in enumerate(records)}
+    return [(index[r["pair_of"]], i) for i, r in enumerate(records)
+            if r.get("pair_of") in index and records[index[r["pair_of"]]]["score"] > r["score"]]
+
+
+def fit_calibration(raw_clean, raw_twins, lo: float, hi: float) -> list[list[float]]:
+    """Knots of a monotone map from the score head's raw output to the star scale: the defect twins' lower fifth
+    to 2.0 (1 star below), the clean photos' 10th / 40th / 80th percentiles to 4.0 / 6.0 / 8.0 (the 2-3, 3-4 and
+    4-5 star boundaries), the ends to 0.5 and 10. So the stars spread over real photos as a photographer's do:
+    the best fifth 5 stars, clearly broken ones 1."""
+    import numpy as np
+
+    knots = [(lo, 0.5), (float(np.quantile(raw_twins, 0.2)), 2.0), *(
+        (float(np.quantile(raw_clean, q)), t) for q, t in ((0.1, 4.0), (0.4, 6.0), (0.8, 8.0))), (hi, 10.0)]
+    out: list[list[float]] = []
+    for raw, target in sorted(knots):
+        if not out or (raw > out[-1][0] + 1e-4 and target > out[-1][1]):
+            out.append([round(raw, 4), target])
+    return out
+
+
+def train_score_head(src: Path, data_dir: Path, out: Path, seed: int, epochs: int = 150, lr: float = 2e-3,
+                     batch_size: int = 128, margin: float = 0.5, rank_weight: float = 1.0) -> Path:
+    """The score head on the attribute head's inputs (cached by the attribute stage): regression on the teacher's
+    score plus a pairwise ranking loss on (photo, its defect twin) pairs — the twin must score at least `margin`
+    lower — then a calibration map (fit_calibration)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from ..modeling_ase import ASEForConditionalGeneration, calibrate_score
+    from ..processing_ase import ASEProcessor
+
+    torch.manual_seed(seed)
+    model = ASEForConditionalGeneration.from_pretrained(src).eval()
+    head, score_head = model.model.attribute_head, model.model.score_head
+    records = read_split(data_dir, "train")
+    feats = torch.load(out.parent / "inputs-train.pt")
+    x = head.standardize(feats)
+    target = torch.tensor([r["score"] for r in records], dtype=torch.float32)
+    pairs = torch.tensor(ranking_pairs(records), dtype=torch.long).reshape(-1, 2)
+    log(f"score head: {len(records)} photos, {len(pairs)} ranking pairs")
+    opt = torch.optim.AdamW(score_head.parameters(), lr=lr, weight_decay=0.01)
+    rng, n = random.Random(seed), len(records)
+    score_head.train()
+    for epoch in range(epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        pair_order = torch.randperm(len(pairs))
+        steps = max(1, n // batch_size)
+        for step in range(steps):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            loss = torch.nn.functional.mse_loss(score_head(x[idx]), target[idx])
+            if len(pairs):
+                p = pairs[pair_order[step * len(pairs) // steps:(step + 1) * len(pairs) // steps]]
+                if len(p):
+                    gap = score_head(x[p[:, 0]]) - score_head(x[p[:, 1]])
+                    loss = loss + rank_weight * torch.relu(margin - gap).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if (epoch + 1) % 25 == 0:
+            log(f"score head epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}")
+    score_head.eval()
+    with torch.no_grad():
+        raw = score_head(x).numpy()
+    clean = np.array([bool(not r.get("pair_of") and r["augment"].get("clean") and not r["augment"].get("rotate_deg")
+                           and not r["augment"].get("cut_crop")) for r in records])
+    twins = np.array([bool(r.get("pair_of")) for r in records])
+    model.config.score_calibration = fit_calibration(raw[clean], raw[twins], float(raw.min()), float(raw.max()))
+    with torch.no_grad():
+        calibrated = calibrate_score(torch.from_numpy(raw), model.config.score_calibration).numpy()
+    from scipy.stats import spearmanr
+
+    lower = float((raw[pairs[:, 1]] < raw[pairs[:, 0]]).mean()) if len(pairs) else float("nan")
+    log(f"score head on training: SRCC {spearmanr(raw, target.numpy())[0]:.3f}, twins lower {100 * lower:.1f}%, "
+        f"calibration {model.config.score_calibration}, clean photos' calibrated median "
+        f"{np.median(calibrated[clean]):.2f}")
+    model.save_pretrained(out)
+    ASEProcessor.from_pretrained(src).save_pretrained(out)
     return out
 
 
@@ -313,14 +418,19 @@ def main(argv=None) -> int:
     ap.add_argument("--freeze-tower", action=argparse.BooleanOptionalAction, default=True,
                     help="keep the measurement-pretrained image encoder (ViT, IASM, fusion) fixed in the caption stages")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
+    ap.add_argument("--size", type=int, default=512, help="long side of the dataset's stored photos (the teacher "
+                    "judges them at this size; the model sees them at its own 224 px)")
+    ap.add_argument("--twins", type=float, default=0.5, help="share of photo items that get a defect twin (ranking)")
+    ap.add_argument("--score-epochs", type=int, default=150)
+    ap.add_argument("--encoder-from", default=None,
+                    help="reuse a trained starter's tokenizer, encoder (ViT, IASM, fusion) and decoder instead of "
+                         "stages 0-1b (the attribute, score and caption stages still run)")
     args = ap.parse_args(argv)
 
     t0 = time.time()
     work = Path(args.work)
     data = work / "data"
-    ensure_dataset(data, args.n, args.seed, args.synthetic)
-    init = build_initial(work / "init", data, args.seed)
-    log(f"initial model in {init}")
+    ensure_dataset(data, args.n, args.seed, args.synthetic, args.size, args.twins)
     import torch
 
     if args.threads:
@@ -332,32 +442,28 @@ def main(argv=None) -> int:
             return True
         return False
 
-    vision = work / "stage0-vision"
-    if not done(vision):
-        pretrain_vision(init, data, vision, args.vision_epochs, args.seed)
-        log("vision pretraining done")
-    spec = [f"jsonl:{data}"]
-    common = dict(data=spec, seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads, num_workers=0,
-                  cache_images=True, log_every=20)
-    caption = dict(stage="finetune", full=True, freeze_tower=args.freeze_tower, lr=args.lr, warmup_ratio=0.03,
-                   score_loss_weight=1.0, saliency_loss_weight=0.5, weight_decay=0.01, patch_dropout=args.patch_dropout)
-    stage1 = work / "stage1-saliency"
-    if not done(stage1):
-        train(TrainArgs(model=str(vision), out=str(stage1), stage="saliency", epochs=args.saliency_epochs, lr=3e-3,
-                        **common))
-        log("stage saliency done")
-    measure = work / "stage1b-measure"
-    if not done(measure):  # the whole tower now: IASM's convolutions measure fine detail (sharpness, noise) best
-        pretrain_vision(stage1, data, measure, args.measure_epochs, args.seed, whole_tower=True)
-        log("tower measurement pretraining done")
+    if args.encoder_from:
+        measure = adopt(Path(args.encoder_from), work / "stage1b-adopted")
+    else:
+        measure = build_encoder(work, data, args, done)
     attributes = work / "stage1c-attributes"
     if not done(attributes):
         train_attribute_head(measure, data, attributes, args.seed, epochs=args.attribute_epochs)
         log("attribute head done")
+    scored = work / "stage1d-score"
+    if not done(scored):
+        train_score_head(attributes, data, scored, args.seed, epochs=args.score_epochs)
+        log("score head done")
+    spec = [f"jsonl:{data}"]
+    common = dict(data=spec, seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads, num_workers=0,
+                  cache_images=True, log_every=20)
+    # The score head was trained in its own stage: the caption stages leave it as it is.
+    caption = dict(stage="finetune", full=True, freeze_tower=args.freeze_tower, lr=args.lr, warmup_ratio=0.03,
+                   score_loss_weight=0.0, saliency_loss_weight=0.5, weight_decay=0.01, patch_dropout=args.patch_dropout)
     stage2 = work / "stage2-verdicts"
     if not done(stage2):
         verdicts = write_verdict_set(data, work / "verdicts")
-        train(TrainArgs(model=str(attributes), out=str(stage2), epochs=args.verdict_epochs, **caption,
+        train(TrainArgs(model=str(scored), out=str(stage2), epochs=args.verdict_epochs, **caption,
                         **{**common, "data": [f"jsonl:{verdicts}"]}))
         log("stage verdict captions done")
     stage3 = work / "stage3-critiques"
@@ -368,6 +474,43 @@ def main(argv=None) -> int:
     export(stage3, Path(args.out), card_path.read_text() if card_path.exists() else None)
     log(f"done in {(time.time() - t0) / 60:.1f} min")
     return 0
+
+
+def adopt(src: Path, out: Path) -> Path:
+    """A trained starter (any dtype) as float32 weights to build on: its tokenizer, encoder and decoder."""
+    import torch
+
+    from ..modeling_ase import ASEForConditionalGeneration
+    from ..processing_ase import ASEProcessor
+
+    if not (out / "model.safetensors").exists():
+        ASEForConditionalGeneration.from_pretrained(src, dtype=torch.float32).save_pretrained(out)
+        ASEProcessor.from_pretrained(src).save_pretrained(out)
+        log(f"adopted the encoder, tokenizer and decoder of {src}")
+    return out
+
+
+def build_encoder(work: Path, data: Path, args, done) -> Path:
+    """Stages 0-1b: tokenizer, a fresh model, and its encoder's vision, saliency and measurement pretraining."""
+    from ..training import TrainArgs, train
+
+    init = build_initial(work / "init", data, args.seed)
+    log(f"initial model in {init}")
+    vision = work / "stage0-vision"
+    if not done(vision):
+        pretrain_vision(init, data, vision, args.vision_epochs, args.seed)
+        log("vision pretraining done")
+    stage1 = work / "stage1-saliency"
+    if not done(stage1):
+        train(TrainArgs(model=str(vision), out=str(stage1), stage="saliency", epochs=args.saliency_epochs, lr=3e-3,
+                        data=[f"jsonl:{data}"], seed=args.seed, batch_size=args.batch_size, cpu_threads=args.threads,
+                        num_workers=0, cache_images=True, log_every=20))
+        log("stage saliency done")
+    measure = work / "stage1b-measure"
+    if not done(measure):  # the whole tower now: IASM's convolutions measure fine detail (sharpness, noise) best
+        pretrain_vision(stage1, data, measure, args.measure_epochs, args.seed, whole_tower=True)
+        log("tower measurement pretraining done")
+    return measure
 
 
 if __name__ == "__main__":
