@@ -3,7 +3,7 @@
     .venv/bin/python bench/starter_quality.py [--model DIR] [--previous DIR] [--limit N] [--out DIR] [--json]
 
 Every held-out photo (a whole source never used in training: ase_model.starter.sources.holdout_photos) is
-resized to 512 px on the long side and saved as JPEG q92 with its eight defect edits (ase_model.starter.edits,
+brought to 512 px on the long side (never upscaled) and saved as JPEG q92 with its eight defect edits (ase_model.starter.edits,
 strength drawn by a rng seeded per photo and kind). The new model and the previous shipped model critique all of
 them through ase_model.critic.Critic, the path users get (the previous one as it shipped: without the run-time
 repair of its text); the teacher (ase_model.starter.analytic.analyze) judges the same files and its phrasing
@@ -12,8 +12,9 @@ writes its text. Printed side by side, each target with ok/MISSED:
     attribute (the teacher: its verdict); a cool cast named warm, green or magenta is counted as wrong direction;
   * score lower than the original's (a tie is not lower), over all edits and per kind;
   * stars over the originals (daemon's rating_from_score): histogram and the number of distinct values;
-  * sentences the checker (ase_model.starter.checker) cannot read back, and critiques that contradict the
-    model's own attribute-head verdicts or the teacher's;
+  * sentences the checker (ase_model.starter.checker) cannot read back, and critiques that contradict themselves,
+    their own attribute-head verdicts and score, or the teacher's verdicts (also for the decoder's text before
+    the run-time repair, and which attributes contradict the teacher most);
   * distinct sentences per 100 critiques;
   * warm CPU critique time (batch 1, one torch thread, median over the originals) and the largest weight file.
 """
