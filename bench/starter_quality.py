@@ -70,6 +70,15 @@ def _labels_said(tags: list[str], attribute: str, accepted: set[str]) -> set[str
     return {label for label, tag in label_tags.items() if tag and tag in set(tags)}
 
 
+def _said(rec: dict) -> set[str] | None:
+    """The labels of the edit's attribute that the system gives (the teacher: its verdict); None: it cannot."""
+    attribute, accepted = EXPECTED[rec["kind"]]
+    if rec["system"] == "teacher":
+        verdict = rec["verdicts"].get(attribute)
+        return None if verdict is None else {verdict}
+    return _labels_said(rec.get("tags") or [], attribute, accepted)
+
+
 def defect_named(rec: dict) -> str | None:
     """"named", "wrong direction", "missed", "n/a" (the system cannot say it) or None (not an edit that counts)."""
     kind = rec["kind"]
@@ -77,12 +86,7 @@ def defect_named(rec: dict) -> str | None:
         return None
     if kind == "tilt" and abs(rec.get("params", {}).get("degrees", MIN_TILT_DEG)) < MIN_TILT_DEG:
         return None
-    attribute, accepted = EXPECTED[kind]
-    if rec["system"] == "teacher":
-        verdict = rec["verdicts"].get(attribute)
-        said = None if verdict is None else {verdict}
-    else:
-        said = _labels_said(rec.get("tags") or [], attribute, accepted)
+    said, accepted = _said(rec), EXPECTED[kind][1]
     if said is None:
         return "n/a"
     if said & accepted and said <= accepted:
@@ -97,6 +101,16 @@ def named_table(records: list[dict]) -> dict[str, dict[str, Counter]]:
         outcome = defect_named(rec)
         if outcome is not None:
             out[rec["system"]][rec["kind"]][outcome] += 1
+    return out
+
+
+def misses(records: list[dict]) -> dict[str, dict[str, Counter]]:
+    """system -> edit kind -> Counter of what was said instead where the defect was not named ("nothing", a
+    label, or labels joined by "+")."""
+    out: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for rec in records:
+        if defect_named(rec) in ("missed", "wrong direction"):
+            out[rec["system"]][rec["kind"]]["+".join(sorted(_said(rec))) or "nothing"] += 1
     return out
 
 
@@ -333,6 +347,16 @@ def print_named(records: list[dict], systems: list[str]) -> None:
         _row(f"{kind} ({target:.0%})", cells)
 
 
+def print_misses(records: list[dict], systems: list[str]) -> None:
+    from ase_model.starter.edits import EDIT_KINDS
+
+    missed = misses(records)
+    _head("What was said instead, where the defect was not named (most frequent two)", "edit", systems)
+    for kind in EDIT_KINDS:
+        _row(kind, [", ".join(f"{what} {n}" for what, n in missed.get(s, {}).get(kind, Counter()).most_common(2))
+                    or "-" for s in systems])
+
+
 def print_lower(records: list[dict], systems: list[str]) -> None:
     from ase_model.starter.edits import EDIT_KINDS
 
@@ -447,6 +471,7 @@ def main(argv=None) -> int:
     if not check_all(records):
         print("checker missing (ase_model.starter.checker): no read-back or contradiction figures")
     print_named(records, systems)
+    print_misses(records, systems)
     print_lower(records, systems)
     print_stars(records, systems)
     print_words(records, systems)

@@ -88,6 +88,16 @@ def test_named_table_counts_per_system_and_kind():
     assert "original" not in table["new"]
 
 
+def test_misses_say_what_was_said_instead():
+    records = [rec("cool_cast", [t("white_balance", "warm cast")]), rec("cool_cast", []),
+               rec("cool_cast", [t("white_balance", "cool cast")]), rec("blur", [t("sharpness", "sharp")]),
+               rec("blur", verdicts={"sharpness": "sharp"}, system="teacher")]
+    missed = sq.misses(records)
+    assert missed["new"]["cool_cast"] == Counter({"warm cast": 1, "nothing": 1})
+    assert missed["new"]["blur"] == Counter({"sharp": 1})
+    assert missed["teacher"]["blur"] == Counter({"sharp": 1})
+
+
 def test_a_score_equal_to_the_original_is_not_lower():
     records = [rec("original", score=6.0), rec("blur", score=5.9), rec("noise", score=6.0), rec("tilt", score=6.5),
                rec("original", photo="q", score=3.0), rec("blur", photo="q", score=2.0),
@@ -165,6 +175,7 @@ def test_the_report_marks_targets_and_says_what_it_cannot_measure(capsys):
                rec("original", photo="q", score=2.0), rec("cool_cast", [warm], photo="q", score=1.0)]
     systems = ["new"]
     sq.print_named(records, systems)
+    sq.print_misses(records, systems)
     sq.print_lower(records, systems)
     sq.print_stars(records, systems)
     sq.print_words(records, systems)
@@ -173,6 +184,7 @@ def test_the_report_marks_targets_and_says_what_it_cannot_measure(capsys):
     assert "| cool_cast (90%) | 50% (1/2) MISSED, wrong direction 1 |" in out
     assert "| blur (90%) | 0% (0/1) MISSED |" in out  # a critique that names nothing misses
     assert "| noise (90%) | - |" in out  # no noise edit
+    assert "| cool_cast | warm cast 1 |" in out
     assert "| all | 67% (2/3) MISSED |" in out
     assert "| distinct | 2 MISSED |" in out
     assert "checker missing" in out
