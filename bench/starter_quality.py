@@ -34,8 +34,6 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -197,32 +195,15 @@ def run_checker(checker, text: str, own: dict | None, score: float | None, teach
 
 
 # ---- photos and edits ------------------------------------------------------------------------------------------
-def _fallback_photos() -> dict[str, object]:
-    # FALLBACK where ase_model.starter.sources is missing: photos the old training did see, for development only.
-    from skimage import data
-    from sklearn.datasets import load_sample_images
-
-    sk = load_sample_images()
-    return {**{Path(f).stem: a for f, a in zip(sk.filenames, sk.images)},
-            **{n: getattr(data, n)() for n in ("coffee", "astronaut", "rocket")}}
-
-
 def heldout_photos(limit: int | None) -> tuple[list[tuple[str, object]], str]:
     """[(file-safe name, RGB PIL image)] of the held-out source, and where they came from."""
-    from PIL import Image
+    from ase_model.starter import sources
 
-    try:
-        from ase_model.starter import sources
-        items, origin = sources.holdout_photos(max_side=SIZE), f"held-out source {sources.HOLDOUT_SOURCE!r}"
-        if sources.SKIPPED:
-            origin += f" (absent on this machine, skipped: {', '.join(sources.SKIPPED)})"
-    except ImportError:
-        items, origin = _fallback_photos(), "FALLBACK (sklearn china+flower, skimage coffee+astronaut+rocket)"
-    photos = []
-    for name, img in list(items.items())[:limit]:
-        img = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
-        photos.append((re.sub(r"[^\w.-]+", "_", name), img.convert("RGB")))
-    return photos, origin
+    origin = f"held-out source {sources.HOLDOUT_SOURCE!r}"
+    items = list(sources.holdout_photos(max_side=SIZE).items())[:limit]
+    if sources.SKIPPED:
+        origin += f" (absent on this machine, skipped: {', '.join(sources.SKIPPED)})"
+    return [(re.sub(r"[^\w.-]+", "_", name), img.convert("RGB")) for name, img in items], origin
 
 
 def prepare(photos: list[tuple[str, object]], folder: Path, seed: int) -> list[dict]:

@@ -155,10 +155,9 @@ def test_checker_figures_from_a_fake_checker():
 def test_heldout_photos_come_from_the_holdout_source_with_file_safe_names(monkeypatch):
     import sys
 
-    import numpy as np
     from PIL import Image
 
-    given = {"opencv-doc:one": Image.new("L", (4, 4)), "opencv-doc:two/x y": np.zeros((5, 5, 3), np.uint8)}
+    given = {"opencv-doc:one": Image.new("L", (4, 4)), "opencv-doc:two/x y": Image.new("RGB", (5, 5))}
     fake = SimpleNamespace(holdout_photos=lambda max_side: given, HOLDOUT_SOURCE="opencv-doc", SKIPPED=["opencv-doc:z"])
     monkeypatch.setitem(sys.modules, "ase_model.starter.sources", fake)
     monkeypatch.setattr("ase_model.starter.sources", fake, raising=False)
