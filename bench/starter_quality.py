@@ -430,7 +430,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="starter-quality-"))
     photos, origin = heldout_photos(args.limit)
     if not photos:
-        raise SystemExit("no held-out photos")
+        raise SystemExit(f"no held-out photos ({origin}): install its Debian package (./install.sh --test)")
     items = prepare(photos, out / "images", args.seed)
     print(f"{len(photos)} held-out photos from {origin}; {len(items)} images in {out / 'images'}")
     records, extra, systems = [], {"seconds": {}, "megabytes": {}}, []
