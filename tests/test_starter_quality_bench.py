@@ -188,3 +188,15 @@ def test_the_report_marks_targets_and_says_what_it_cannot_measure(capsys):
     assert "| distinct | 2 MISSED |" in out
     assert "checker missing" in out
     assert "0.400 ok / 0.900" in out and "17.0 MISSED" in out
+
+
+def test_run_checker_on_the_real_checker():
+    from ase_model.starter import checker
+    from ase_model.starter.phrasing import TEMPLATES
+
+    under, clean = TEMPLATES[("exposure", "underexposed")][0], TEMPLATES[("noise", "clean")][0]
+    text = f"Exposure: {under} {clean} Purple elephants dance here."
+    c = sq.run_checker(checker, text, {"exposure": "underexposed", "noise": "clean"}, None,
+                       {"exposure": "well exposed", "noise": "clean"})
+    assert (c["sentences"], c["unknown"], c["self"], c["own"]) == (3, 1, 0, 0)
+    assert c["teacher"] == 1 and c["teacher_attributes"] == ["exposure"]
