@@ -420,7 +420,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the batched run (one: on a busy "
                     "2-core machine two threads ran ten times slower)")
     ap.add_argument("--out", default=None, help="folder for the images and records.json (default: a temp dir)")
-    ap.add_argument("--json", action="store_true", help="write every per-image record to OUT/records.json")
+    ap.add_argument("--json", action="store_true", help="write every per-image record to OUT/records.json and the "
+                    "tables' figures to OUT/summary.json")
     args = ap.parse_args(argv)
 
     import torch
@@ -459,6 +460,10 @@ def main(argv=None) -> int:
     print_cost(extra, systems)
     if args.json:
         (out / "records.json").write_text(json.dumps(records, indent=1, default=str))
+        summary = {"photos": origin, "named": named_table(records), "instead": misses(records),
+                   "lower": score_lower(records), "stars": star_histogram(records), "checks": checker_table(records),
+                   "checks_raw": checker_table(records, "check_raw"), "distinct": distinct_per_100(records), **extra}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"\n({len(records)} critiques in {time.perf_counter() - t0:.0f} s; files in {out})")
     return 0
 
