@@ -149,6 +149,9 @@ def evaluate_model(model_dir: str | os.PathLike, samples: list, references: dict
     result.metrics["captions"] = caption_metrics(candidates, {sid: references[sid] for sid in candidates}, spice=spice)
     result.timings["caption_metrics_s"] = round(time.perf_counter() - t1, 2)
 
+    words = _checker_metrics(critiques)
+    if words:
+        result.metrics["checker"] = words
     scored = [s for s in samples if s.score is not None and s.id in critiques]
     if scored:
         result.metrics["score"] = score_metrics([critiques[s.id].score for s in scored], [s.score for s in scored])
@@ -166,6 +169,27 @@ def evaluate_model(model_dir: str | os.PathLike, samples: list, references: dict
             result.counts["unreadable_fixation_images"] = len(failed)
     result.timings["total_s"] = round(time.perf_counter() - t0, 2)
     return result, critiques
+
+
+def _checker_metrics(critiques: dict) -> dict[str, float]:
+    """For a model with an attribute head: how often the decoder's own text (before the run-time repair) has
+    sentences the checker cannot read back, and contradicts the head's verdicts, its score or itself
+    (ase_model.starter.checker); and how much the repair changed. Empty for other models."""
+    from .starter.checker import check
+
+    judged = [c for c in critiques.values() if c.verdicts is not None and c.raw_text is not None]
+    if not judged:
+        return {}
+    sentences = unknown = contradicting = repaired = 0
+    for c in judged:
+        report = check(c.raw_text, c.verdicts, c.score)
+        sentences += len(report.reading.sentences)
+        unknown += report.reading.unknown
+        contradicting += report.contradictions > 0
+        repaired += c.text != c.raw_text
+    n = len(judged)
+    return {"unreadable_sentences": unknown / max(1, sentences), "contradicting_critiques": contradicting / n,
+            "repaired_critiques": repaired / n}
 
 
 def _labels(model_dirs: list[str]) -> list[str]:
@@ -272,6 +296,7 @@ SECTIONS = (
     ("score", "score ", SCORE_KEYS),
     ("saliency_pseudo", "saliency (pseudo-labels) ", SALIENCY_KEYS),
     ("saliency", "saliency (fixations) ", SALIENCY_KEYS),
+    ("checker", "decoder text: ", ("unreadable_sentences", "contradicting_critiques", "repaired_critiques")),
 )
 
 

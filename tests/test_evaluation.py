@@ -115,3 +115,25 @@ def test_cli_with_fixation_data_and_an_unreadable_image(dataset, models, tmp_pat
 def test_bad_spec_is_a_clear_error(tmp_path, capsys):
     assert main(["--model", str(tmp_path), "--data", "nosuch:format"]) == 2
     assert "ase-mllm eval:" in capsys.readouterr().err
+
+
+def test_checker_metrics_read_the_decoders_own_text():
+    """With an attribute head, evaluation reports how often the decoder's text (before the run-time repair)
+    cannot be read back or contradicts the head; models without a head get no such section."""
+    import numpy as np
+
+    from ase_model.critic import Critique
+    from ase_model.evaluation import _checker_metrics
+
+    verdicts = {"exposure": "well exposed", "white_balance": "cool cast", "sharpness": "sharp"}
+    clean = "Colour and lighting: There is a cool cast.\nExposure: The exposure is well judged."
+    wrong = "Colour and lighting: A pink cast tints the whole frame. Colour flibbers.\nExposure: The exposure is well judged."
+
+    def critique(raw, v):
+        return Critique(text=clean, attributes={}, score=6.5, tags=[], saliency=np.zeros((2, 2), np.float32),
+                        model="m", verdicts=v, raw_text=raw)
+
+    m = _checker_metrics({"a": critique(clean, verdicts), "b": critique(wrong, verdicts)})
+    assert m["contradicting_critiques"] == 0.5 and m["repaired_critiques"] == 0.5
+    assert m["unreadable_sentences"] == pytest.approx(1 / 5)
+    assert _checker_metrics({"a": critique(None, None)}) == {}
