@@ -73,8 +73,9 @@ class _Gen:
         count = r.choice([0, 0, 0, 1, 1, 1, 2, 3, 6])
         pool = [lambda: self.image, lambda: b"", lambda: b"not an image", lambda: bytes(r.getrandbits(8)
                 for _ in range(r.randint(1, 200))), lambda: self.image[: len(self.image) // 2],
-                lambda: b"\xff\xd8\xff" + b"\x00" * 3000, lambda: b"x" * BIG_FRAME]
-        return [r.choice(pool)() for _ in range(count)]
+                lambda: b"\xff\xd8\xff" + b"\x00" * 3000]
+        # one message in ~20 is over the size limit: enough to test `too_large`, not enough to make the run slow
+        return [(b"x" * BIG_FRAME if r.random() < 0.02 else r.choice(pool)()) for _ in range(count)]
 
     def grammar(self) -> tuple[list[bytes], str | None]:
         r = self.r
