@@ -1,0 +1,175 @@
+"""kill -9 during a burst of submitted jobs and, at the same moments, during a watched-folder import; then restart.
+
+Each kill lands somewhere between "just bound, model loading" and "model running, sidecars being written". The
+client retries every submit that got no answer with the same request id, as the Lazy Pirate client does; at the
+end every acknowledged submit is one job, done once; every photo has one watched row, one job and one sidecar; and
+SQLite's integrity_check is clean after every kill. bench/hostile.py runs more rounds through `kill_rounds`.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ase_daemon import protocol as P
+from ase_daemon.client import Client, DaemonError, DaemonUnavailable
+from conftest import DaemonProcess
+
+__all__ = ["kill_rounds", "KILL_CONFIG"]
+
+KILL_CONFIG = """
+[watch]
+settle_s = 0.2
+poll_interval_s = 0.3
+rescan_s = 30
+"""
+
+
+def photo(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (40, 48 + seed % 7 * 4, 3), dtype=np.uint8)).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def integrity(db: Path) -> str:
+    with sqlite3.connect(db) as con:
+        return con.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _wait_bound(d: DaemonProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with Client(d.ipc, timeout=0.5, retries=0) as c:
+        while True:
+            assert d.proc.poll() is None, d.log.read_text()[-2000:]
+            try:
+                c.ping()
+                return
+            except DaemonUnavailable:
+                assert time.monotonic() < deadline, "the daemon did not bind"
+                time.sleep(0.05)
+
+
+def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_round: int = 6,
+                drain_timeout: float = 180) -> dict:
+    """`rounds` kill -9 of daemon `d` (which watches `folder`) during submits and arrivals; then a clean run to the
+    end. Returns the figures and the evidence: kills, integrity results, submits acked/lost/duplicated, photos,
+    sidecars, watched rows/jobs duplicated, finished jobs run again."""
+    r = random.Random(seed)
+    acked: dict[str, str] = {}  # request id -> job id from the first acknowledgement
+    changed_ack = 0  # a retried request id answered with another job: a duplicate
+    sent: dict[str, bytes] = {}
+    photos: list[Path] = []
+    checks: list[str] = []
+    done_before: dict[str, int] = {}  # job id -> attempts, for jobs already done at some kill
+    n = 0
+
+    def submit_all(c: Client, rids) -> None:
+        nonlocal changed_ack
+        for rid in rids:
+            try:
+                job = c.request("submit", {"name": f"{rid}.jpg"}, frames=[sent[rid]], request_id=rid).result["job"]
+            except (DaemonUnavailable, DaemonError):
+                return
+            if acked.setdefault(rid, job) != job:
+                changed_ack += 1
+
+    for k in range(rounds):
+        d.start(wait_ready=False)
+        _wait_bound(d)
+        new = []
+        for _ in range(per_round):
+            n += 1
+            rid = f"kill-{seed}-{n}"
+            sent[rid] = photo(10_000 * seed + n)
+            new.append(rid)
+        todo = [rid for rid in sent if rid not in acked and rid not in new] + new
+
+        def burst(todo=todo):
+            with Client(d.ipc, timeout=1.0, retries=0) as c:
+                submit_all(c, todo)
+
+        def arrive(k=k):
+            for i in range(per_round // 2):
+                p = folder / f"IMG_{k:02d}_{i}.jpg"
+                p.write_bytes(photo(20_000 * seed + 100 * k + i + 5))
+                photos.append(p)
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=burst), threading.Thread(target=arrive)]
+        for t in threads:
+            t.start()
+        # early (model loading, submits being acknowledged) or late (batches running, sidecars being written)
+        time.sleep(r.uniform(0.05, 1.0) if r.random() < 0.5 else r.uniform(4.0, 8.0))
+        d.proc.kill()
+        d.proc.wait(10)
+        for t in threads:
+            t.join(30)
+        checks.append(integrity(d.db))
+        with sqlite3.connect(d.db) as con:
+            for job_id, attempts in con.execute("SELECT id, attempts FROM jobs WHERE state='done'"):
+                done_before.setdefault(job_id, attempts)
+    # the last run: everything not acknowledged is sent again (same ids), then all work drains
+    d.start()
+    with Client(d.ipc, timeout=10) as c:
+        submit_all(c, [rid for rid in sent if rid not in acked])
+        deadline = time.monotonic() + drain_timeout
+        while True:
+            jobs = c.status()["jobs"]
+            watch = c.status()["watch"]
+            if jobs[P.QUEUED] == jobs[P.RUNNING] == 0 and watch["done"] + watch["failed"] >= len(photos):
+                break
+            assert time.monotonic() < deadline, (jobs, watch)
+            time.sleep(0.2)
+    d.stop()
+    checks.append(integrity(d.db))
+    with sqlite3.connect(d.db) as con:
+        rows = con.execute("SELECT request_id, id, state FROM jobs WHERE origin='client'").fetchall()
+        watched = con.execute("SELECT path, state, job_id FROM watched_files").fetchall()
+        watch_jobs = con.execute("SELECT id, path, state FROM jobs WHERE origin LIKE 'watch:%'").fetchall()
+        attempts = dict(con.execute("SELECT id, attempts FROM jobs"))
+    by_rid: dict[str, list] = {}
+    for rid, job_id, state in rows:
+        by_rid.setdefault(rid, []).append((job_id, state))
+    sidecars = [p for p in photos if p.with_name(p.name + ".xmp").is_file()]
+    return {
+        "kills": rounds, "integrity": checks,
+        "submits": len(sent), "acked": len(acked),
+        "jobs_lost": sum(1 for rid in sent if rid not in by_rid) + sum(
+            1 for v in by_rid.values() for _, state in v if state != P.DONE),
+        "jobs_duplicated": changed_ack + sum(len(v) - 1 for v in by_rid.values()) + sum(
+            1 for rid, job in acked.items() if [j for j, _ in by_rid.get(rid, [])] != [job]),
+        "phantom_jobs": sum(1 for rid in by_rid if rid not in sent),
+        "photos": len(photos), "sidecars": len(sidecars),
+        "watched_not_done": sum(1 for _, state, _ in watched if state != P.DONE) + len(photos) - len(watched),
+        "watch_jobs": len(watch_jobs), "watch_jobs_per_photo": len({p for _, p, _ in watch_jobs}),
+        "rerun_after_done": sum(1 for job_id, a in done_before.items() if attempts.get(job_id) != a),
+    }
+
+
+@pytest.mark.slow
+def test_kill9_during_submits_and_watched_import(tmp_path, tiny_model_dir):
+    folder = tmp_path / "import"
+    folder.mkdir()
+    d = DaemonProcess(tmp_path / "d", tiny_model_dir, "kill", ["--watch", str(folder), "--max-batch", "4",
+                                                               "--batch-window-ms", "5", "--log-level", "warning"],
+                      config=KILL_CONFIG)
+    try:
+        out = kill_rounds(d, folder, rounds=10, seed=1)
+        print(out)
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+    assert out["kills"] >= 10 and out["integrity"] == ["ok"] * (out["kills"] + 1), out
+    assert out["jobs_lost"] == 0 and out["jobs_duplicated"] == 0 and out["phantom_jobs"] == 0, out
+    assert out["rerun_after_done"] == 0, out
+    assert out["photos"] == out["sidecars"] and out["watched_not_done"] == 0, out
+    assert out["watch_jobs"] == out["watch_jobs_per_photo"] == out["photos"], out
