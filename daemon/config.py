@@ -170,6 +170,13 @@ def endpoint_kind(endpoint: str, curve_endpoints=()) -> str:
     return "ipc" if endpoint.partition("://")[0] in ("ipc", "inproc") else "loopback"
 
 
+def names_paths(endpoint: str, config: "Config | None" = None) -> bool:
+    """Whether a client at `endpoint` may send paths instead of bytes: the ipc socket, or loopback tcp when this
+    user's config (the daemon's too, normally) sets trust_loopback."""
+    kind = endpoint_kind(endpoint, config.curve.endpoints if config else ())
+    return kind == "ipc" or (kind == "loopback" and bool(config and config.trust_loopback))
+
+
 def _check_ipc(endpoint: str) -> None:
     path = endpoint[len("ipc://"):]
     if path.startswith("@"):
