@@ -33,6 +33,15 @@ rescan_s = 30
 """
 
 
+FOREIGN = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description rdf:about="" xmlns:foo="http://example.com/foo/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<foo:Note>{note}</foo:Note><dc:subject><rdf:Bag><rdf:li>{tag}</rdf:li></rdf:Bag></dc:subject>
+</rdf:Description></rdf:RDF></x:xmpmeta>
+<?xpacket end="w"?>
+"""
+
+
 def photo(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
@@ -61,11 +70,16 @@ def _wait_bound(d: DaemonProcess, timeout: float = 60) -> None:
 def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_round: int = 6,
                 drain_timeout: float = 180) -> dict:
     """`rounds` kill -9 of daemon `d` (which watches `folder`) during submits and arrivals; then a clean run to the
-    end. Returns the figures and the evidence: kills, integrity results, submits acked/lost/duplicated, photos,
-    sidecars, watched rows/jobs duplicated, finished jobs run again."""
+    end. Every other arriving photo already has a sidecar with another program's metadata (kept through it all).
+    Returns the figures and the evidence: kills, integrity results, submits acked/lost/duplicated, photos,
+    sidecars with our critique, foreign values lost, watched rows/jobs duplicated, finished jobs run again."""
+    from ase_daemon.xmp import SidecarError, read_sidecar
+
     r = random.Random(seed)
+    foreign: dict[Path, tuple[str, str]] = {}  # sidecar -> (note, tag) another program wrote
     acked: dict[str, str] = {}  # request id -> job id from the first acknowledgement
     changed_ack = 0  # a retried request id answered with another job: a duplicate
+    unanswered = 0  # submits cut off by a kill (sent again, same id, after the restart)
     sent: dict[str, bytes] = {}
     photos: list[Path] = []
     checks: list[str] = []
@@ -73,11 +87,12 @@ def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_
     n = 0
 
     def submit_all(c: Client, rids) -> None:
-        nonlocal changed_ack
+        nonlocal changed_ack, unanswered
         for rid in rids:
             try:
                 job = c.request("submit", {"name": f"{rid}.jpg"}, frames=[sent[rid]], request_id=rid).result["job"]
             except (DaemonUnavailable, DaemonError):
+                unanswered += 1
                 return
             if acked.setdefault(rid, job) != job:
                 changed_ack += 1
@@ -100,6 +115,11 @@ def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_
         def arrive(k=k):
             for i in range(per_round // 2):
                 p = folder / f"IMG_{k:02d}_{i}.jpg"
+                if i % 2 == 0:  # another program's sidecar, there before the photo (a re-import)
+                    note, tag = f"keep-me-{seed}-{k}-{i}", f"family|{seed}-{k}-{i}"
+                    side = p.with_name(p.name + ".xmp")
+                    side.write_text(FOREIGN.format(note=note, tag=tag))
+                    foreign[side] = (note, tag)
                 p.write_bytes(photo(20_000 * seed + 100 * k + i + 5))
                 photos.append(p)
                 time.sleep(0.02)
@@ -139,16 +159,25 @@ def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_
     by_rid: dict[str, list] = {}
     for rid, job_id, state in rows:
         by_rid.setdefault(rid, []).append((job_id, state))
-    sidecars = [p for p in photos if p.with_name(p.name + ".xmp").is_file()]
+    ours = 0
+    for p in photos:
+        try:
+            ours += bool(read_sidecar(p).get("text") is not None)
+        except SidecarError:
+            pass
+    foreign_lost = [side for side, values in foreign.items()
+                    if not side.is_file() or not all(v in side.read_text(errors="replace") for v in values)]
     return {
         "kills": rounds, "integrity": checks,
-        "submits": len(sent), "acked": len(acked),
+        "submits": len(sent), "acked": len(acked), "cut_off_and_resent": unanswered,
         "jobs_lost": sum(1 for rid in sent if rid not in by_rid) + sum(
             1 for v in by_rid.values() for _, state in v if state != P.DONE),
         "jobs_duplicated": changed_ack + sum(len(v) - 1 for v in by_rid.values()) + sum(
             1 for rid, job in acked.items() if [j for j, _ in by_rid.get(rid, [])] != [job]),
         "phantom_jobs": sum(1 for rid in by_rid if rid not in sent),
-        "photos": len(photos), "sidecars": len(sidecars),
+        "photos": len(photos), "sidecars": ours, "foreign_sidecars": len(foreign),
+        "foreign_lost": len(foreign_lost), "foreign_bytes_lost": sum(len("".join(foreign[s])) for s in foreign_lost),
+        "temp_files_left": len(list(folder.glob(".*.tmp"))),
         "watched_not_done": sum(1 for _, state, _ in watched if state != P.DONE) + len(photos) - len(watched),
         "watch_jobs": len(watch_jobs), "watch_jobs_per_photo": len({p for _, p, _ in watch_jobs}),
         "rerun_after_done": sum(1 for job_id, a in done_before.items() if attempts.get(job_id) != a),
@@ -172,4 +201,5 @@ def test_kill9_during_submits_and_watched_import(tmp_path, tiny_model_dir):
     assert out["jobs_lost"] == 0 and out["jobs_duplicated"] == 0 and out["phantom_jobs"] == 0, out
     assert out["rerun_after_done"] == 0, out
     assert out["photos"] == out["sidecars"] and out["watched_not_done"] == 0, out
+    assert out["foreign_sidecars"] >= 10 and out["foreign_lost"] == 0, out
     assert out["watch_jobs"] == out["watch_jobs_per_photo"] == out["photos"], out
