@@ -67,7 +67,7 @@ def _wait_bound(d: DaemonProcess, timeout: float = 60) -> None:
                 time.sleep(0.05)
 
 
-def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_round: int = 6,
+def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_round: int = 24,
                 drain_timeout: float = 180) -> dict:
     """`rounds` kill -9 of daemon `d` (which watches `folder`) during submits and arrivals; then a clean run to the
     end. Every other arriving photo already has a sidecar with another program's metadata (kept through it all).
@@ -86,33 +86,46 @@ def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_
     done_before: dict[str, int] = {}  # job id -> attempts, for jobs already done at some kill
     n = 0
 
-    def submit_all(c: Client, rids) -> None:
+    def submit_all(c: Client, rids) -> bool:
         nonlocal changed_ack, unanswered
         for rid in rids:
             try:
                 job = c.request("submit", {"name": f"{rid}.jpg"}, frames=[sent[rid]], request_id=rid).result["job"]
             except (DaemonUnavailable, DaemonError):
                 unanswered += 1
-                return
+                return False
             if acked.setdefault(rid, job) != job:
                 changed_ack += 1
+        return True
 
     for k in range(rounds):
         d.start(wait_ready=False)
         _wait_bound(d)
-        new = []
-        for _ in range(per_round):
-            n += 1
-            rid = f"kill-{seed}-{n}"
-            sent[rid] = photo(10_000 * seed + n)
-            new.append(rid)
-        todo = [rid for rid in sent if rid not in acked and rid not in new] + new
+        stop, go = threading.Event(), threading.Event()
+        resend = [rid for rid in sent if rid not in acked]
+        pace = random.Random(r.random())
+        # early: model loading, submits being acknowledged; mid: the kill lands while a submit is on its way;
+        # late: batches running, sidecars being written
+        mode = r.choice(["early", "mid", "late", "late"])
+        kill_at = pace.randint(1, 8) if mode == "mid" else -1
 
-        def burst(todo=todo):
+        def burst(resend=resend, pace=pace, kill_at=kill_at, go=go):
+            """Resend what the last kill cut off, then keep submitting until this daemon dies."""
+            nonlocal n
             with Client(d.ipc, timeout=1.0, retries=0) as c:
-                submit_all(c, todo)
+                if not submit_all(c, resend):
+                    return
+                for j in range(per_round):
+                    n += 1
+                    rid = f"kill-{seed}-{n}"
+                    sent[rid] = photo(10_000 * seed + n)
+                    if j == kill_at:
+                        go.set()
+                    if not submit_all(c, [rid]) or stop.wait(pace.uniform(0.02, 0.25)):
+                        return
 
-        def arrive(k=k):
+        def arrive(k=k, pace=random.Random(r.random())):
+            """Photos keep arriving in the watched folder until this daemon dies."""
             for i in range(per_round // 2):
                 p = folder / f"IMG_{k:02d}_{i}.jpg"
                 if i % 2 == 0:  # another program's sidecar, there before the photo (a re-import)
@@ -122,15 +135,20 @@ def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_
                     foreign[side] = (note, tag)
                 p.write_bytes(photo(20_000 * seed + 100 * k + i + 5))
                 photos.append(p)
-                time.sleep(0.02)
+                if stop.wait(pace.uniform(0.1, 0.6)):
+                    return
 
         threads = [threading.Thread(target=burst), threading.Thread(target=arrive)]
         for t in threads:
             t.start()
         # early (model loading, submits being acknowledged) or late (batches running, sidecars being written)
-        time.sleep(r.uniform(0.05, 1.0) if r.random() < 0.5 else r.uniform(4.0, 8.0))
+        if mode == "mid":
+            go.wait(30)
+        else:
+            time.sleep(r.uniform(0.05, 1.0) if mode == "early" else r.uniform(4.0, 8.0))
         d.proc.kill()
         d.proc.wait(10)
+        stop.set()
         for t in threads:
             t.join(30)
         checks.append(integrity(d.db))
