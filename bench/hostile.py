@@ -63,9 +63,33 @@ class PeakRSS:
         self._thread.join()
 
 
+FILES_CONFIG = """
+[limits]
+decode_budget_mb = 512
+max_file_mb = 64
+"""  # as tests/hostile/test_bad_files.py: its too_large kinds are sized against these
+
+
+def _wrong(expect: str, kind: str, outcome: str, result, too_large: set) -> bool:
+    """Did the file get an answer its kind must not get (badfiles.EXPECT: ok | error | any | warn)?"""
+    if outcome in ("internal", "hangs", "crashes"):
+        return True
+    if expect == "ok":
+        return outcome != "critiqued"
+    if expect == "error":
+        return outcome == "critiqued" or (kind in too_large and result != "too_large")
+    if expect == "warn":
+        return outcome == "critiqued" and not (result or {}).get("warnings")
+    return False
+
+
 def bad_files(model: Path, tmp: Path, timeout: float) -> dict:
     try:
-        from tests.hostile.badfiles import make_bad_files
+        from tests.hostile.badfiles import EXPECT, make_bad_files
+        try:
+            from tests.hostile.badfiles import TOO_LARGE_KINDS
+        except ImportError:
+            TOO_LARGE_KINDS = set()
     except ImportError:
         print("1. bad files: skipped (tests/hostile/badfiles.py, part A of the hardening, is not in this tree)")
         return {}
@@ -75,9 +99,10 @@ def bad_files(model: Path, tmp: Path, timeout: float) -> dict:
     folder = tmp / "bad"
     folder.mkdir()
     cases = make_bad_files(folder)
-    d = DaemonProcess(tmp / "files", model, "files", ["--max-new-tokens", "4", "--log-level", "warning"]).start()
+    d = DaemonProcess(tmp / "files", model, "files", ["--max-new-tokens", "4", "--log-level", "warning"],
+                      config=FILES_CONFIG).start()
     out = {"tried": len(cases), "kinds": len({k for k, _ in cases}), "clear": 0, "critiqued": 0, "internal": 0,
-           "hangs": 0, "crashes": 0, "worst_mb": 0.0, "worst": "", "slowest_s": 0.0, "rows": []}
+           "hangs": 0, "crashes": 0, "worst_mb": 0.0, "worst": "", "slowest_s": 0.0, "wrong": [], "rows": []}
     baseline = rss_mb(d.proc.pid)
     print(f"1. bad files: {len(cases)} files of {out['kinds']} kinds; daemon RSS {baseline:.0f} MB when ready")
     try:
@@ -85,9 +110,10 @@ def bad_files(model: Path, tmp: Path, timeout: float) -> dict:
             before = rss_mb(d.proc.pid)
             t0 = time.monotonic()
             with PeakRSS(d.proc.pid) as peak:
+                detail = None
                 try:
                     with Client(d.ipc, timeout=timeout, retries=0) as c:  # no progress: silence is a hang
-                        c.request("critique", {"path": str(path), "saliency": False}, timeout=timeout)
+                        detail = c.request("critique", {"path": str(path), "saliency": False}, timeout=timeout).result
                     outcome = "critiqued"
                 except DaemonError as e:
                     outcome = "internal" if e.code == "internal" else "clear"
@@ -100,7 +126,9 @@ def bad_files(model: Path, tmp: Path, timeout: float) -> dict:
             out["slowest_s"] = max(out["slowest_s"], took)
             if over > out["worst_mb"]:
                 out["worst_mb"], out["worst"] = over, kind
-            out["rows"].append((kind, outcome if outcome != "clear" else detail, took, over))
+            out["rows"].append((kind, detail if outcome == "clear" else outcome, took, over))
+            if _wrong(EXPECT.get(kind, "any"), kind, outcome, detail, TOO_LARGE_KINDS):
+                out["wrong"].append(f"{kind}: {detail if outcome == 'clear' else outcome}")
             if outcome in ("hangs", "crashes"):
                 print(f"   {kind}: {outcome}; restarting the daemon")
                 if d.proc.poll() is None:
@@ -142,7 +170,8 @@ def messages(model: Path, tmp: Path, n: int) -> dict:
     finally:
         d.stop()
     codes = ", ".join(f"{k} {v}" for k, v in sorted(total["codes"].items(), key=lambda kv: -kv[1]))
-    print(f"2. protocol fuzz: {total['sent']} messages in {took:.0f} s ({total['sent'] / took:.0f}/s); replies: {codes}")
+    print(f"2. protocol fuzz: {total['sent']} messages in {took:.0f} s ({total['sent'] / took:.0f}/s); "
+          f"replies: {codes}")
     return total
 
 
@@ -197,7 +226,10 @@ def main() -> None:
             ("bad files tried (kinds)", ">= 60 kinds", f"{files['tried']} ({files['kinds']} kinds)"),
             ("  clear errors / critiqued", "every file", f"{files['clear']} / {files['critiqued']} "
              f"(slowest {files['slowest_s']:.1f} s)"),
-            ("  internal / hangs / crashes", "0 / 0 / 0", f"{files['internal']} / {files['hangs']} / {files['crashes']}"),
+            ("  internal / hangs / crashes", "0 / 0 / 0",
+             f"{files['internal']} / {files['hangs']} / {files['crashes']}"),
+            ("  answers against the kind's EXPECT", "0 wrong", f"{len(files['wrong'])} wrong"
+             + (f": {'; '.join(files['wrong'][:4])}" if files["wrong"] else "")),
             ("  peak RSS over baseline, worst file", "within the decode budget",
              f"+{files['worst_mb']:.0f} MB ({files['worst']}); budget {files.get('budget_mb')} MB"),
         ]
