@@ -67,6 +67,14 @@ def _wait_bound(d: DaemonProcess, timeout: float = 60) -> None:
                 time.sleep(0.05)
 
 
+def _wait_ready(d: DaemonProcess, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    with Client(d.ipc, timeout=2, retries=0) as c:
+        while c.ping()["state"] != P.READY:
+            assert time.monotonic() < deadline, "the model did not load"
+            time.sleep(0.05)
+
+
 def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_round: int = 24,
                 drain_timeout: float = 180) -> dict:
     """`rounds` kill -9 of daemon `d` (which watches `folder`) during submits and arrivals; then a clean run to the
@@ -98,15 +106,16 @@ def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_
                 changed_ack += 1
         return True
 
-    for k in range(rounds):
+    # early: model loading, submits being acknowledged; mid: the kill lands while a submit is on its way;
+    # late: the model is ready, batches running, sidecars being written
+    modes = (["mid", "early", "late"] * rounds)[:rounds]
+    r.shuffle(modes)
+    for k, mode in enumerate(modes):
         d.start(wait_ready=False)
         _wait_bound(d)
         stop, go = threading.Event(), threading.Event()
         resend = [rid for rid in sent if rid not in acked]
         pace = random.Random(r.random())
-        # early: model loading, submits being acknowledged; mid: the kill lands while a submit is on its way;
-        # late: batches running, sidecars being written
-        mode = r.choice(["early", "mid", "late", "late"])
         kill_at = pace.randint(1, 8) if mode == "mid" else -1
 
         def burst(resend=resend, pace=pace, kill_at=kill_at, go=go):
@@ -141,11 +150,13 @@ def kill_rounds(d: DaemonProcess, folder: Path, rounds: int, seed: int = 0, per_
         threads = [threading.Thread(target=burst), threading.Thread(target=arrive)]
         for t in threads:
             t.start()
-        # early (model loading, submits being acknowledged) or late (batches running, sidecars being written)
         if mode == "mid":
             go.wait(30)
+        elif mode == "early":
+            time.sleep(r.uniform(0.05, 1.0))
         else:
-            time.sleep(r.uniform(0.05, 1.0) if mode == "early" else r.uniform(4.0, 8.0))
+            _wait_ready(d)
+            time.sleep(r.uniform(0.1, 1.5))
         d.proc.kill()
         d.proc.wait(10)
         stop.set()
