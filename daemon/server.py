@@ -315,7 +315,7 @@ class Server:
                 continue
             try:
                 client, refusal = self._identify(kind, msg[-1])
-                self._dispatch(sock, client, [f.bytes for f in msg], refusal)
+                self._dispatch(sock, client, msg, refusal)
             except Exception:  # never let one request take the server down
                 log.exception("dispatch failed")
 
@@ -335,22 +335,24 @@ class Server:
             return f"uid:{parts[1]}", None
         return None, None
 
-    def _dispatch(self, sock, client: str | None, frames: list[bytes], refusal: str | None = None) -> None:
+    def _dispatch(self, sock, client: str | None, frames: list, refusal: str | None = None) -> None:
+        """frames: bytes or zmq.Frame; a frame's bytes are copied out only once the message is within the limits
+        (an oversize message of many frames is refused without a second copy of it)."""
         # [identity, (empty delimiter from REQ-style clients), header, binary frames…]
-        n = 2 if len(frames) > 1 and frames[1] == b"" else 1
-        call = Call(sock, frames[:n], client)
+        n = 2 if len(frames) > 1 and len(frames[1]) == 0 else 1
+        call = Call(sock, [_bytes(f) for f in frames[:n]], client)
         body = frames[n:]
         self.counts["requests"] += 1
         try:
             if refusal is not None:
-                call.id = _peek_id(body[0]) if body else None
+                call.id = _peek_id(_bytes(body[0])) if body else None
                 raise P.ProtocolError(P.FORBIDDEN, refusal, call.id)
             size = sum(len(f) for f in body)
             if size > self.max_message:
-                call.id = _peek_id(body[0])
+                call.id = _peek_id(_bytes(body[0]))
                 raise P.ProtocolError(P.TOO_LARGE, f"message is {size / 2**20:.1f} MiB; the limit is "
                                       f"{self.config.limits.max_message_mb:g} MiB (max_message_mb)", call.id)
-            req = P.decode_request(body, self.ops)
+            req = P.decode_request([_bytes(f) for f in body], self.ops)
             call.id, call.op = req.id, req.op
             if call.remote and self.ops[req.op].local_only:
                 raise P.ProtocolError(P.FORBIDDEN, f"{req.op} is only for the daemon's own user (its ipc socket)",
@@ -602,7 +604,14 @@ class Server:
         return {"state": "stopping"}
 
 
+def _bytes(frame) -> bytes:
+    return frame.bytes if isinstance(frame, zmq.Frame) else frame
+
+
 def _peek_id(header: bytes) -> str | None:
+    """The id of a message refused before parsing (too large, forbidden), so the client can match the reply."""
+    if len(header) > P.MAX_HEADER_BYTES:
+        return None
     try:
         rid = json.loads(header).get("id")
         return rid if isinstance(rid, str) else None

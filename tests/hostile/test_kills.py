@@ -222,7 +222,6 @@ def test_kill9_during_submits_and_watched_import(tmp_path, tiny_model_dir):
                       config=KILL_CONFIG)
     try:
         out = kill_rounds(d, folder, rounds=10, seed=1)
-        print(out)
     finally:
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()

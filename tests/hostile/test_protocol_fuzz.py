@@ -254,7 +254,6 @@ def test_every_hostile_message_is_answered(fuzz_daemon, tmp_path, owner):
     with fuzz_daemon.client() as c:
         rss0 = c.status()["memory"]["rss_mb"]
     stats = fire(endpoint, hostile_messages(15 + owner, 5000, _jpeg(2), _paths(tmp_path), owner))
-    print(stats)
     assert stats["sent"] == 5000 and stats["unanswered"] == 0 and stats["mismatched"] == 0, stats
     assert stats["answered"] == stats["sent"], stats
     assert "internal" not in stats["codes"], stats["codes"]
