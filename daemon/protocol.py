@@ -15,6 +15,7 @@ nothing but the standard library so that any client (the viewer, scripts, the GP
 from __future__ import annotations
 
 import json
+import reprlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,20 +139,20 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_tree(header: dict) -> str | None:
-    """Why the decoded header cannot be served (too deep, or a string that is not valid Unicode), or None.
+def _check_tree(header: dict) -> tuple[str, str] | None:
+    """(code, message) when the decoded header cannot be served (too deep, or a string that is not valid Unicode).
 
     Iterative, so a deep header cannot exhaust the stack here either."""
     stack = [(header, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return f"the header is nested deeper than {MAX_DEPTH} levels"
+            return BAD_JSON, f"the header is nested deeper than {MAX_DEPTH} levels"
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             for s in (key, item):
                 if isinstance(s, str) and not _encodable(s):
-                    return "a string in the header holds a lone surrogate (\\ud800-\\udfff): not valid Unicode"
+                    return BAD_REQUEST, "a string in the header holds a lone surrogate (\\ud800-\\udfff): not Unicode"
             if isinstance(item, (dict, list)):
                 stack.append((item, depth + 1))
     return None
@@ -192,17 +193,17 @@ def decode_request(frames: list[bytes], ops: dict[str, OpSpec] = OPS) -> Request
         raise ProtocolError(BAD_REQUEST, "header needs an `id`: a non-empty string of at most 128 characters")
     problem = _check_tree(header)
     if problem is not None:
-        raise ProtocolError(BAD_JSON if "nested" in problem else BAD_REQUEST, problem, rid)
+        raise ProtocolError(*problem, rid)
     v = header.get("v")
     if type(v) is not int or v != VERSION:  # JSON true is not version 1 (bool is an int in Python)
-        raise ProtocolError(BAD_VERSION, f"protocol version {v!r} is not supported; this daemon speaks v{VERSION}",
-                            rid)
+        raise ProtocolError(BAD_VERSION, f"protocol version {reprlib.repr(v)} is not supported; this daemon speaks "
+                            f"v{VERSION}", rid)
     op = header.get("op")
     if not isinstance(op, str):
         raise ProtocolError(BAD_REQUEST, "header needs an `op` string", rid)
     spec = ops.get(op)
     if spec is None:
-        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; known: {', '.join(sorted(ops))}", rid)
+        raise ProtocolError(UNKNOWN_OP, f"unknown op {reprlib.repr(op)}; known: {', '.join(sorted(ops))}", rid)
     args = header.get("args", {})
     if not isinstance(args, dict):
         raise ProtocolError(BAD_REQUEST, "`args` must be a JSON object", rid)
