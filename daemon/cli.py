@@ -34,6 +34,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-endpoint", action="append", dest="curve_endpoints", metavar="URL",
                    help="bind this endpoint with CurveZMQ even if it is loopback (repeatable)")
     p.add_argument("--tcp-port", type=int, help="port of the default tcp://127.0.0.1 endpoint (default 5599)")
+    p.add_argument("--trust-loopback", action="store_true", default=None,
+                   help="loopback tcp clients count as you: they may name paths and manage the daemon. Any local "
+                        "user can connect to loopback tcp; see docs/daemon.md, 'Security'")
     p.add_argument("--db", help="SQLite store (default $XDG_DATA_HOME/ase-mllm/store.sqlite3)")
     p.add_argument("--max-queue", type=int)
     p.add_argument("--max-batch", type=int)

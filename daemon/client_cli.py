@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import protocol as P
 from .client import Client, DaemonError, DaemonUnavailable, start_daemon
-from .config import ConfigError, is_local, load_config, resolve_endpoint
+from .config import ConfigError, is_local, load_config, names_paths, resolve_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 BUSY_RETRIES = 20
@@ -113,7 +113,7 @@ class App:
             _err(str(e))
             raise SystemExit(EXIT_USAGE) from None
         self.endpoint = resolve_endpoint(args.endpoint, self.config)
-        self.local = is_local(self.endpoint) and not args.server_key
+        self.local = names_paths(self.endpoint, self.config) and not args.server_key  # else send the bytes
 
     def client(self, timeout: float | None = None, retries: int = 2) -> Client:
         return Client(self.endpoint, timeout=timeout or self.args.timeout, retries=retries,

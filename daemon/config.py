@@ -83,6 +83,7 @@ class Config:
     idle_unload_s: float = 0.0  # unload the model after this long without work; 0 = never
     warmup_batch_sizes: list[int] | None = None  # None = [1] on CPU, [1, max_batch] on CUDA
     heartbeat_s: float = 1.0  # progress events to clients that asked for them, while their request waits
+    trust_loopback: bool = False  # loopback tcp clients count as this user (paths, admin ops); see docs/daemon.md
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     curve: Curve = field(default_factory=Curve)
@@ -157,6 +158,32 @@ def is_local(endpoint: str) -> bool:
 
 def ipc_path(endpoint: str) -> Path | None:
     return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+
+
+# ---- identity (who may do what; docs/daemon.md, "Security") ---------------------------------------------------
+def endpoint_kind(endpoint: str, curve_endpoints=()) -> str:
+    """"ipc" (a socket file: the daemon's own user, by the file's permissions and the peer's uid), "loopback"
+    (tcp on this machine: any local user can connect, so it is the owner's only with trust_loopback) or "curve"
+    (CurveZMQ: everything not local, and endpoints listed in [curve] endpoints)."""
+    if endpoint in curve_endpoints or not is_local(endpoint):
+        return "curve"
+    return "ipc" if endpoint.partition("://")[0] in ("ipc", "inproc") else "loopback"
+
+
+def names_paths(endpoint: str, config: "Config | None" = None) -> bool:
+    """Whether a client at `endpoint` may send paths instead of bytes: the ipc socket, or loopback tcp when this
+    user's config (the daemon's too, normally) sets trust_loopback."""
+    kind = endpoint_kind(endpoint, config.curve.endpoints if config else ())
+    return kind == "ipc" or (kind == "loopback" and bool(config and config.trust_loopback))
+
+
+def _check_ipc(endpoint: str) -> None:
+    path = endpoint[len("ipc://"):]
+    if path.startswith("@"):
+        raise ConfigError(f"endpoint {endpoint!r}: abstract ipc sockets have no file permissions, so any local user "
+                          "could connect; use a socket path (the default is in $XDG_RUNTIME_DIR)")
+    if not os.path.isabs(os.path.expanduser(path)):
+        raise ConfigError(f"endpoint {endpoint!r}: an ipc socket needs an absolute path")
 
 
 def resolve_endpoint(cli: str | None = None, config: Config | None = None) -> str:
@@ -303,6 +330,10 @@ def _validate(cfg: Config) -> None:
     for ep in [*cfg.endpoints, *cfg.curve.endpoints]:
         if ep.partition("://")[0] not in ("ipc", "tcp", "inproc"):
             raise ConfigError(f"endpoint {ep!r}: use ipc://PATH or tcp://HOST:PORT")
+        if ep.startswith("ipc://"):
+            _check_ipc(ep)
+    if not isinstance(cfg.trust_loopback, bool):
+        raise ConfigError("trust_loopback must be true or false")
     if not isinstance(cfg.tcp_port, int) or not 0 < cfg.tcp_port < 65536:
         raise ConfigError(f"tcp_port must be 1..65535, not {cfg.tcp_port!r}")
     if cfg.idle_unload_s < 0:

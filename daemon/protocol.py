@@ -15,12 +15,15 @@ nothing but the standard library so that any client (the viewer, scripts, the GP
 from __future__ import annotations
 
 import json
+import reprlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024  # a header is a few hundred bytes; anything bigger is a mistake or an attack
+MAX_DEPTH = 64  # nesting of the header's JSON (args.meta is the only free-form part); deeper -> bad_json
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # integer args must fit SQLite's 64-bit INTEGER
 
 # ---- error codes (stable: clients branch on them; the message is for humans) ----------------------------------
 BAD_JSON = "bad_json"
@@ -46,7 +49,8 @@ ERROR_CODES = {
     NOT_READY: "the model is not loaded (loading, unloaded or failed); `retry_after` says when to retry",
     BAD_IMAGE: "the image could not be read or decoded",
     NOT_FOUND: "no such file or job",
-    FORBIDDEN: "not allowed from this endpoint (remote clients send bytes and cannot manage the daemon)",
+    FORBIDDEN: "not allowed for this client: only the daemon's own user (its ipc socket, or loopback tcp with "
+               "trust_loopback) may name paths or manage the daemon; others send image bytes",
     CANCELLED: "the request or job was cancelled (by `cancel`, or by a shutdown)",
     INTERNAL: "a bug or an unexpected failure in the daemon; see its log",
 }
@@ -70,7 +74,7 @@ _IMAGE_ARGS = {"path": (str, False), "name": (str, False), "max_new_tokens": (in
 class OpSpec:
     args: dict[str, tuple[type | tuple[type, ...], bool]] = field(default_factory=dict)
     frames: int = 0  # at most this many binary frames
-    local_only: bool = False  # refused (`forbidden`) on CURVE endpoints
+    local_only: bool = False  # only for the daemon's own user (`forbidden` for everyone else)
 
 
 OPS: dict[str, OpSpec] = {
@@ -81,8 +85,8 @@ OPS: dict[str, OpSpec] = {
     "submit": OpSpec({**_IMAGE_ARGS, "priority": (int, False), "meta": (dict, False)}, frames=1),
     "job": OpSpec({"job": (str, True), "saliency": (bool, False)}),
     "cancel": OpSpec({"job": (str, False), "request": (str, False)}),
-    "load": OpSpec(),
-    "unload": OpSpec(),
+    "load": OpSpec(local_only=True),
+    "unload": OpSpec(local_only=True),
     "shutdown": OpSpec(local_only=True),
 }
 
@@ -124,7 +128,42 @@ def new_id() -> str:
 
 
 def _dump(obj: dict) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (e.g. a file name that is not UTF-8): escape it, never fail a reply
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_tree(header: dict) -> tuple[str, str] | None:
+    """(code, message) when the decoded header cannot be served (too deep, or a string that is not valid Unicode).
+
+    Iterative, so a deep header cannot exhaust the stack here either."""
+    stack = [(header, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return BAD_JSON, f"the header is nested deeper than {MAX_DEPTH} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            for s in (key, item):
+                if isinstance(s, str) and not _encodable(s):
+                    return BAD_REQUEST, "a string in the header holds a lone surrogate (\\ud800-\\udfff): not Unicode"
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+    return None
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode()
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 # ---- requests ------------------------------------------------------------------------------------------------
@@ -140,24 +179,31 @@ def decode_request(frames: list[bytes], ops: dict[str, OpSpec] = OPS) -> Request
     if len(raw) > MAX_HEADER_BYTES:
         raise ProtocolError(TOO_LARGE, f"header frame is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES}")
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise ProtocolError(BAD_JSON, "header frame is not UTF-8") from None
     except ValueError as e:
         raise ProtocolError(BAD_JSON, f"header frame is not JSON ({e})") from None
+    except RecursionError:
+        raise ProtocolError(BAD_JSON, f"the header is nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(header, dict):
         raise ProtocolError(BAD_JSON, f"header must be a JSON object, not {type(header).__name__}")
     rid = header.get("id")
-    if not isinstance(rid, str) or not rid or len(rid) > 128:
+    if not isinstance(rid, str) or not rid or len(rid) > 128 or not _encodable(rid):
         raise ProtocolError(BAD_REQUEST, "header needs an `id`: a non-empty string of at most 128 characters")
-    if header.get("v") != VERSION:
-        raise ProtocolError(BAD_VERSION, f"protocol version {header.get('v')!r} is not supported; this daemon speaks v{VERSION}", rid)
+    problem = _check_tree(header)
+    if problem is not None:
+        raise ProtocolError(*problem, rid)
+    v = header.get("v")
+    if type(v) is not int or v != VERSION:  # JSON true is not version 1 (bool is an int in Python)
+        raise ProtocolError(BAD_VERSION, f"protocol version {reprlib.repr(v)} is not supported; this daemon speaks "
+                            f"v{VERSION}", rid)
     op = header.get("op")
     if not isinstance(op, str):
         raise ProtocolError(BAD_REQUEST, "header needs an `op` string", rid)
     spec = ops.get(op)
     if spec is None:
-        raise ProtocolError(UNKNOWN_OP, f"unknown op {op!r}; known: {', '.join(sorted(ops))}", rid)
+        raise ProtocolError(UNKNOWN_OP, f"unknown op {reprlib.repr(op)}; known: {', '.join(sorted(ops))}", rid)
     args = header.get("args", {})
     if not isinstance(args, dict):
         raise ProtocolError(BAD_REQUEST, "`args` must be a JSON object", rid)
@@ -177,6 +223,10 @@ def check_args(op: str, spec: OpSpec, args: dict, rid: str | None = None) -> Non
         if not isinstance(value, types) or (isinstance(value, bool) and types in (int, (int, float))):
             want = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
             raise ProtocolError(BAD_REQUEST, f"{op}: argument {name!r} must be {want}, got {type(value).__name__}", rid)
+        if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+            raise ProtocolError(BAD_REQUEST, f"{op}: argument {name!r} is outside the 64-bit integer range", rid)
+        if name == "path" and "\x00" in value:
+            raise ProtocolError(BAD_REQUEST, f"{op}: a path cannot hold a NUL character", rid)
     for name, (_, required) in spec.args.items():
         if required and name not in args:
             raise ProtocolError(BAD_REQUEST, f"{op}: missing argument {name!r}", rid)

@@ -1,9 +1,13 @@
 """The ZeroMQ front of ase-daemon: asyncio ROUTER sockets that turn protocol v1 messages into worker tasks.
 
-Two ROUTER sockets so that every request knows where it came from:
-  local  ipc + loopback tcp, no security (the ipc socket sits in a 0700 directory)
-  curve  anything else (or endpoints listed in [curve] endpoints): CurveZMQ with an allow-list of client keys;
-         clients there must send image bytes and may not manage the daemon.
+One ROUTER socket per kind of endpoint, so that every request knows where it came from, and who sent it:
+  ipc       the daemon's own user: the socket file is 0600 in a 0700 directory, and the peer's uid (SO_PEERCRED,
+            which libzmq appends to the message's Peer-Address) is checked on every message
+  loopback  tcp on 127.0.0.1/::1: any local user can connect, so it is a guest's door unless trust_loopback
+  curve     anything else (or endpoints listed in [curve] endpoints): CurveZMQ with an allow-list of client keys,
+            checked again on every message (a key removed from the folder + SIGHUP cuts its connected clients)
+Guests (loopback without trust, curve clients, another uid on the ipc socket) send image bytes, see only their own
+jobs and no local paths, and may not manage the daemon (docs/daemon.md, "Security").
 
 All sockets live on the event loop's thread. The worker reports back from its own threads through
 `loop.call_soon_threadsafe`, never by touching a socket.
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +33,7 @@ import zmq
 import zmq.asyncio
 
 from . import protocol as P
-from .config import Config, ipc_path, is_local, runtime_dir
+from .config import Config, endpoint_kind, ipc_path, is_local, runtime_dir
 from .store import QueueFull, Store
 from .worker import INTERACTIVE, Outcome, Task, Worker
 
@@ -50,19 +55,29 @@ def package_version() -> str:
         return "0+unknown"
 
 
+# status keys a guest may read: nothing that names a path, an endpoint or the process
+GUEST_STATUS = ("state", "model", "device", "version", "uptime_s", "queue", "batches", "memory", "counts", "jobs",
+                "limits", "load_seconds")
+
+
 @dataclass(eq=False)
 class Call:
-    """One request being answered: where the reply goes and what to log."""
+    """One request being answered: where the reply goes, who asked, and what to log."""
 
     sock: zmq.asyncio.Socket
     envelope: list[bytes]
-    remote: bool
+    client: str | None  # None: the daemon's own user; else the guest ("tcp", "uid:1001", "curve:<public key>")
     id: str | None = None
     op: str | None = None
     t0: float = field(default_factory=time.perf_counter)
     progress: bool = False
     task: Task | None = None
     done: bool = False
+
+    @property
+    def remote(self) -> bool:
+        """A guest: no paths, no admin ops, only its own jobs."""
+        return self.client is not None
 
 
 class Server:
@@ -71,11 +86,12 @@ class Server:
         self.max_message = int(config.limits.max_message_mb * 2**20)
         self.ops: dict[str, P.OpSpec] = dict(P.OPS)
         self._handlers = {op: getattr(self, f"_op_{op}") for op in self.ops}
-        self._inflight: dict[tuple[bool, str], Call] = {}
+        self._inflight: dict[tuple[str | None, str], Call] = {}
         self._background: set[asyncio.Task] = set()
-        self._sockets: list[tuple[zmq.asyncio.Socket, bool]] = []
+        self._sockets: list[tuple[zmq.asyncio.Socket, str]] = []  # (socket, endpoint kind)
         self._ipc_files: list[Path] = []
-        self._locks: list = []
+        self._locks: list[int] = []  # fds of the ipc sockets' lock files
+        self._authorized: set[str] = set()  # z85 public keys of the CURVE clients allowed now
         self._stop = asyncio.Event()
         self._signals = 0
         self.ctx: zmq.asyncio.Context | None = None
@@ -99,19 +115,22 @@ class Server:
     def bind(self) -> None:
         """Create the sockets and bind every endpoint, or raise StartupError (before any model is loaded)."""
         cfg = self.config
-        local, curve = [], []
-        for ep in cfg.all_endpoints():
-            (local if is_local(ep) and ep not in cfg.curve.endpoints else curve).append(ep)
-        curve += [ep for ep in cfg.curve.endpoints if ep not in curve]
+        groups: dict[str, list[str]] = {"ipc": [], "loopback": [], "curve": []}
+        for ep in [*cfg.all_endpoints(), *cfg.curve.endpoints]:
+            kind = endpoint_kind(ep, cfg.curve.endpoints)
+            if ep not in groups[kind]:
+                groups[kind].append(ep)
+        local, curve = groups["ipc"] + groups["loopback"], groups["curve"]
         self.ctx = zmq.asyncio.Context()
         try:
             if curve:
                 keys = self._curve_keys(curve)  # refuse an insecure bind before binding anything
-            if local:
-                sock = self._router()
-                for ep in local:
-                    self._bind(sock, ep)
-                self._sockets.append((sock, False))
+            for kind in ("ipc", "loopback"):
+                if groups[kind]:
+                    sock = self._router()
+                    for ep in groups[kind]:
+                        self._bind(sock, ep)
+                    self._sockets.append((sock, kind))
             if curve:
                 from zmq.auth.asyncio import AsyncioAuthenticator
 
@@ -124,11 +143,13 @@ class Server:
                 sock.zap_domain = ZAP_DOMAIN.encode()
                 for ep in curve:
                     self._bind(sock, ep)
-                self._sockets.append((sock, True))
+                self._sockets.append((sock, "curve"))
         except BaseException:
             self._close()
             raise
-        log.info("listening on %s", ", ".join([*local, *(f"{ep} (CURVE)" for ep in curve)]))
+        trust = " (trusted: trust_loopback)" if cfg.trust_loopback else " (guests: bytes only)"
+        log.info("listening on %s", ", ".join([*groups["ipc"], *(ep + trust for ep in groups["loopback"]),
+                                                *(f"{ep} (CURVE)" for ep in curve)]))
 
     def _curve_keys(self, endpoints: list[str]):
         c = self.config.curve
@@ -148,6 +169,7 @@ class Server:
             raise StartupError(f"{secret_file} holds no secret key (use the server.key_secret file)")
         if not folder.is_dir() or not any(folder.glob("*.key")):
             raise StartupError(f"no authorized client keys (*.key) in {folder}; `ase-daemon keys` makes one")
+        self._authorized = _load_keys(folder)
         return public, secret, folder
 
     def _router(self) -> zmq.asyncio.Socket:
@@ -161,31 +183,50 @@ class Server:
     def _bind(self, sock: zmq.asyncio.Socket, ep: str) -> None:
         path = ipc_path(ep)
         if path is not None:
-            if path.parent == runtime_dir(create=False):
-                runtime_dir()  # create 0700 and check it is ours
-            else:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # the lock makes "is another daemon here?" race-free; the socket file alone can be stale
-            lock = open(f"{path}.lock", "a")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                raise StartupError(self._taken_message(ep)) from None
-            self._locks.append(lock)
-            if path.exists() or path.is_symlink():
-                if _ping(ep) is not None:  # a server that does not use our lock
-                    raise StartupError(self._taken_message(ep))
-                log.info("removing a stale socket file %s (nobody answers on it)", path)
-                path.unlink()
+            self._prepare_ipc(ep, path)
+        old_umask = os.umask(0o077) if path is not None else None  # the socket is born 0700, whatever the umask
         try:
             sock.bind(ep)
         except zmq.ZMQError as e:
             if e.errno == errno.EADDRINUSE:
                 raise StartupError(self._taken_message(ep)) from None
             raise StartupError(f"cannot bind {ep}: {e}") from None
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
         if path is not None:
             self._ipc_files.append(path)
+            os.chmod(path, 0o600)
+
+    def _prepare_ipc(self, ep: str, path: Path) -> None:
+        """The socket's folder (0700 when we make it), its lock (never through a link), a stale socket removed."""
+        if str(path).startswith("@") or not path.is_absolute():
+            raise StartupError(f"refusing {ep}: use an absolute socket path (an abstract socket has no permissions, "
+                               "so any local user could connect)")
+        if path.parent == runtime_dir(create=False):
+            runtime_dir()  # create 0700 and check it is ours
+        elif not path.parent.is_dir():
+            path.parent.mkdir(mode=0o700, parents=True)
+        # the lock makes "is another daemon here?" race-free; the socket file alone can be stale
+        fd = _open_lock(Path(f"{path}.lock"))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(self._taken_message(ep)) from None
+        self._locks.append(fd)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a socket" if not stat.S_ISSOCK(
+                st.st_mode) else f"a socket of uid {st.st_uid}"
+            raise StartupError(f"{path} exists and is {what}; not touching it (remove it, or pick another endpoint)")
+        if _ping(ep) is not None:  # a server that does not use our lock
+            raise StartupError(self._taken_message(ep))
+        log.info("removing a stale socket file %s (nobody answers on it)", path)
+        path.unlink()
 
     @staticmethod
     def _taken_message(ep: str) -> str:
@@ -214,7 +255,7 @@ class Server:
         self.worker.start()
         for hook in self.start_hooks:
             hook()
-        tasks = [asyncio.create_task(self._receive(sock, remote)) for sock, remote in self._sockets]
+        tasks = [asyncio.create_task(self._receive(sock, kind)) for sock, kind in self._sockets]
         tasks.append(asyncio.create_task(self._heartbeat()))
         try:
             await self._stop.wait()
@@ -238,9 +279,10 @@ class Server:
             log.info("stopped")
 
     def _reload_keys(self) -> None:
-        self.auth.configure_curve(domain=ZAP_DOMAIN,
-                                  location=str(Path(self.config.curve.authorized_keys).expanduser()))
-        log.info("reloaded the authorized client keys")
+        folder = Path(self.config.curve.authorized_keys).expanduser()
+        self.auth.configure_curve(domain=ZAP_DOMAIN, location=str(folder))
+        self._authorized = _load_keys(folder)  # connected clients are checked against it on their next request
+        log.info("reloaded the authorized client keys (%d)", len(self._authorized))
 
     def _close(self) -> None:
         if self.auth is not None:
@@ -250,8 +292,8 @@ class Server:
             self.ctx.destroy(linger=500)
             self.ctx = None
         self._remove_ipc_files()
-        for lock in self._locks:
-            lock.close()
+        for fd in self._locks:
+            os.close(fd)
         self._locks.clear()
 
     def _remove_ipc_files(self) -> None:
@@ -263,35 +305,58 @@ class Server:
         self._ipc_files.clear()
 
     # ---- receiving -------------------------------------------------------------------------------------------
-    async def _receive(self, sock: zmq.asyncio.Socket, remote: bool) -> None:
+    async def _receive(self, sock: zmq.asyncio.Socket, kind: str) -> None:
         while True:
             try:
-                frames = await sock.recv_multipart()
+                msg = await sock.recv_multipart(copy=False)
             except zmq.ZMQError as e:
                 log.warning("receive failed: %s", e)
                 await asyncio.sleep(0.01)
                 continue
             try:
-                self._dispatch(sock, remote, frames)
+                client, refusal = self._identify(kind, msg[-1])
+                self._dispatch(sock, client, msg, refusal)
             except Exception:  # never let one request take the server down
                 log.exception("dispatch failed")
 
-    def _dispatch(self, sock, remote: bool, frames: list[bytes]) -> None:
+    def _identify(self, kind: str, frame: zmq.Frame) -> tuple[str | None, str | None]:
+        """(client, refusal): client None is the daemon's own user; a refusal is answered `forbidden`."""
+        if kind == "loopback":
+            return (None if self.config.trust_loopback else "tcp"), None
+        if kind == "curve":
+            key = _meta(frame, "User-Id")
+            if key not in self._authorized:  # revoked since it connected (ZAP only runs at the handshake)
+                return f"curve:{key}", "this client's key is not (or no longer) in the daemon's authorized keys"
+            return f"curve:{key}", None
+        # ipc: libzmq appends the peer's ":uid:gid:pid" (SO_PEERCRED) to Peer-Address; without it (platforms with
+        # no peer credentials, inproc) the socket file's 0600 mode in its 0700 folder is the proof
+        parts = (_meta(frame, "Peer-Address") or "").rsplit(":", 3)
+        if len(parts) == 4 and parts[1].isdigit() and int(parts[1]) != os.getuid():
+            return f"uid:{parts[1]}", None
+        return None, None
+
+    def _dispatch(self, sock, client: str | None, frames: list, refusal: str | None = None) -> None:
+        """frames: bytes or zmq.Frame; a frame's bytes are copied out only once the message is within the limits
+        (an oversize message of many frames is refused without a second copy of it)."""
         # [identity, (empty delimiter from REQ-style clients), header, binary frames…]
-        n = 2 if len(frames) > 1 and frames[1] == b"" else 1
-        call = Call(sock, frames[:n], remote)
+        n = 2 if len(frames) > 1 and len(frames[1]) == 0 else 1
+        call = Call(sock, [_bytes(f) for f in frames[:n]], client)
         body = frames[n:]
         self.counts["requests"] += 1
         try:
+            if refusal is not None:
+                call.id = _peek_id(_bytes(body[0])) if body else None
+                raise P.ProtocolError(P.FORBIDDEN, refusal, call.id)
             size = sum(len(f) for f in body)
             if size > self.max_message:
-                call.id = _peek_id(body[0])
+                call.id = _peek_id(_bytes(body[0]))
                 raise P.ProtocolError(P.TOO_LARGE, f"message is {size / 2**20:.1f} MiB; the limit is "
                                       f"{self.config.limits.max_message_mb:g} MiB (max_message_mb)", call.id)
-            req = P.decode_request(body, self.ops)
+            req = P.decode_request([_bytes(f) for f in body], self.ops)
             call.id, call.op = req.id, req.op
-            if remote and self.ops[req.op].local_only:
-                raise P.ProtocolError(P.FORBIDDEN, f"{req.op} is only allowed from this machine", req.id)
+            if call.remote and self.ops[req.op].local_only:
+                raise P.ProtocolError(P.FORBIDDEN, f"{req.op} is only for the daemon's own user (its ipc socket)",
+                                      req.id)
             out = self._handlers[req.op](call, req)
             if inspect.isawaitable(out):
                 task = asyncio.ensure_future(self._finish_async(call, out))
@@ -323,25 +388,47 @@ class Server:
             return
         fut = call.sock.send_multipart(call.envelope + frames, flags=zmq.DONTWAIT, copy=False)
         if fut.done() and fut.exception() is not None:  # client gone (EHOSTUNREACH) or not reading (EAGAIN)
-            log.debug("reply to %s dropped: %s", call.id, fut.exception())
+            e = fut.exception()
+            log.debug("reply to %s dropped: %s", call.id, e)
+            if getattr(e, "errno", None) == errno.EHOSTUNREACH and not call.done:
+                self._abandon(call)
+
+    def _abandon(self, call: Call) -> None:
+        """The client of a request in flight is gone: stop its heartbeats and drop its image before the model runs
+        (a Lazy Pirate retry from a new socket starts it again)."""
+        call.done = True
+        if call.id is not None and self._inflight.get((call.client, call.id)) is call:
+            del self._inflight[(call.client, call.id)]
+        if call.task is not None:
+            self.worker.cancel(call.task)
+        log.info("%s id=%s: the client is gone; request dropped", call.op, call.id)
 
     def _answer(self, call: Call, out) -> None:
         result, frames = out if isinstance(out, tuple) else (out, [])
-        self._final(call, P.encode_result(call.id, result, frames), None)
+        try:
+            encoded = P.encode_result(call.id, result, frames)
+        except (TypeError, ValueError) as e:  # a bug: still answer, so no request is left without a reply
+            log.exception("%s: cannot encode the result", call.op)
+            return self._fail(call, P.INTERNAL, f"cannot encode the result: {e}")
+        self._final(call, encoded, None)
 
     def _fail(self, call: Call, code: str, message: str, **extra) -> None:
         self.counts["errors"] += 1
-        self._final(call, P.encode_error(call.id, code, message, **extra), (code, message))
+        try:
+            encoded = P.encode_error(call.id, code, message, **extra)
+        except (TypeError, ValueError):
+            encoded = P.encode_error(call.id, code, message)
+        self._final(call, encoded, (code, message))
 
     def _final(self, call: Call, frames: list[bytes], error) -> None:
         if call.done:
             return
         call.done = True
-        if call.id is not None:
-            self._inflight.pop((call.remote, call.id), None)
+        if call.id is not None and self._inflight.get((call.client, call.id)) is call:
+            del self._inflight[(call.client, call.id)]
         self._send(call, frames)
         ms = 1000 * (time.perf_counter() - call.t0)
-        where = " (curve)" if call.remote else ""
+        where = f" ({call.client})" if call.client else ""
         if error is None:
             log.info("%s id=%s %.1f ms ok%s", call.op, call.id, ms, where)
         else:
@@ -358,7 +445,7 @@ class Server:
             await asyncio.sleep(period)
             now = time.perf_counter()
             for call in list(self._inflight.values()):
-                if call.progress and call.task is not None:
+                if call.progress and call.task is not None and not call.done:
                     self._event(call, P.PROGRESS, {"stage": call.task.stage, "waited_s": round(now - call.t0, 2),
                                                     "model": self.worker.state})
 
@@ -374,7 +461,7 @@ class Server:
             memory["cuda_allocated_mb"] = w.pop("cuda_allocated_mb")
         jobs = self.store.job_counts()
         w["queue"]["jobs_queued"] = jobs[P.QUEUED]
-        return {
+        out = {
             "state": w.pop("state"), "model": w.pop("model"), "device": w.pop("device"), "version": package_version(),
             "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
             "queue": w.pop("queue"), "batches": w.pop("batches"), "memory": memory,
@@ -384,8 +471,10 @@ class Server:
             "jobs": jobs, "endpoints": self.config.all_endpoints(),
             "limits": dict(vars(self.config.limits)),
             **w,
-            **{key: hook() for key, hook in self.status_hooks.items()},
         }
+        if call.remote:  # no endpoints, folders, pid or load errors (they name paths) for guests
+            return {key: out[key] for key in GUEST_STATUS if key in out}
+        return {**out, **{key: hook() for key, hook in self.status_hooks.items()}}
 
     def _image_args(self, call: Call, req: P.Request) -> dict:
         """path (local clients only, absolute) xor one binary frame; name; max_new_tokens within the limit."""
@@ -396,8 +485,8 @@ class Server:
                                   "image bytes (not both)", req.id)
         if path is not None:
             if call.remote:
-                raise P.ProtocolError(P.FORBIDDEN, "remote clients cannot name files on the daemon's disk; send the "
-                                      "image bytes as a binary frame", req.id)
+                raise P.ProtocolError(P.FORBIDDEN, "only the daemon's own user may name files on its disk (this "
+                                      f"client is {call.client}); send the image bytes as a binary frame", req.id)
             if not os.path.isabs(path):
                 raise P.ProtocolError(P.BAD_REQUEST, f"path must be absolute (the daemon's working directory is "
                                       f"not yours): {path!r}", req.id)
@@ -411,7 +500,7 @@ class Server:
                 "max_new_tokens": mnt or self.worker.max_new_tokens}
 
     def _op_critique(self, call: Call, req: P.Request):
-        key = (call.remote, req.id)
+        key = (call.client, req.id)
         previous = self._inflight.get(key)
         if previous is not None:  # a Lazy Pirate retry: answer the new socket, don't run it twice
             previous.sock, previous.envelope = call.sock, call.envelope
@@ -460,7 +549,7 @@ class Server:
         add = functools.partial(
             self.store.add_job, path=image["path"], data=image["data"], name=image["name"],
             priority=req.args.get("priority", 0), meta=req.args.get("meta"), max_new_tokens=image["max_new_tokens"],
-            request_id=req.id, max_queued=self.config.limits.max_jobs)
+            request_id=req.id, max_queued=self.config.limits.max_jobs, owner=call.client)
         try:  # off the loop: the insert waits for fsync
             job, created = await self.loop.run_in_executor(None, add)
         except QueueFull as e:
@@ -468,10 +557,15 @@ class Server:
         self.worker.notify_jobs()
         return {"job": job.id, "state": job.state, "created": created}
 
+    def _own_job(self, call: Call, job_id: str, rid: str):
+        """The job, if this client may see it: the daemon's own user sees every job, a guest only its own."""
+        job = self.store.get_job(job_id)
+        if job is None or (call.remote and job.owner != call.client):
+            raise P.ProtocolError(P.NOT_FOUND, f"no job {job_id!r}", rid)
+        return job
+
     def _op_job(self, call: Call, req: P.Request):
-        job = self.store.get_job(req.args["job"])
-        if job is None:
-            raise P.ProtocolError(P.NOT_FOUND, f"no job {req.args['job']!r}", req.id)
+        job = self._own_job(call, req.args["job"], req.id)
         out, frames = job.to_dict(), []
         if job.state == P.DONE:
             hit = self.store.get_critique(job.hash, job.model, job.max_new_tokens)
@@ -486,11 +580,12 @@ class Server:
         if (job_id is None) == (request_id is None):
             raise P.ProtocolError(P.BAD_REQUEST, "cancel needs exactly one of args.job or args.request", req.id)
         if job_id is not None:
+            self._own_job(call, job_id, req.id)
             job = self.worker.cancel_job(job_id)
             if job is None:
                 raise P.ProtocolError(P.NOT_FOUND, f"no job {job_id!r}", req.id)
             return {"job": job.id, "state": job.state, "cancelled": job.state == P.CANCELLED}
-        target = self._inflight.get((call.remote, request_id))
+        target = self._inflight.get((call.client, request_id))
         if target is None or target.task is None:
             raise P.ProtocolError(P.NOT_FOUND, f"no request {request_id!r} in flight", req.id)
         cancelled = self.worker.cancel(target.task)
@@ -509,12 +604,57 @@ class Server:
         return {"state": "stopping"}
 
 
+def _bytes(frame) -> bytes:
+    return frame.bytes if isinstance(frame, zmq.Frame) else frame
+
+
 def _peek_id(header: bytes) -> str | None:
+    """The id of a message refused before parsing (too large, forbidden), so the client can match the reply."""
+    if len(header) > P.MAX_HEADER_BYTES:
+        return None
     try:
         rid = json.loads(header).get("id")
         return rid if isinstance(rid, str) else None
     except Exception:
         return None
+
+
+def _meta(frame: zmq.Frame, name: str) -> str | None:
+    try:
+        return frame.get(name)
+    except zmq.ZMQError:  # no such property (e.g. User-Id without ZAP)
+        return None
+
+
+def _load_keys(folder: Path) -> set[str]:
+    """The z85 public keys in an authorized-keys folder (what the ZAP handler puts in a message's User-Id)."""
+    import zmq.auth
+
+    try:
+        return {k.decode() if isinstance(k, bytes) else k for k in zmq.auth.load_certificates(folder)}
+    except (OSError, ValueError) as e:
+        log.warning("cannot read the authorized keys in %s (%s): no CURVE client is allowed", folder, e)
+        return set()
+
+
+def _open_lock(path: Path) -> int:
+    """Open (creating) an ipc socket's lock file without ever following a link: a planted `X.sock.lock` symlink
+    must not make us create or truncate its target."""
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise StartupError(f"the lock file {path} is {what}; not using it (remove it if you did not make it)") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise StartupError(f"the lock file {path} is not a regular file of yours; not using it (remove it)")
+    return fd
 
 
 def _ping(ep: str) -> dict | None:

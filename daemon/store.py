@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .protocol import CANCELLED, DONE, FAILED, QUEUED, RUNNING
 
-SCHEMA_VERSION = 2  # 2: watch_folders + watched_files (the folder watcher); 1 -> 2 only adds tables
+SCHEMA_VERSION = 3  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner. Upgrades only add.
+INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS critiques (
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,                       -- JSON {"code", "message"} when failed
     attempts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    owner TEXT                        -- NULL: the daemon's own user; else the remote client ("curve:<key>", "tcp")
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, priority DESC, created);
 CREATE INDEX IF NOT EXISTS jobs_by_origin ON jobs (origin, updated);
@@ -114,6 +116,7 @@ class Job:
     updated: float
     request_id: str | None = None
     has_blob: bool = False
+    owner: str | None = None  # None = the daemon's own user
 
     def to_dict(self) -> dict:
         return {
@@ -124,14 +127,16 @@ class Job:
 
 
 _JOB_COLUMNS = ("id, state, priority, kind, origin, path, name, hash, model, max_new_tokens, meta, error, attempts, "
-                "created, updated, request_id, blob IS NOT NULL")
+                "created, updated, request_id, blob IS NOT NULL, owner")
 
 
 def _job(row) -> Job:
     (id_, state, priority, kind, origin, path, name, hash_, model, mnt, meta, error, attempts, created, updated,
-     request_id, has_blob) = row
+     request_id, has_blob, owner) = row
+    if request_id and owner is not None:
+        request_id = request_id.split("\x1f", 1)[-1]  # stored per owner (see add_job)
     return Job(id_, state, priority, kind, origin, path, name, hash_, model, mnt, json.loads(meta or "{}"),
-               json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob))
+               json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob), owner)
 
 
 class Store:
@@ -145,6 +150,9 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            if "owner" not in columns:  # a store from before schema 3
+                self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -189,13 +197,19 @@ class Store:
     def add_job(self, *, path: str | None = None, data: bytes | None = None, name: str | None = None,
                 priority: int = 0, kind: str = "critique", origin: str = "client", meta: dict | None = None,
                 max_new_tokens: int | None = None, request_id: str | None = None,
-                max_queued: int | None = None) -> tuple[Job, bool]:
+                max_queued: int | None = None, owner: str | None = None) -> tuple[Job, bool]:
         """Persist a queued job; returns (job, created). A request_id seen before returns that job (created False).
 
         max_queued: refuse (QueueFull) when this many jobs are already queued.
+        owner: None for the daemon's own user, else the remote client; request ids are per owner, so one client's
+        id can never fetch another's job.
         """
         if (path is None) == (data is None):
             raise ValueError("a job needs exactly one of path or data")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not INT64[0] <= priority <= INT64[1]:
+            raise ValueError(f"priority must be a 64-bit integer, not {priority!r}")
+        if request_id is not None and owner is not None:
+            request_id = f"{owner}\x1f{request_id}"  # \x1f: cannot occur in an owner name
         now = time.time()
         with self._lock, self._tx():
             if request_id is not None:
@@ -209,9 +223,9 @@ class Store:
             job_id = uuid.uuid4().hex[:16]
             self._db.execute(
                 "INSERT INTO jobs (id, request_id, state, priority, kind, origin, path, blob, name, max_new_tokens, meta,"
-                " created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " created, updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, request_id, QUEUED, priority, kind, origin, path, data, name or path, max_new_tokens,
-                 json.dumps(meta or {}, ensure_ascii=False), now, now))
+                 json.dumps(meta or {}, ensure_ascii=False), now, now, owner))
             row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row), True
 
@@ -268,7 +282,8 @@ class Store:
     def fail_job(self, job_id: str, code: str, message: str, hash: str | None = None) -> bool:
         with self._lock, self._tx():
             cur = self._db.execute(
-                "UPDATE jobs SET state=?, error=?, hash=COALESCE(?, hash), updated=? WHERE id=? AND state=?",
+                "UPDATE jobs SET state=?, error=?, hash=COALESCE(?, hash), blob=NULL, updated=? WHERE id=? AND "
+                "state=?",
                 (FAILED, json.dumps({"code": code, "message": message}), hash, time.time(), job_id, RUNNING))
             return cur.rowcount == 1
 
@@ -298,8 +313,9 @@ class Store:
     def retry_job(self, job_id: str) -> Job | None:
         """A failed or cancelled job back to the queue (the watcher's `retry`)."""
         with self._lock, self._tx():
-            self._db.execute("UPDATE jobs SET state=?, error=NULL, updated=? WHERE id=? AND state IN (?, ?)",
-                             (QUEUED, time.time(), job_id, FAILED, CANCELLED))
+            # a failed or cancelled byte job has dropped its bytes: there is nothing left to retry
+            self._db.execute("UPDATE jobs SET state=?, error=NULL, updated=? WHERE id=? AND state IN (?, ?) AND "
+                             "(path IS NOT NULL OR blob IS NOT NULL)", (QUEUED, time.time(), job_id, FAILED, CANCELLED))
             row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 

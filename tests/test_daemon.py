@@ -76,7 +76,7 @@ def test_critique_by_path_and_by_bytes(shared_daemon, images):
     path = images[9]
     with shared_daemon.client() as c:
         by_path, png = c.critique(path=path, force=True)
-    with shared_daemon.client(shared_daemon.tcp) as c:  # the tcp loopback endpoint is local too
+    with shared_daemon.client(shared_daemon.tcp) as c:  # loopback tcp is a guest's door: bytes, not paths
         by_bytes, png2 = c.critique(data=path.read_bytes(), name="photo.jpg", force=True)
     for key in ("text", "score", "tags", "attributes", "hash", "model", "saliency"):
         assert by_path[key] == by_bytes[key], key
@@ -495,3 +495,52 @@ def test_worker_without_zmq_and_job_hook(tiny_model_dir, tmp_path):
     finally:
         worker.stop()
         store.close()
+
+
+# ---- the store's part of the hardening ---------------------------------------------------------------------------
+def test_store_owner_scoped_ids_priority_range_and_failed_bytes_dropped(tmp_path):
+    from ase_daemon.store import Store
+
+    store = Store(tmp_path / "s.db")
+    try:
+        mine, created = store.add_job(data=b"a" * 1000, name="a.jpg", request_id="r1")
+        theirs, created2 = store.add_job(data=b"b" * 1000, name="b.jpg", request_id="r1", owner="curve:KEY")
+        assert created and created2 and mine.id != theirs.id  # one client's id never reaches another's job
+        again, created3 = store.add_job(data=b"b", request_id="r1", owner="curve:KEY")
+        assert again.id == theirs.id and not created3 and again.request_id == "r1" and again.owner == "curve:KEY"
+        assert store.get_job(mine.id).owner is None
+        for bad in (2**63, -(2**63) - 1, True, 1.5):
+            with pytest.raises(ValueError, match="priority"):
+                store.add_job(data=b"x", priority=bad)
+        # a failed byte job drops its bytes (20 x 5 MiB stayed in the store before), and cannot be retried empty
+        claimed = {j.id for j in store.claim_jobs(10)}
+        assert {mine.id, theirs.id} <= claimed
+        assert store.fail_job(mine.id, P.BAD_IMAGE, "broken")
+        assert store.job_data(mine.id) is None and not store.get_job(mine.id).has_blob
+        assert store.retry_job(mine.id).state == P.FAILED
+    finally:
+        store.close()
+
+
+def test_store_upgrades_a_schema_2_database(tmp_path):
+    """A store written before jobs.owner existed opens, gains the column, and keeps its jobs."""
+    from ase_daemon.store import SCHEMA_VERSION, Store
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as con:
+        con.executescript("""CREATE TABLE jobs (id TEXT PRIMARY KEY, request_id TEXT UNIQUE, state TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0, kind TEXT NOT NULL DEFAULT 'critique', origin TEXT NOT NULL DEFAULT
+            'client', path TEXT, blob BLOB, name TEXT, hash TEXT, model TEXT, max_new_tokens INTEGER, meta TEXT,
+            error TEXT, attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL);
+            INSERT INTO jobs (id, request_id, state, path, name, created, updated)
+            VALUES ('old1', 'rq', 'queued', '/p.jpg', '/p.jpg', 1, 1);
+            PRAGMA user_version=2;""")
+    store = Store(db)
+    try:
+        job = store.get_job("old1")
+        assert job.path == "/p.jpg" and job.owner is None and job.request_id == "rq"
+        assert store.add_job(path="/p.jpg", request_id="rq")[0].id == "old1"
+    finally:
+        store.close()
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -9,7 +9,8 @@ import stat
 import pytest
 
 from ase_daemon import protocol as P
-from ase_daemon.config import ConfigError, is_local, load_config, resolve_endpoint, runtime_dir
+from ase_daemon.config import (Config, ConfigError, endpoint_kind, is_local, load_config, names_paths,
+                               resolve_endpoint, runtime_dir)
 
 
 def test_request_round_trip():
@@ -56,6 +57,55 @@ def test_bad_requests_have_stable_codes(frames, code, rid):
         P.decode_request(frames)
     assert e.value.code == code and e.value.id == rid and e.value.message
     assert code in P.ERROR_CODES
+
+
+def _deep(depth: int):
+    value: object = 1
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("text, code, rid", [
+    ('{"v": 1, "id": "\\ud800", "op": "ping"}', P.BAD_REQUEST, None),  # an id that cannot be echoed
+    ('{"v": 1, "id": "a", "op": "critique", "args": {"name": "\\udc80x.jpg"}}', P.BAD_REQUEST, "a"),
+    ('{"v": 1, "id": "a", "op": "ping", "\\udfff": 1}', P.BAD_REQUEST, "a"),
+    ('{"v": 1, "id": "a", "op": "\\ud800"}', P.BAD_REQUEST, "a"),
+    ('{"v": true, "id": "a", "op": "ping"}', P.BAD_VERSION, "a"),
+    ('{"v": 1.0, "id": "a", "op": "ping"}', P.BAD_VERSION, "a"),
+    ('{"v": 1, "id": "a", "op": "ping", "args": {"x": NaN}}', P.BAD_JSON, None),
+    ('{"v": 1, "id": "a", "op": "submit", "args": {"priority": Infinity}}', P.BAD_JSON, None),
+    ('{"v": 1, "id": "a", "op": "submit", "args": {"priority": %s}}' % ("9" * 5000), P.BAD_JSON, None),
+    ('{"v": 1, "id": "a", "op": "ping", "args": %s}' % ("[" * 3000 + "]" * 3000), P.BAD_JSON, None),
+    ('{"v": 1, "id": "a", "op": "submit", "args": {"meta": %s}}' % json.dumps(_deep(P.MAX_DEPTH)), P.BAD_JSON, "a"),
+    ('{"v": 1, "id": "a", "op": "submit", "args": {"priority": %d}}' % 2**63, P.BAD_REQUEST, "a"),
+    ('{"v": 1, "id": "a", "op": "submit", "args": {"priority": %d}}' % -(2**63 + 1), P.BAD_REQUEST, "a"),
+    ('{"v": 1, "id": "a", "op": "critique", "args": {"path": "/tmp/x\\u0000.jpg"}}', P.BAD_REQUEST, "a"),
+])
+def test_door_refuses_what_cannot_be_answered_or_stored(text, code, rid):
+    """Surrogates, strictness, depth, bool versions, 64-bit ints and NUL paths: clear codes, never an exception."""
+    with pytest.raises(P.ProtocolError) as e:
+        P.decode_request([text.encode()])
+    assert (e.value.code, e.value.id) == (code, rid), e.value.message
+    P.encode_error(e.value.id, e.value.code, e.value.message)  # the refusal itself is encodable
+
+
+def test_door_accepts_the_edges():
+    meta = _deep(P.MAX_DEPTH - 2)  # header -> args -> meta: exactly at the limit
+    for args in ({"priority": 2**63 - 1, "meta": meta}, {"priority": -(2**63)}, {"name": "naïve \x00 é.jpg"}):
+        req = P.decode_request(P.encode_request("a", "submit", args, [b"img"]))
+        assert req.args == args
+    assert P.OPS["load"].local_only and P.OPS["unload"].local_only and P.OPS["shutdown"].local_only
+    assert not P.OPS["critique"].local_only
+
+
+def test_replies_are_always_encodable():
+    """A string that is not valid Unicode (a file name from disk) is escaped in a reply, never an exception."""
+    frames = P.encode_result("x", {"image": "/photos/\udc80x.jpg", "tags": ["\ud800"]})
+    reply = P.decode_reply(frames)
+    assert reply.ok and reply.result["image"] == "/photos/\udc80x.jpg"
+    assert json.loads(P.encode_error("\udfff", P.NOT_FOUND, "no \udc80")[0])["error"]["message"] == "no \udc80"
+    assert P.encode_result("x", {"image": "é"})[0] == '{"v":1,"id":"x","ok":true,"result":{"image":"é"}}'.encode()
 
 
 def test_every_error_code_is_documented():
@@ -133,6 +183,44 @@ def test_config_file_and_overrides(tmp_path, monkeypatch):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("endpoint, kind", [
+    ("ipc:///run/user/1000/ase-mllm/daemon.sock", "ipc"), ("inproc://x", "ipc"), ("tcp://127.0.0.1:5599", "loopback"),
+    ("tcp://[::1]:5599", "loopback"), ("tcp://localhost:1", "loopback"), ("tcp://0.0.0.0:5600", "curve"),
+    ("tcp://192.168.1.4:5600", "curve"),
+])
+def test_endpoint_kinds(endpoint, kind):
+    assert endpoint_kind(endpoint) == kind
+    assert endpoint_kind(endpoint, [endpoint]) == "curve"  # listed in [curve] endpoints: CURVE even on loopback
+
+
+def test_trust_loopback_and_ipc_endpoint_checks(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("trust_loopback = true\n")
+    cfg = load_config(path)
+    assert cfg.trust_loopback is True
+    assert names_paths("tcp://127.0.0.1:5599", cfg) and not names_paths("tcp://127.0.0.1:5599", Config())
+    assert names_paths("ipc:///x.sock", Config()) and not names_paths("tcp://10.0.0.1:5600", cfg)
+    path.write_text('trust_loopback = "yes"\n')
+    with pytest.raises(ConfigError, match="trust_loopback"):
+        load_config(path)
+    for bad, why in (("ipc://@ase", "abstract"), ("ipc://relative.sock", "absolute")):
+        path.write_text(f'endpoints = ["{bad}"]\n')
+        with pytest.raises(ConfigError, match=why):
+            load_config(path)
+        with pytest.raises(ConfigError, match=why):
+            load_config(None, endpoints=[bad])
+
+
+def test_runtime_dir_private_under_umask_000(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    old = os.umask(0)
+    try:
+        path = runtime_dir()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
 
 
 def test_runtime_dir_is_private(tmp_path, monkeypatch):
