@@ -23,7 +23,6 @@ Why it looks like this (docs/watcher.md has the long version):
 
 from __future__ import annotations
 
-import errno
 import heapq
 import itertools
 import logging
@@ -155,6 +154,7 @@ class Watcher:
         return self
 
     def _start_folders(self) -> None:
+        self._remove_stale_temps()
         persisted = self.store.watch_folders()
         for f in self.settings.folders:
             options = {k: f[k] for k in WATCH_FOLDER_OPTIONS}
@@ -164,6 +164,18 @@ class Watcher:
         for path, options in persisted.items():
             if path not in self._folders:
                 self._register(path, {**WATCH_FOLDER_OPTIONS, **options}, "runtime")
+
+    def _remove_stale_temps(self) -> None:
+        """Sidecar temp files a killed daemon left (`.IMG.jpg.xmp.asecritic-*.tmp`): at start, before any write."""
+        from .xmp import remove_stale_temp_files
+
+        folders = {f["path"]: f["recursive"] for f in self.settings.folders}
+        for path, options in self.store.watch_folders().items():
+            folders.setdefault(path, options.get("recursive", False))
+        for path, recursive in folders.items():
+            removed = remove_stale_temp_files(path, recursive=recursive)
+            if removed:
+                log.info("removed %d stale sidecar temp file(s) in %s", len(removed), path)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the observers, write the sidecars of jobs that already finished, end the thread."""
@@ -618,8 +630,8 @@ class Watcher:
         except OSError:
             self._drop(a)
             return None
-        if not stat_mod.S_ISREG(st.st_mode):
-            self._drop(a)
+        if not stat_mod.S_ISREG(st.st_mode):  # a FIFO, device or folder named like a photo: say so once, never open
+            self._fail_unread(a, st, f"{a.path}: not a regular file ({_kind(st.st_mode)}); not read")
             return None
         sig = (st.st_size, st.st_mtime_ns)
         if not a.closed:
@@ -641,14 +653,23 @@ class Watcher:
         if folder is None:
             self._drop(a)
             return None
+        from ase_model.imagesafety import ImageLoadError, ImageNotFound, ImageTooLarge, read_regular
+
         try:
-            with open(a.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.EISDIR):
-                self._drop(a)
-            else:
+            # regular files only (the stat above can be raced: a FIFO swapped in must not block this thread), inside
+            # the watched folder (a link planted there must not make us read what it points to), within the cap
+            data = read_regular(a.path, max_bytes=getattr(self.worker, "max_file_bytes", 1 << 30), within=folder.path)
+        except ImageNotFound:
+            self._drop(a)
+            return None
+        except ImageTooLarge as e:
+            self._fail_unread(a, st, str(e), P.TOO_LARGE)
+            return None
+        except ImageLoadError as e:
+            if e.reason.startswith(("permission denied", "cannot read", "cannot open")):  # maybe passing: look again
                 self._schedule(a, now + max(1.0, s.settle_s))
+            else:
+                self._fail_unread(a, st, str(e))
             return None
         if len(data) != st.st_size:  # still being written
             a.closed, a.sig = False, None
@@ -662,7 +683,7 @@ class Watcher:
                 self.store.update_watched([{"path": a.path, "state": rec.state, "size": sig[0], "mtime_ns": sig[1]}])
             self._drop(a)
             return None
-        from ase_model.imageio import ImageLoadError, image_info, load_image
+        from ase_model.imageio import image_info, load_image
 
         try:
             if a.closed:
@@ -671,7 +692,11 @@ class Watcher:
                 image_info(data, name=a.path)
             else:
                 # judged complete only because it stopped changing: decode it all (a stalled copy fails here)
-                load_image(data, name=a.path, max_side=TRIAL_SIDE, min_preview_side=0)
+                budget = self.worker.decode_budget() if hasattr(self.worker, "decode_budget") else None
+                load_image(data, name=a.path, max_side=TRIAL_SIDE, min_preview_side=0, budget=budget)
+        except ImageTooLarge as e:  # over the pixel limit or the memory budget: waiting will not change that
+            self._fail_unread(a, st, str(e), P.TOO_LARGE)
+            return None
         except ImageLoadError as e:
             a.decode_failures += 1
             broken = (a.closed and a.decode_failures >= CLOSED_RETRIES) or now - a.first >= s.incomplete_timeout_s
@@ -687,6 +712,16 @@ class Watcher:
             self._drop(a)
             return None
         return {"path": a.path, "folder": folder.path, "size": sig[0], "mtime_ns": sig[1], "hash": digest}
+
+    def _fail_unread(self, a: Arrival, st, message: str, code: str = P.BAD_IMAGE) -> None:
+        """Record a file we will not read (until it changes, or `watch retry`) and forget the arrival."""
+        folder = self._folder_for(a.path)
+        self.stats["bad_images"] += 1
+        log.warning("%s", message)
+        if folder is not None:
+            self.store.record_watched_failure(a.path, folder.path, st.st_size, st.st_mtime_ns, None,
+                                              {"code": code, "message": message})
+        self._drop(a)
 
     # ---- jobs -> sidecars ----------------------------------------------------------------------------------------
     def _drain_done(self) -> None:
@@ -830,3 +865,12 @@ def _for_sidecar(result: dict) -> dict:
     if isinstance(created, (int, float)):
         out["created"] = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
     return out
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat_mod.S_ISDIR, "a directory"), (stat_mod.S_ISFIFO, "a FIFO"),
+                       (stat_mod.S_ISCHR, "a character device"), (stat_mod.S_ISBLK, "a block device"),
+                       (stat_mod.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"

@@ -275,7 +275,8 @@ class Worker:
                         f"{eta:.0f} s", eta)
 
     # ---- decode pool -----------------------------------------------------------------------------------------
-    def _decode_budget(self):
+    def decode_budget(self):
+        """The MemoryBudget every decode of this daemon reserves from (the folder watcher's trial decodes too)."""
         with self._cv:
             if self._budget is None:
                 from ase_model.imagesafety import MemoryBudget
@@ -328,7 +329,7 @@ class Worker:
 
             try:
                 task.image = load_image(data, name=task.name or task.path, max_side=self.decode_side,
-                                        budget=self._decode_budget(), warnings=task.warnings)
+                                        budget=self.decode_budget(), warnings=task.warnings)
             except ImageLoadError as e:
                 raise _image_error(e) from None
             del data

@@ -37,6 +37,7 @@ import errno
 import math
 import os
 import re
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ from pathlib import Path
 from typing import Any
 
 import pyexiv2
+
+__all__ = ["NAMESPACE_URI", "NAMESPACE_PREFIX", "PYEXIV2_LOCK", "MAX_SIDECAR_BYTES", "SidecarOptions", "SidecarError",
+           "sidecar_path", "rating_from_score", "write_sidecar", "read_sidecar", "remove_stale_temp_files"]
 
 NAMESPACE_URI = "https://github.com/ase-mllm/ns/critic/1.0/"
 NAMESPACE_PREFIX = "asecritic"
@@ -476,13 +480,75 @@ def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
 # ---------------------------------------------------------------------------------- file layer
 
 
-def _read_existing(target: Path) -> bytes | None:
+#: An existing sidecar larger than this is not read (nor replaced): real ones are a few KiB, darktable's with a
+#: long history a few hundred.
+MAX_SIDECAR_BYTES = 16 << 20
+# Our temp files: `.IMG_0001.JPG.xmp.asecritic-k3j9x_2a.tmp` (mkstemp's 8 random characters). Only names of
+# this form are removed as stale (remove_stale_temp_files): never a file of someone else's.
+_TMP_MARK = ".asecritic-"
+_TMP_RE = re.compile(r"^\..+\.xmp" + re.escape(_TMP_MARK) + r"[A-Za-z0-9_]{8}\.tmp$")
+_KIND = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KIND if test(mode)), "not a regular file")
+
+
+def _read_existing(target: Path, follow: bool = False) -> bytes | None:
+    """The bytes of an existing sidecar, None when there is none. Only a regular file is read, at most
+    MAX_SIDECAR_BYTES: a symbolic link (unless `follow`), FIFO or device is refused without being opened
+    (lstat first; then O_NOFOLLOW | O_NONBLOCK and fstat on what was opened, so a swap in between is caught)."""
     try:
-        return target.read_bytes()
+        st = os.stat(target) if follow else os.lstat(target)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise SidecarError(target, f"cannot read the existing sidecar: {e.strerror or e}", e.errno) from e
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            dest = os.readlink(target)
+        except OSError:
+            dest = "?"
+        raise SidecarError(target, f"the existing sidecar is a symbolic link (to {dest}); it is not followed and "
+                           "was left alone", errno.ELOOP)
+    _check_regular(target, st)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(target, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SidecarError(target, "the existing sidecar became a symbolic link; left alone", e.errno) from e
+        raise SidecarError(target, f"cannot read the existing sidecar: {e.strerror or e}", e.errno) from e
+    try:
+        _check_regular(target, os.fstat(fd))
+        chunks, total = [], 0
+        while True:
+            block = os.read(fd, min(1 << 20, MAX_SIDECAR_BYTES + 1 - total))
+            if not block:
+                return b"".join(chunks)
+            chunks.append(block)
+            total += len(block)
+            if total > MAX_SIDECAR_BYTES:
+                _check_regular(target, os.fstat(fd), grew=True)
+    except OSError as e:
+        if isinstance(e, SidecarError):
+            raise
+        raise SidecarError(target, f"cannot read the existing sidecar: {e.strerror or e}", e.errno) from e
+    finally:
+        os.close(fd)
+
+
+def _check_regular(target: Path, st: os.stat_result, grew: bool = False) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise SidecarError(target, f"the existing sidecar is {_kind(st.st_mode)}, not a regular file; it was not "
+                           "opened and was left alone", errno.EINVAL)
+    if grew or st.st_size > MAX_SIDECAR_BYTES:
+        size = max(st.st_size, MAX_SIDECAR_BYTES + 1)
+        raise SidecarError(target, f"the existing sidecar is {size / 2**20:.1f} MiB, over the "
+                           f"{MAX_SIDECAR_BYTES >> 20} MiB a sidecar may be; not read, left alone", errno.EFBIG)
 
 
 def _open_xmp(data: bytes, path: Path):
@@ -559,7 +625,7 @@ def _new_file_mode(target: Path) -> tuple[int, tuple[int, int] | None]:
     """Mode (and owner) for the replacement: the old sidecar's, else what a plain open() would give
     (mkstemp's 0600 would hide a new sidecar from darktable run by another user)."""
     try:
-        st = target.stat()
+        st = os.lstat(target)
         return st.st_mode & 0o7777, (st.st_uid, st.st_gid)
     except OSError:
         return 0o666 & ~_umask(), None
@@ -569,7 +635,8 @@ def _commit(target: Path, old: bytes | None, data: bytes) -> bool:
     """Atomically replace `target` with `data` unless it changed since we read `old` (then False)."""
     mode, owner = _new_file_mode(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        # O_CREAT | O_EXCL | O_NOFOLLOW in the photo's own folder: a planted file or link is never written through
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{_TMP_MARK}", suffix=".tmp", dir=target.parent)
     except OSError as e:
         raise SidecarError(target, f"cannot create a temporary file in {target.parent}: {e.strerror or e}",
                            e.errno) from e
@@ -631,9 +698,9 @@ def write_sidecar(image_path, result: dict, options: SidecarOptions | None = Non
     ValueError for a result that cannot be stored (NaN score, an attribute name that is no XML name).
     """
     options = options or SidecarOptions()
-    side = sidecar_path(image_path)
-    # A symlinked sidecar: replace the file it points to and keep the link.
-    target = Path(os.path.realpath(side)) if side.is_symlink() else side
+    side = target = sidecar_path(image_path)
+    # Written only as a regular file in the photo's own folder: a sidecar that is a symbolic link, FIFO or device
+    # is refused by _read_existing and left alone (a link could point anywhere; a FIFO would block us).
     with _WRITE_LOCK:
         for _ in range(_REPLACE_TRIES):
             old = _read_existing(target)
@@ -653,7 +720,7 @@ def read_sidecar(path) -> dict:
     p = Path(path)
     if p.suffix.lower() != ".xmp":
         p = sidecar_path(p)
-    data = _read_existing(p)
+    data = _read_existing(p, follow=True)  # reading through a link is harmless; a FIFO or device still is not
     if data is None:
         raise SidecarError(p, "no such sidecar", errno.ENOENT)
     if not data.strip():
@@ -665,3 +732,32 @@ def read_sidecar(path) -> dict:
         finally:
             img.close()
     return _decode_ours(cur)
+
+
+def remove_stale_temp_files(folder, recursive: bool = False) -> list[Path]:
+    """Remove temp files a killed writer of ours left in `folder` (`.IMG.jpg.xmp.asecritic-XXXXXXXX.tmp`, regular
+    files owned by this user; nothing else). Call it at start, before any sidecar is written. Returns them."""
+    removed: list[Path] = []
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    walker = os.walk(folder) if recursive else [(os.fspath(folder), [], _names(folder))]
+    for dirpath, dirnames, names in walker:
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in names:
+            if not _TMP_RE.match(name):
+                continue
+            path = Path(dirpath) / name
+            try:
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and (uid is None or st.st_uid == uid):
+                    os.unlink(path)
+                    removed.append(path)
+            except OSError:
+                continue
+    return removed
+
+
+def _names(folder) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
