@@ -296,6 +296,8 @@ def _not_an_image(fp: BinaryIO, label: str) -> ImageLoadError:
         fp.seek(0)
         with Image.open(fp) as im:  # header only; never loaded
             fmt = im.format
+    except Image.DecompressionBombError:
+        return ImageLoadError(label, "unsupported image format, and its header declares a decompression bomb")
     except Exception:
         pass
     if fmt:
@@ -304,6 +306,10 @@ def _not_an_image(fp: BinaryIO, label: str) -> ImageLoadError:
 
 
 def _exif_orientation(im: Image.Image, ctx: _Ctx | None = None) -> int | None:
+    if im.format == "PNG" and "exif" not in im.info:
+        # Pillow's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixels: that
+        # would run before the memory check (a 196 MP bomb fully decoded). Only an eXIf before IDAT counts.
+        return None
     try:
         o = im.getexif().get(0x0112)
     except Exception as e:  # corrupt EXIF must not make a decodable photo fail
@@ -373,6 +379,8 @@ def _decode_pillow(
     ctx = ctx or _Ctx()
     try:
         im = _pil_open(fp, filename)
+    except Image.DecompressionBombError as e:  # Pillow's own check in a plugin's open (WebP)
+        raise ImageTooLarge(label, f"image too large ({e})") from None
     except (OSError, EOFError, ValueError) as e:  # header present but unreadable
         raise ImageLoadError(label, f"truncated or corrupt image header ({e})") from None
     if im is None:
@@ -869,6 +877,8 @@ def image_info(source: str | os.PathLike | bytes, *, name: str | None = None) ->
                 return {"format": fmt, "width": int(w), "height": int(h), "raw": True}
             try:
                 im = _pil_open(src.fp, src.path or "")
+            except Image.DecompressionBombError as e:
+                raise ImageTooLarge(src.label, f"image too large ({e})") from None
             except (OSError, EOFError, ValueError) as e:
                 raise ImageLoadError(src.label, f"truncated or corrupt image header ({e})") from None
             if im is None:
