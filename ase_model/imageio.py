@@ -57,6 +57,7 @@ __all__ = [
     "BACKGROUND",
     "is_supported",
     "load_image",
+    "damage_warnings",
     "image_info",
 ]
 
@@ -668,8 +669,11 @@ def _icc_to_srgb(im: Image.Image, icc: bytes | None, ctx: _Ctx | None = None) ->
     except Exception as e:
         log.debug("ignoring unusable ICC profile: %s", e)
         if ctx is not None:
-            ctx.warn("unusable embedded colour profile (ICC) ignored; colours read as sRGB")
+            ctx.warn(_ICC_WARNING)
         return im
+
+
+_ICC_WARNING = "unusable embedded colour profile (ICC) ignored; colours read as sRGB"
 
 
 def _finish(
@@ -908,3 +912,33 @@ def _tifffile_info(src: _Source) -> dict:
     except Exception as e:
         raise ImageLoadError(src.label, f"unsupported or corrupt TIFF ({e})") from None
     return {"format": "TIFF", "width": int(w), "height": int(h), "raw": False}
+
+
+def damage_warnings(source: str | os.PathLike | bytes, *, name: str | None = None) -> list[str]:
+    """The header- and structure-level warnings ``load_image`` would give (damaged JPEG data, unreadable EXIF, an
+    unusable ICC profile), without decoding a pixel: for a result answered from a cache. [] when the file cannot
+    even be identified (``load_image`` reports that as an error)."""
+    ctx = _Ctx()
+    try:
+        with _Source(source, name) as src:
+            if src.is_raw():
+                return []
+            im = _pil_open(src.fp, src.path or "")
+            if im is None:
+                return []
+            _exif_orientation(im, ctx)
+            icc = im.info.get("icc_profile")
+            if icc:
+                try:
+                    from PIL import ImageCms
+
+                    ImageCms.ImageCmsProfile(io.BytesIO(icc))
+                except Exception:
+                    ctx.warn(_ICC_WARNING)
+            if im.format in ("JPEG", "MPO"):
+                src.fp.seek(0)
+                for message in jpeg_damage(src.fp.read()):
+                    ctx.warn(message)
+    except Exception:  # not an image we can identify: nothing to add
+        return []
+    return ctx.warnings

@@ -312,7 +312,11 @@ class Worker:
                 if hit is not None:
                     with self._cv:
                         self.stats["cache_hits"] += 1
-                    result = {"warnings": [], **hit.result, "image": task.name or task.path, "cached": True}
+                    from ase_model.imageio import damage_warnings
+
+                    # the store keeps the critique, not the file's damage: look again (headers only, cheap)
+                    warnings = damage_warnings(data, name=task.name or task.path)
+                    result = {**hit.result, "warnings": warnings, "image": task.name or task.path, "cached": True}
                     self._finish(task, Outcome(result, hit.saliency_png))
                     return
             if self.state != READY:
