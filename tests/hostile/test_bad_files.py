@@ -217,3 +217,59 @@ def test_bad_files_in_a_watched_folder(daemon, tmp_path):
     for kind in ("fifo", "link_dev_zero", "dir_named_jpg", "socket", "link_out_photo"):
         assert not os.path.lexists(f"{dict(files)[kind]}.xmp"), kind
     assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+
+
+class _FailsOnThin:
+    """The real tiny Critic, except that any batch holding an image under 4 px on a side raises (the shape of the
+    empty-quantile crash in issue 15, whatever its cause)."""
+
+    def __init__(self, critic):
+        self._critic = critic
+        self.batches: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self._critic, name)
+
+    def critique(self, images, **kw):
+        self.batches.append(len(images))
+        if any(min(im.size) < 4 for im in images):
+            raise RuntimeError("quantile() input tensor must be non-empty")
+        return self._critic.critique(images, **kw)
+
+
+def test_worker_isolates_the_item_that_fails_its_batch(tmp_path, tiny_model_dir):
+    from ase_daemon.store import Store
+    from ase_daemon.worker import INTERACTIVE, Task, Worker
+    from ase_model.critic import Critic
+
+    critic = _FailsOnThin(Critic.from_pretrained(tiny_model_dir, device="cpu"))
+    worker = Worker(None, Store(tmp_path / "s.db"), critic_factory=lambda: critic, max_batch=8, batch_window_ms=200,
+                    max_new_tokens=4).start()
+    try:
+        deadline = time.monotonic() + 120
+        while worker.state != "ready":
+            assert time.monotonic() < deadline and worker.state != "error", worker.load_error
+            time.sleep(0.05)
+        files = dict(make_bad_files(tmp_path / "set"))
+        items = [files["thin_1x10000"]] + [photo_bytes(60 + i) for i in range(5)] + [files["thin_10000x1"]]
+        done: dict[int, object] = {}
+        finished = threading.Event()
+
+        def on_done(i):
+            def cb(outcome):
+                done[i] = outcome
+                if len(done) == len(items):
+                    finished.set()
+            return cb
+
+        for i, item in enumerate(items):
+            kw = {"path": str(item)} if isinstance(item, Path) else {"data": item, "name": f"ok{i}.jpg"}
+            worker.submit(Task(**kw, lane=INTERACTIVE, force=True, on_done=on_done(i)))
+        assert finished.wait(120), f"only {len(done)} of {len(items)} answered"
+    finally:
+        worker.stop()
+    assert max(critic.batches) > 1, critic.batches  # they did share a batch, and it failed
+    assert [done[i].ok for i in range(len(items))] == [False, True, True, True, True, True, False]
+    for i in (0, len(items) - 1):  # the failure recorded is the culprit's own
+        assert done[i].error.code == P.INTERNAL and "quantile" in done[i].error.message
+    assert all(isinstance(done[i].result["warnings"], list) for i in range(1, 6))
