@@ -78,6 +78,7 @@ class Folder:
     kind: str = ""  # native | polling (what is running; a native one falls back to polling if inotify refuses)
     error: str | None = None
     next_scan: float = 0.0  # monotonic; 0 = scan now (the catch-up at start)
+    cleaned: bool = False  # our stale sidecar temp files removed (once, before the first scan)
 
     @property
     def recursive(self) -> bool:
@@ -154,7 +155,6 @@ class Watcher:
         return self
 
     def _start_folders(self) -> None:
-        self._remove_stale_temps()
         persisted = self.store.watch_folders()
         for f in self.settings.folders:
             options = {k: f[k] for k in WATCH_FOLDER_OPTIONS}
@@ -164,18 +164,6 @@ class Watcher:
         for path, options in persisted.items():
             if path not in self._folders:
                 self._register(path, {**WATCH_FOLDER_OPTIONS, **options}, "runtime")
-
-    def _remove_stale_temps(self) -> None:
-        """Sidecar temp files a killed daemon left (`.IMG.jpg.xmp.asecritic-*.tmp`): at start, before any write."""
-        from .xmp import remove_stale_temp_files
-
-        folders = {f["path"]: f["recursive"] for f in self.settings.folders}
-        for path, options in self.store.watch_folders().items():
-            folders.setdefault(path, options.get("recursive", False))
-        for path, recursive in folders.items():
-            removed = remove_stale_temp_files(path, recursive=recursive)
-            if removed:
-                log.info("removed %d stale sidecar temp file(s) in %s", len(removed), path)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the observers, write the sidecars of jobs that already finished, end the thread."""
@@ -515,6 +503,15 @@ class Watcher:
         if folder.observer is None or not folder.observer.is_alive():
             self._stop_observer(folder)
             self._start_observer(folder)
+        if not folder.cleaned:
+            # temp files a killed daemon left (`.IMG.jpg.xmp.asecritic-*.tmp`): on this thread, the only one that
+            # writes sidecars, so none of them can be a write in progress
+            from .xmp import remove_stale_temp_files
+
+            removed = remove_stale_temp_files(folder.path, recursive=folder.recursive)
+            folder.cleaned = True
+            if removed:
+                log.info("removed %d stale sidecar temp file(s) in %s", len(removed), folder.path)
         self._scan_tree(folder.path, folder)
         self.stats["scans"] += 1
 

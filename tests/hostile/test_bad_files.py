@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,24 +20,11 @@ from PIL import Image
 
 from ase_daemon import protocol as P
 from ase_daemon.client import DaemonError
-from conftest import DaemonProcess
-
 from .badfiles import EXPECT, TOO_LARGE_KINDS, make_bad_files
+from .conftest import BUDGET_MB
 
-BUDGET_MB = 512
 ANSWER_S = 20.0  # every request, whatever the file, is answered within this (the client's heartbeats aside)
 CLEAR = {P.BAD_IMAGE, P.NOT_FOUND, P.TOO_LARGE}
-CONFIG = f"""
-[limits]
-decode_budget_mb = {BUDGET_MB}
-max_file_mb = 64
-
-[watch]
-settle_s = 0.2
-poll_interval_s = 0.3
-open_wait_s = 30
-rescan_s = 30
-"""
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,13 +36,9 @@ def photo_bytes(seed: int, size=(96, 72)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, tiny_model_dir):
-    d = DaemonProcess(tmp_path_factory.mktemp("hostile-daemon"), tiny_model_dir, "h",
-                      ["--max-batch", "8", "--batch-window-ms", "30"], config=CONFIG)
-    d.start()
-    yield d
-    assert d.stop(signal.SIGTERM) == 0
+@pytest.fixture()
+def daemon(hostile_daemon):
+    return hostile_daemon
 
 
 def ask(daemon, **kwargs) -> tuple[str, object, float]:
