@@ -35,7 +35,7 @@ class Limits:
     decode_threads: int = 2  # image decoding + hashing, in parallel with the model
     # ---- files and decoding (hostile input; docs/daemon.md "Files and sidecars") ----
     max_file_mb: float = 1024.0  # a photo file or image frame larger than this -> `too_large`, before it is read
-    decode_budget_mb: float = 4096.0  # decoder memory (estimated from headers) shared by all decodes; more -> wait;
+    decode_budget_mb: float = 2048.0  # decoder memory (estimated from headers) shared by all decodes; more -> wait;
     #                                   one photo that alone needs more -> `too_large` with the figure
 
 
