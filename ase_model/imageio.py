@@ -363,6 +363,8 @@ def _pillow_cost(im: ImageFile.ImageFile, max_side: int | None, encoded: int) ->
         work = px * 10
     elif mode not in ("RGB", "RGBA", "L", "CMYK"):  # P, LA, PA, 1 ... converted to a 4-byte mode first
         work = px * 4
+    if im.format in ("JPEG", "MPO"):
+        encoded *= 2  # jpeg_damage reads the encoded bytes once more
     return encoded + native + work + _finish_cost(w, h, max_side) + _SLACK
 
 
