@@ -20,7 +20,7 @@ import pytest
 
 from ase_daemon import xmp
 from ase_daemon.xmp import (NAMESPACE_URI, SidecarError, SidecarOptions, rating_from_score, read_sidecar,
-                            sidecar_path, write_sidecar)
+                            remove_stale_temp_files, sidecar_path, write_sidecar)
 
 EXIFTOOL = shutil.which("exiftool")
 needs_exiftool = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool not installed "
@@ -455,7 +455,7 @@ def test_simulated_disk_full_and_failed_rename(tmp_path, monkeypatch):
     def enospc(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(xmp.os, "fsync", enospc)
+    monkeypatch.setattr(os, "fsync", enospc)
     with pytest.raises(SidecarError) as info:
         write_sidecar(img, RESULT)
     assert info.value.errno == errno.ENOSPC and "No space" in str(info.value)
@@ -465,7 +465,7 @@ def test_simulated_disk_full_and_failed_rename(tmp_path, monkeypatch):
     def eio(*a, **k):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(xmp.os, "replace", eio)
+    monkeypatch.setattr(os, "replace", eio)
     with pytest.raises(SidecarError):
         write_sidecar(img, RESULT)
     assert side.read_bytes() == old and temp_files(tmp_path) == []
@@ -570,9 +570,9 @@ def test_stale_temp_files_of_ours_are_removed_and_nothing_else(tmp_path):
     sub.mkdir()
     deep = sub / ".b.png.xmp.asecritic-AAAAAAAA.tmp"
     deep.write_bytes(b"x")
-    assert xmp.remove_stale_temp_files(tmp_path) == [ours]
+    assert remove_stale_temp_files(tmp_path) == [ours]
     assert all(p.exists() for p in theirs) and deep.exists()
-    assert xmp.remove_stale_temp_files(tmp_path, recursive=True) == [deep]
+    assert remove_stale_temp_files(tmp_path, recursive=True) == [deep]
 
 
 def test_threads(tmp_path):
