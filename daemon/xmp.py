@@ -461,7 +461,7 @@ def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
     return changes
 
 
-# ---------------------------------------------------------------------------------- file layer
+# ------------------------------------------------------------------- exiv2 (files: sidecar_files.py)
 
 
 def _open_xmp(data: bytes, path: Path):
