@@ -30,6 +30,7 @@ __all__ = [
     "ImageTooLarge",
     "MAX_FILE_BYTES",
     "MemoryBudget",
+    "file_kind",
     "open_regular",
     "read_regular",
     "jpeg_damage",
@@ -78,19 +79,25 @@ def _mib(n: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 _KINDS = (
-    (stat.S_ISDIR, "is a directory, not an image file"),
-    (stat.S_ISFIFO, "not a regular file: a FIFO (named pipe); refused without reading it"),
-    (stat.S_ISCHR, "not a regular file: a character device; refused without reading it"),
-    (stat.S_ISBLK, "not a regular file: a block device; refused without reading it"),
-    (stat.S_ISSOCK, "not a regular file: a socket"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
 )
 
 
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a FIFO (named pipe)", "a character device", ..."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
 def _kind_reason(mode: int) -> str:
-    for test, reason in _KINDS:
-        if test(mode):
-            return reason
-    return "not a regular file"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not an image file"
+    if stat.S_ISSOCK(mode):
+        return "not a regular file: a socket"
+    return f"not a regular file: {file_kind(mode)}; refused without reading it"
 
 
 _os_open = os.open  # one name to patch: tests running as root simulate a refused open

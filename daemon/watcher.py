@@ -628,7 +628,9 @@ class Watcher:
             self._drop(a)
             return None
         if not stat_mod.S_ISREG(st.st_mode):  # a FIFO, device or folder named like a photo: say so once, never open
-            self._fail_unread(a, st, f"{a.path}: not a regular file ({_kind(st.st_mode)}); not read")
+            from ase_model.imagesafety import file_kind
+
+            self._fail_unread(a, st, f"{a.path}: not a regular file ({file_kind(st.st_mode)}); not read")
             return None
         sig = (st.st_size, st.st_mtime_ns)
         if not a.closed:
@@ -663,11 +665,14 @@ class Watcher:
             self._fail_unread(a, st, str(e), P.TOO_LARGE)
             return None
         except ImageLoadError as e:
-            if e.reason.startswith(("permission denied", "cannot read", "cannot open")):  # maybe passing: look again
+            if e.reason.startswith("empty file"):
+                data = b""  # most likely a copy about to start: the decode check below retries it a while
+            elif e.reason.startswith(("permission denied", "cannot read", "cannot open")):  # may pass: look again
                 self._schedule(a, now + max(1.0, s.settle_s))
+                return None
             else:
                 self._fail_unread(a, st, str(e))
-            return None
+                return None
         if len(data) != st.st_size:  # still being written
             a.closed, a.sig = False, None
             self._schedule(a, now + s.settle_s)
@@ -862,12 +867,3 @@ def _for_sidecar(result: dict) -> dict:
     if isinstance(created, (int, float)):
         out["created"] = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
     return out
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat_mod.S_ISDIR, "a directory"), (stat_mod.S_ISFIFO, "a FIFO"),
-                       (stat_mod.S_ISCHR, "a character device"), (stat_mod.S_ISBLK, "a block device"),
-                       (stat_mod.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"

@@ -19,6 +19,7 @@ settle_s = 0.2
 poll_interval_s = 0.3
 open_wait_s = 30
 rescan_s = 30
+incomplete_timeout_s = 3
 """
 
 
