@@ -259,3 +259,16 @@ def test_worker_isolates_the_item_that_fails_its_batch(tmp_path, tiny_model_dir)
     for i in (0, len(items) - 1):  # the failure recorded is the culprit's own
         assert done[i].error.code == P.INTERNAL and "quantile" in done[i].error.message
     assert all(isinstance(done[i].result["warnings"], list) for i in range(1, 6))
+
+
+def test_file_and_budget_limits_in_the_config(tmp_path):
+    from ase_daemon.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[limits]\nmax_file_mb = 8\ndecode_budget_mb = 256.5\n")
+    lim = load_config(cfg).limits
+    assert (lim.max_file_mb, lim.decode_budget_mb) == (8, 256.5)
+    for bad in ("max_file_mb = 0", "decode_budget_mb = -1", 'decode_budget_mb = "lots"', "max_file_mb = true"):
+        cfg.write_text(f"[limits]\n{bad}\n")
+        with pytest.raises(ConfigError, match="positive number of MiB"):
+            load_config(cfg)
