@@ -22,6 +22,14 @@ Safety decisions (hostile or broken files are expected: this runs on whole photo
   If some other code in the process sets it to True, Pillow pads truncated files silently and we
   cannot tell; don't.
 * Only the formats in ``_PIL_FORMATS`` are decoded (no EPS/Ghostscript, no exotic plugins).
+* Files: a path is opened only as a regular file (``imagesafety.open_regular``: non-blocking, fstat on the
+  opened descriptor, optional folder confinement, a size cap); RAW files go to LibRaw from that open file.
+* Memory: every decode estimates its peak from the header and reserves it from an optional
+  ``MemoryBudget`` before the first pixel is decoded (``ImageTooLarge`` when it can never fit); 16-bit
+  and float scaling works block by block. Nothing here may decode pixels before that check (Pillow's PNG
+  ``getexif()`` would: it is only asked where the EXIF sits before the image data).
+* Damage a decoder papers over (garbage in a JPEG's data, unreadable EXIF, an unusable ICC profile) goes to
+  the caller's ``warnings`` list instead of being lost.
 """
 
 from __future__ import annotations
