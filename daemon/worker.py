@@ -277,10 +277,10 @@ class Worker:
     # ---- decode pool -----------------------------------------------------------------------------------------
     def decode_budget(self):
         """The MemoryBudget every decode of this daemon reserves from (the folder watcher's trial decodes too)."""
+        from ase_model.imagesafety import MemoryBudget  # outside the lock: the first import of ase_model is slow
+
         with self._cv:
             if self._budget is None:
-                from ase_model.imagesafety import MemoryBudget
-
                 self._budget = MemoryBudget(self.decode_budget_bytes)
             return self._budget
 
