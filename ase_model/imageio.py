@@ -22,20 +22,31 @@ Safety decisions (hostile or broken files are expected: this runs on whole photo
   If some other code in the process sets it to True, Pillow pads truncated files silently and we
   cannot tell; don't.
 * Only the formats in ``_PIL_FORMATS`` are decoded (no EPS/Ghostscript, no exotic plugins).
+* Files: a path is opened only as a regular file (``imagesafety.open_regular``: non-blocking, fstat on the
+  opened descriptor, optional folder confinement, a size cap); RAW files go to LibRaw from that open file.
+* Memory: every decode estimates its peak from the header and reserves it from an optional
+  ``MemoryBudget`` before the first pixel is decoded (``ImageTooLarge`` when it can never fit); 16-bit
+  and float scaling works block by block. Nothing here may decode pixels before that check (Pillow's PNG
+  ``getexif()`` would: it is only asked where the EXIF sits before the image data).
+* Damage a decoder papers over (garbage in a JPEG's data, unreadable EXIF, an unusable ICC profile) goes to
+  the caller's ``warnings`` list instead of being lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
-import stat
 import struct
 import zlib
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile
+
+from .imagesafety import (MAX_FILE_BYTES, ImageLoadError, ImageNotFound, ImageTooLarge, MemoryBudget, jpeg_damage,
+                          open_regular)
 
 try:  # a hard dependency, but keep plain images working if the wheel is broken
     import rawpy
@@ -44,12 +55,17 @@ except ImportError:  # pragma: no cover - exercised only on a broken install
 
 __all__ = [
     "ImageLoadError",
+    "ImageNotFound",
+    "ImageTooLarge",
+    "MemoryBudget",
+    "MAX_FILE_BYTES",
     "RAW_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "BACKGROUND",
     "is_supported",
     "load_image",
+    "damage_warnings",
     "image_info",
 ]
 
@@ -62,18 +78,6 @@ MAX_PIXELS = 200_000_000
 #: Alpha is composited onto neutral mid-grey: an aesthetic judgement should not be biased by a
 #: black or white fill (a logo on white looks "high-key", on black "low-key"; grey is neither).
 BACKGROUND = (128, 128, 128)
-
-
-class ImageLoadError(ValueError):
-    """An image could not be loaded. ``str(e) == f"{path}: {reason}"``."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-    def __reduce__(self):  # keep it picklable (the daemon sends errors between processes)
-        return (type(self), (self.path, self.reason))
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,7 +134,7 @@ def is_supported(path: str | os.PathLike) -> bool:
 class _Source:
     """An opened input. ``fp`` is a binary stream positioned anywhere; ``head`` its first bytes."""
 
-    def __init__(self, source, name: str | None):
+    def __init__(self, source, name: str | None, max_bytes: int = MAX_FILE_BYTES, within=None):
         self.path: str | None = None
         self.fp: BinaryIO
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -139,6 +143,7 @@ class _Source:
             data = bytes(source)
             if not data:
                 raise ImageLoadError(self.label, "empty file (0 bytes)")
+            self.size = len(data)
             self.fp = io.BytesIO(data)
         elif isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
@@ -146,38 +151,18 @@ class _Source:
                 path = os.fsdecode(path)
             self.path = self.label = path
             self.ext = _ext(name or path)  # name can carry the real extension of a temp file
-            self.fp = self._open_file(path)
+            # regular files only, checked on the opened descriptor (a FIFO or /dev/zero never gets read)
+            fd, st = open_regular(path, within=within, label=self.label)
+            self.size = st.st_size
+            self.fp = os.fdopen(fd, "rb")
+            if st.st_size > max_bytes:
+                self.fp.close()
+                raise ImageTooLarge(self.label, f"file too large: {st.st_size / 2**20:,.1f} MiB exceeds the "
+                                    f"{max_bytes / 2**20:,.1f} MiB cap on photo files", st.st_size, max_bytes)
         else:
             raise TypeError(f"source must be a path or bytes, not {type(source).__name__}")
         self.head = self.fp.read(64)
         self.fp.seek(0)
-
-    def _open_file(self, path: str) -> BinaryIO:
-        label = self.label
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise ImageLoadError(label, "file not found") from None
-        except NotADirectoryError:
-            raise ImageLoadError(label, "file not found (a parent path is not a directory)") from None
-        except PermissionError:
-            raise ImageLoadError(label, "permission denied") from None
-        except OSError as e:
-            raise ImageLoadError(label, f"cannot access file ({e.strerror or e})") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise ImageLoadError(label, "is a directory, not an image file")
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-            raise ImageLoadError(label, "not a regular file")
-        if st.st_size == 0:
-            raise ImageLoadError(label, "empty file (0 bytes)")
-        try:
-            return open(path, "rb")
-        except PermissionError:
-            raise ImageLoadError(label, "permission denied") from None
-        except FileNotFoundError:  # deleted between stat and open (watcher races)
-            raise ImageLoadError(label, "file not found") from None
-        except OSError as e:
-            raise ImageLoadError(label, f"cannot open file ({e.strerror or e})") from None
 
     def close(self) -> None:
         self.fp.close()
@@ -250,8 +235,9 @@ def _tiff_ifd0_tags(fp: BinaryIO, head: bytes) -> dict[int, int | None]:
 
 
 def _too_large(label: str, w: int, h: int) -> ImageLoadError:
-    return ImageLoadError(
-        label, f"image too large: {w}x{h} pixels exceeds the {MAX_PIXELS / 1e6:g} MP limit"
+    return ImageTooLarge(
+        label, f"image too large: {w}x{h} pixels exceeds the {MAX_PIXELS / 1e6:g} MP limit",
+        w * h, MAX_PIXELS, "pixels",
     )
 
 
@@ -319,6 +305,8 @@ def _not_an_image(fp: BinaryIO, label: str) -> ImageLoadError:
         fp.seek(0)
         with Image.open(fp) as im:  # header only; never loaded
             fmt = im.format
+    except Image.DecompressionBombError:
+        return ImageLoadError(label, "unsupported image format, and its header declares a decompression bomb")
     except Exception:
         pass
     if fmt:
@@ -326,12 +314,66 @@ def _not_an_image(fp: BinaryIO, label: str) -> ImageLoadError:
     return ImageLoadError(label, "not an image file (unrecognised format)")
 
 
-def _exif_orientation(im: Image.Image) -> int | None:
+def _exif_orientation(im: Image.Image, ctx: _Ctx | None = None) -> int | None:
+    if im.format == "PNG" and "exif" not in im.info:
+        # Pillow's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixels: that
+        # would run before the memory check (a 196 MP bomb fully decoded). Only an eXIf before IDAT counts.
+        return None
     try:
         o = im.getexif().get(0x0112)
-    except Exception:  # corrupt EXIF must not make a decodable photo fail
+    except Exception as e:  # corrupt EXIF must not make a decodable photo fail
+        if ctx is not None:
+            ctx.warn(f"unreadable EXIF metadata ignored ({type(e).__name__})")
         return None
     return o if isinstance(o, int) and 1 <= o <= 8 else None
+
+
+class _Ctx:
+    """Per-call decode settings: the memory budget (None = unbounded), where warnings go, the encoded size."""
+
+    __slots__ = ("budget", "warnings", "encoded")
+
+    def __init__(self, budget: MemoryBudget | None = None, warnings: list | None = None, encoded: int = 0):
+        self.budget, self.encoded = budget, encoded
+        self.warnings = warnings if warnings is not None else []
+
+    def reserve(self, nbytes: int, label: str):
+        if self.budget is None:
+            return contextlib.nullcontext(nbytes)
+        return self.budget.reserve(nbytes, label)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+# Bytes per pixel of a decoded Pillow image by mode (Pillow keeps RGB, LA and friends in 4 bytes a pixel).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+_SLACK = 16 << 20  # codec state, tables, Python objects
+
+
+def _finish_cost(w: int, h: int, max_side: int | None) -> int:
+    """Peak bytes of _finish's resize / rotate / colour / alpha steps on a w x h 4-byte-a-pixel image."""
+    if max_side and max(w, h) > max_side:
+        ow, oh = _fit_size(w, h, max_side)
+        return ow * h * 4 + ow * oh * 4 * 4  # LANCZOS' horizontal pass, then small copies
+    return w * h * 4 * 3  # transpose, ICC conversion, alpha composite: a full copy each
+
+
+def _pillow_cost(im: ImageFile.ImageFile, max_side: int | None, encoded: int) -> int:
+    """Estimated peak memory of decoding ``im`` (after any draft) to the finished RGB image, from its header."""
+    w, h = im.size
+    px = w * h
+    mode = im.mode
+    native = px * _MODE_BYTES.get(mode, 4)
+    work = 0
+    if mode.startswith("I") or mode == "F":  # numpy scaling to 8 bits: float copies and masks
+        work = px * 10
+    elif mode not in ("RGB", "RGBA", "L", "CMYK"):  # P, LA, PA, 1 ... converted to a 4-byte mode first
+        work = px * 4
+    if im.format in ("JPEG", "MPO"):
+        encoded *= 2  # jpeg_damage reads the encoded bytes once more
+    return encoded + native + work + _finish_cost(w, h, max_side) + _SLACK
 
 
 def _decode_pillow(
@@ -341,26 +383,30 @@ def _decode_pillow(
     max_side: int | None,
     fallback_orientation: int | None = None,
     min_side: int | None = None,
+    ctx: _Ctx | None = None,
 ) -> Image.Image | None:
     """Decode with Pillow and finish to RGB. With ``min_side``, return None (without decoding
     pixels) when the image's long side is below it: used for RAW previews."""
+    ctx = ctx or _Ctx()
     try:
         im = _pil_open(fp, filename)
+    except Image.DecompressionBombError as e:  # Pillow's own check in a plugin's open (WebP)
+        raise ImageTooLarge(label, f"image too large ({e})") from None
     except (OSError, EOFError, ValueError) as e:  # header present but unreadable
         raise ImageLoadError(label, f"truncated or corrupt image header ({e})") from None
     if im is None:
         fp.seek(0)
         if fp.read(4) in _TIFF_MAGIC:  # a TIFF variant Pillow cannot read (float RGB, 16-bit LA)
-            return _decode_tifffile(fp, label, max_side)
+            return _decode_tifffile(fp, label, max_side, ctx)
         raise _not_an_image(fp, label)
     w, h = im.size
     _check_dims(label, w, h)
     if min_side is not None and max(w, h) < min_side:
         return None
     if im.format == "TIFF" and _pillow_misreads_tiff(im):
-        return _decode_tifffile(fp, label, max_side)
+        return _decode_tifffile(fp, label, max_side, ctx)
 
-    orientation = _exif_orientation(im)
+    orientation = _exif_orientation(im, ctx)
     if orientation in (None, 1) and fallback_orientation:
         orientation = fallback_orientation
     icc = im.info.get("icc_profile")
@@ -372,15 +418,21 @@ def _decode_pillow(
         # Pillow does not check IDAT checksums while decoding, and damaged deflate data can
         # still inflate to the right length: garbage pixels with no error. The CRCs catch it.
         raise ImageLoadError(label, "truncated or corrupt image data (PNG checksum mismatch)")
-    try:
-        im.load()
-    except Image.DecompressionBombError as e:  # Pillow's own TIFF decode check, see docstring
-        raise ImageLoadError(label, f"image too large: {w}x{h} pixels ({e})") from None
-    except MemoryError:
-        raise ImageLoadError(label, f"out of memory decoding {w}x{h} pixels") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as e:
-        raise ImageLoadError(label, f"truncated or corrupt image data ({e})") from None
-    return _finish(im, label, max_side, orientation, icc)
+    if im.format in ("JPEG", "MPO"):
+        fp.seek(0)
+        for message in jpeg_damage(fp.read()):  # libjpeg decodes garbage silently: say so
+            ctx.warn(message)
+    with ctx.reserve(_pillow_cost(im, max_side, ctx.encoded), label):
+        try:
+            im.load()
+        except Image.DecompressionBombError as e:  # Pillow's own TIFF decode check, see docstring
+            raise ImageTooLarge(label, f"image too large: {w}x{h} pixels ({e})", w * h, MAX_PIXELS,
+                                "pixels") from None
+        except MemoryError:
+            raise ImageLoadError(label, f"out of memory decoding {w}x{h} pixels") from None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError) as e:
+            raise ImageLoadError(label, f"truncated or corrupt image data ({e})") from None
+        return _finish(im, label, max_side, orientation, icc, ctx)
 
 
 def _png_crcs_ok(fp: BinaryIO) -> bool:
@@ -424,42 +476,56 @@ def _pillow_misreads_tiff(im: ImageFile.ImageFile) -> bool:
         return False
 
 
-def _decode_tifffile(fp: BinaryIO, label: str, max_side: int | None) -> Image.Image:
+def _memory_stream(fp: BinaryIO) -> BinaryIO:
+    """tifffile takes a file object's ``name`` for a path: an fd-opened file (name = the fd) must be bytes."""
+    fp.seek(0)
+    return fp if isinstance(fp, io.BytesIO) else io.BytesIO(fp.read())
+
+
+def _decode_tifffile(fp: BinaryIO, label: str, max_side: int | None, ctx: _Ctx | None = None) -> Image.Image:
     """Fallback for TIFF variants Pillow cannot read correctly (float or 16-bit planar RGB,
     16-bit grey+alpha, ...). tifffile comes with scikit-image, a project dependency."""
+    ctx = ctx or _Ctx()
     try:
         import tifffile
     except ImportError:
         raise ImageLoadError(
             label, "unsupported TIFF variant (Pillow cannot read it; install tifffile)"
         ) from None
-    fp.seek(0)
+    fp = _memory_stream(fp)
     try:
         with tifffile.TiffFile(fp) as tf:
             page = tf.pages.first
-            _check_dims(label, page.imagewidth, page.imagelength)
+            w, h = page.imagewidth, page.imagelength
+            _check_dims(label, w, h)
             photometric = int(page.photometric)
             if photometric not in (1, 2):  # MINISBLACK, RGB; CMYK/YCbCr/palette go via Pillow
                 raise ImageLoadError(label, f"unsupported TIFF colour space (photometric {photometric})")
-            arr = page.asarray()
-            separate = int(page.planarconfig) == 2
-            orientation = page.tags.valueof(274)
-            icc = page.tags.valueof(34675)
+            spp = max(1, int(page.samplesperpixel))
+            native = w * h * spp * max(1, page.dtype.itemsize if page.dtype is not None else 4)
+            # the array, its contiguous copy, the float scaling's temporaries (chunked), 8-bit result, finish
+            cost = ctx.encoded + 2 * native + w * h * spp + _finish_cost(w, h, max_side) + _SLACK + _CHUNK_BYTES
+            with ctx.reserve(cost, label):
+                arr = page.asarray()
+                separate = int(page.planarconfig) == 2
+                orientation = page.tags.valueof(274)
+                icc = page.tags.valueof(34675)
+                if separate and arr.ndim == 3:
+                    arr = np.moveaxis(arr, 0, -1)
+                arr = _to_uint8(np.ascontiguousarray(arr))
+                if arr.ndim == 3 and arr.shape[2] == 1:
+                    arr = arr[:, :, 0]
+                if arr.ndim == 3 and arr.shape[2] > 4:  # extra samples beyond alpha: keep colour + alpha
+                    arr = arr[:, :, :4]
+                im = Image.fromarray(arr)  # mode from shape: L, LA, RGB or RGBA
+                del arr
+                return _finish(im, label, max_side, orientation, bytes(icc) if icc else None, ctx)
     except ImageLoadError:
         raise
     except MemoryError:
         raise ImageLoadError(label, "out of memory decoding TIFF") from None
     except Exception as e:
         raise ImageLoadError(label, f"truncated or corrupt TIFF data ({e})") from None
-    if separate and arr.ndim == 3:
-        arr = np.moveaxis(arr, 0, -1)
-    arr = _to_uint8(np.ascontiguousarray(arr))
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim == 3 and arr.shape[2] > 4:  # extra samples beyond alpha: keep colour + alpha
-        arr = arr[:, :, :4]
-    im = Image.fromarray(arr)  # mode from shape: L, LA, RGB or RGBA
-    return _finish(im, label, max_side, orientation, bytes(icc) if icc else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,41 +561,72 @@ def _fit(im: Image.Image, max_side: int | None) -> Image.Image:
     return im.resize(_fit_size(*im.size, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
+_CHUNK_BYTES = 32 << 20  # scaling works on blocks of rows: its temporaries stay this small at any image size
+
+
+def _blocks(a: np.ndarray):
+    """Row slices of ``a`` of about _CHUNK_BYTES of float64 each."""
+    rows = a.shape[0] if a.ndim else 1
+    per_row = 8 * max(1, a.size // max(1, rows))
+    step = max(1, _CHUNK_BYTES // per_row)
+    for i in range(0, rows, step):
+        yield slice(i, i + step)
+
+
 def _to_uint8(a: np.ndarray) -> np.ndarray:
     """Scale any numeric array to uint8 without clipping highlights.
 
     16-bit: v >> 8 (maps 0..65535 onto 0..255, exact inverse of the 8->16 bit v*257 expansion).
     Other integers: treated as 16-bit if they fit in 0..65535, else min-max stretched.
     Float: 0..1 taken as the nominal range (scaled by 255); anything else (HDR, arbitrary
-    units) is min-max stretched; NaN/inf -> 0.
+    units) is min-max stretched; NaN/inf -> 0. Works block by block: no full-size temporaries.
     """
     if a.dtype == np.uint8:
         return a
     if a.dtype == np.bool_:
         return a.astype(np.uint8) * np.uint8(255)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    if a.dtype.kind not in "uif":
+        raise ValueError(f"unsupported sample type {a.dtype}")
+    if a.dtype.kind in "ui" and a.dtype.itemsize == 1:  # int8
+        return (a.view(np.uint8) ^ np.uint8(0x80)).astype(np.uint8)
+    out = np.empty(a.shape, np.uint8)
     if a.dtype.kind in "ui":
         lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-        if a.dtype.itemsize == 1:  # int8
-            return (a.astype(np.int16) + 128).astype(np.uint8)
         if 0 <= lo and hi <= 65535:
-            return (a >> 8).astype(np.uint8)
-        return _stretch(a.astype(np.float64), lo, hi)
-    if a.dtype.kind == "f":
-        a = a.astype(np.float32, copy=False)
-        finite = np.isfinite(a)
-        if not finite.all():
-            a = np.where(finite, a, 0).astype(np.float32)
-        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if 0.0 <= lo and hi <= 1.0:
-            return np.rint(a * 255.0).astype(np.uint8)
-        return _stretch(a, lo, hi)
-    raise ValueError(f"unsupported sample type {a.dtype}")
+            for s in _blocks(a):
+                out[s] = a[s] >> 8
+            return out
+        return _stretch(a, lo, hi, out)
+    lo, hi = np.inf, -np.inf
+    for s in _blocks(a):
+        blk = _finite(a[s])
+        if blk.size:
+            lo, hi = min(lo, float(blk.min())), max(hi, float(blk.max()))
+    lo, hi = (0.0, 0.0) if lo > hi else (lo, hi)
+    if 0.0 <= lo and hi <= 1.0:
+        for s in _blocks(a):
+            out[s] = np.rint(_finite(a[s]) * np.float32(255.0))
+        return out
+    return _stretch(a, lo, hi, out)
 
 
-def _stretch(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def _finite(blk: np.ndarray) -> np.ndarray:
+    blk = blk.astype(np.float32, copy=False)
+    finite = np.isfinite(blk)
+    return blk if finite.all() else np.where(finite, blk, np.float32(0))
+
+
+def _stretch(a: np.ndarray, lo: float, hi: float, out: np.ndarray) -> np.ndarray:
     if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        out[...] = 0
+        return out
+    scale = 255.0 / (hi - lo)
+    for s in _blocks(a):
+        blk = a[s].astype(np.float64) if a.dtype.kind in "ui" else _finite(a[s])
+        out[s] = np.clip(np.rint((blk - lo) * scale), 0, 255)
+    return out
 
 
 def _normalise_mode(im: Image.Image, label: str) -> Image.Image:
@@ -562,7 +659,7 @@ def _normalise_mode(im: Image.Image, label: str) -> Image.Image:
         raise ImageLoadError(label, f"unsupported colour mode {mode} ({e})") from None
 
 
-def _icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
+def _icc_to_srgb(im: Image.Image, icc: bytes | None, ctx: _Ctx | None = None) -> Image.Image:
     """Convert through an embedded ICC profile to sRGB (Adobe RGB / Display P3 photos would
     look washed out if read as sRGB; CMYK needs its profile for correct colours). sRGB-tagged
     images are passed through. Any profile problem falls back to the naive conversion."""
@@ -581,7 +678,12 @@ def _icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
         return out
     except Exception as e:
         log.debug("ignoring unusable ICC profile: %s", e)
+        if ctx is not None:
+            ctx.warn(_ICC_WARNING)
         return im
+
+
+_ICC_WARNING = "unusable embedded colour profile (ICC) ignored; colours read as sRGB"
 
 
 def _finish(
@@ -590,12 +692,13 @@ def _finish(
     max_side: int | None,
     orientation: int | None,
     icc: bytes | None,
+    ctx: _Ctx | None = None,
 ) -> Image.Image:
     im = _normalise_mode(im, label)
     im = _fit(im, max_side)  # before rotating / colour converting: less work on fewer pixels
     if orientation in _ORIENT:
         im = im.transpose(_ORIENT[orientation])
-    im = _icc_to_srgb(im, icc)
+    im = _icc_to_srgb(im, icc, ctx)
     if im.mode == "RGBA":
         bg = Image.new("RGBA", im.size, BACKGROUND + (255,))
         im = Image.alpha_composite(bg, im)
@@ -610,15 +713,19 @@ def _finish(
 
 
 def _open_raw(src: _Source):
+    """LibRaw on the already opened file (never the path again: it could be swapped for a FIFO). Only the
+    header is parsed here; the sensor data is unpacked by _raw_demosaic, inside its memory reservation."""
+    raw = rawpy.RawPy()
     try:
-        if src.path is not None:
-            return rawpy.imread(src.path)
         src.fp.seek(0)
-        return rawpy.imread(src.fp)  # LibRaw open_buffer: no temp file needed
+        raw.open_buffer(src.fp)
+        return raw
     except rawpy.LibRawFileUnsupportedError:
+        raw.close()
         reason = "corrupt or unsupported RAW file (LibRaw cannot identify it)"
         raise ImageLoadError(src.label, reason) from None
     except (rawpy.LibRawError, OSError) as e:
+        raw.close()
         raise ImageLoadError(src.label, f"corrupt RAW file (LibRaw: {_msg(e)})") from None
 
 
@@ -627,7 +734,7 @@ def _msg(e: BaseException) -> str:
     return m.decode(errors="replace") if isinstance(m, bytes) else str(m)
 
 
-def _raw_preview(raw, label: str, min_preview_side: int | None, max_side: int | None):
+def _raw_preview(raw, label: str, min_preview_side: int | None, max_side: int | None, ctx: _Ctx):
     """The camera's embedded preview if its long side >= min_preview_side, else None."""
     if min_preview_side is None:
         return None
@@ -641,10 +748,16 @@ def _raw_preview(raw, label: str, min_preview_side: int | None, max_side: int | 
     orientation = _FLIP_TO_ORIENTATION.get(raw.sizes.flip, 1)
     try:
         if thumb.format == rawpy.ThumbFormat.JPEG:
-            return _decode_pillow(
+            preview = _Ctx(ctx.budget, [], len(thumb.data))
+            img = _decode_pillow(
                 io.BytesIO(thumb.data), f"{label} (embedded preview)", "", max_side,
-                fallback_orientation=orientation, min_side=max(1, min_preview_side),
+                fallback_orientation=orientation, min_side=max(1, min_preview_side), ctx=preview,
             )  # fmt: skip
+            if img is not None and preview.warnings:  # a damaged preview: the raw data is better
+                log.debug("damaged RAW preview, demosaicing instead: %s", preview.warnings)
+                ctx.warn("the embedded preview is damaged; the RAW data was demosaiced instead")
+                return None
+            return img
         arr = np.asarray(thumb.data)
         if arr.ndim < 2 or max(arr.shape[:2]) < min_preview_side:
             return None
@@ -652,42 +765,57 @@ def _raw_preview(raw, label: str, min_preview_side: int | None, max_side: int | 
         arr = _to_uint8(arr)
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
-        return _finish(Image.fromarray(arr), label, max_side, orientation, None)
+        return _finish(Image.fromarray(arr), label, max_side, orientation, None, ctx)
+    except ImageTooLarge:
+        raise
     except ImageLoadError as e:  # a damaged preview is no reason to give up on the raw data
         log.debug("unusable RAW preview, demosaicing instead: %s", e)
+        ctx.warn("the embedded preview is unreadable; the RAW data was demosaiced instead")
         return None
 
 
-def _raw_demosaic(raw, label: str, max_side: int | None) -> Image.Image:
+def _raw_cost(raw, max_side: int | None, encoded: int) -> tuple[int, bool]:
+    """Estimated peak bytes of unpacking + demosaicing, and whether half-size decoding is used."""
     s = raw.sizes
+    half = bool(max_side) and max(s.width, s.height) // 2 >= max_side
+    out_px = s.width * s.height // (4 if half else 1)
+    # sensor data (up to 4 uint16 samples a pixel for linear DNGs), LibRaw's 4 x uint16 image, the 8-bit result
+    cost = encoded + s.raw_width * s.raw_height * 8 + out_px * (8 + 3)
+    w, h = (s.width // 2, s.height // 2) if half else (s.width, s.height)
+    return cost + _finish_cost(w, h, max_side) + _SLACK, half
+
+
+def _raw_demosaic(raw, label: str, max_side: int | None, ctx: _Ctx) -> Image.Image:
     # half_size skips demosaicing (each 2x2 Bayer quad -> one pixel): ~4x faster and exact
     # enough whenever the half-size image is still at least as big as what was asked for.
-    half = bool(max_side) and max(s.width, s.height) // 2 >= max_side
-    try:
-        rgb = raw.postprocess(
-            use_camera_wb=True,  # the white balance the photographer saw; falls back to daylight
-            output_bps=8,
-            half_size=half,
-            gamma=(2.4, 12.92),  # sRGB transfer curve (LibRaw defaults to BT.709)
-            # LibRaw defaults otherwise: AHD demosaic, sRGB primaries, auto-brightness
-            # (1% of pixels may clip), LibRaw applies sizes.flip itself.
-        )
-    except MemoryError:
-        raise ImageLoadError(label, "out of memory demosaicing RAW") from None
-    except (rawpy.LibRawError, OSError, ValueError) as e:
-        raise ImageLoadError(label, f"corrupt RAW data (LibRaw: {_msg(e)})") from None
-    return _fit(Image.fromarray(rgb), max_side)
+    cost, half = _raw_cost(raw, max_side, ctx.encoded)
+    with ctx.reserve(cost, label):
+        try:
+            raw.unpack()
+            rgb = raw.postprocess(
+                use_camera_wb=True,  # the white balance the photographer saw; falls back to daylight
+                output_bps=8,
+                half_size=half,
+                gamma=(2.4, 12.92),  # sRGB transfer curve (LibRaw defaults to BT.709)
+                # LibRaw defaults otherwise: AHD demosaic, sRGB primaries, auto-brightness
+                # (1% of pixels may clip), LibRaw applies sizes.flip itself.
+            )
+        except MemoryError:
+            raise ImageLoadError(label, "out of memory demosaicing RAW") from None
+        except (rawpy.LibRawError, OSError, ValueError) as e:
+            raise ImageLoadError(label, f"corrupt RAW data (LibRaw: {_msg(e)})") from None
+        return _fit(Image.fromarray(rgb), max_side)
 
 
-def _load_raw(src: _Source, min_preview_side: int | None, max_side: int | None) -> Image.Image:
+def _load_raw(src: _Source, min_preview_side: int | None, max_side: int | None, ctx: _Ctx) -> Image.Image:
     with _open_raw(src) as raw:
         s = raw.sizes
         if s.width <= 0 or s.height <= 0:
             raise ImageLoadError(src.label, "corrupt RAW file (no image dimensions)")
         if max(s.raw_width * s.raw_height, s.width * s.height) > MAX_PIXELS:
             raise _too_large(src.label, s.width, s.height)
-        img = _raw_preview(raw, src.label, min_preview_side, max_side)
-        return img if img is not None else _raw_demosaic(raw, src.label, max_side)
+        img = _raw_preview(raw, src.label, min_preview_side, max_side, ctx)
+        return img if img is not None else _raw_demosaic(raw, src.label, max_side, ctx)
 
 
 # --------------------------------------------------------------------------------------------
@@ -701,27 +829,42 @@ def load_image(
     name: str | None = None,
     min_preview_side: int = 1024,
     max_side: int | None = None,
+    budget: MemoryBudget | None = None,
+    warnings: list | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
+    within: str | os.PathLike | None = None,
 ) -> Image.Image:
     """Load a photo as a fully decoded 8-bit RGB image.
 
-    source: a path, or the encoded file's bytes. name: for bytes, the file name (its
-    extension marks RAW files, and it labels errors); for a path, an alternative name whose
-    extension is used (e.g. the original name of an uploaded temp file).
-    min_preview_side: RAW only; the camera's embedded preview is used when its long side is at
-    least this (None: always demosaic). max_side: downscale so the long side is <= max_side.
+    Args:
+        source: a path, or the encoded file's bytes. A path is opened only as a regular file (a FIFO, device,
+            socket or directory is refused at once, without reading).
+        name: for bytes, the file name (its extension marks RAW files, and it labels errors); for a path, an
+            alternative name whose extension is used (e.g. the original name of an uploaded temp file).
+        min_preview_side: RAW only; the camera's embedded preview is used when its long side is at least this
+            (None: always demosaic).
+        max_side: downscale so the long side is <= max_side.
+        budget: a MemoryBudget the decode reserves its estimated peak memory from (waiting for room); None =
+            no budget.
+        warnings: a list that receives damage the decoder papered over ("corrupt JPEG data: ...") and
+            metadata ignored as unreadable; the image is still returned.
+        max_bytes: a path's file must not be larger (ImageTooLarge).
+        within: a path's file (links resolved) must lie in this folder.
 
-    Raises ImageLoadError (a ValueError) with a human reason for anything that is not a
-    readable image within MAX_PIXELS.
+    Raises ImageLoadError (a ValueError) with a human reason for anything that is not a readable image within
+    MAX_PIXELS; ImageNotFound (missing file) and ImageTooLarge (over a size, pixel or memory limit, with the
+    figures) are ImageLoadErrors too.
     """
     if max_side is not None and (not isinstance(max_side, int) or max_side < 1):
         raise ValueError(f"max_side must be a positive int or None, not {max_side!r}")
     if min_preview_side is not None and (not isinstance(min_preview_side, int) or min_preview_side < 0):
         raise ValueError(f"min_preview_side must be an int >= 0 or None, not {min_preview_side!r}")
-    with _Source(source, name) as src:
+    with _Source(source, name, max_bytes, within) as src:
+        ctx = _Ctx(budget, warnings, src.size)
         try:
             if src.is_raw():
-                return _load_raw(src, min_preview_side, max_side)
-            return _decode_pillow(src.fp, src.label, src.path or "", max_side)
+                return _load_raw(src, min_preview_side, max_side, ctx)
+            return _decode_pillow(src.fp, src.label, src.path or "", max_side, ctx=ctx)
         except ImageLoadError:
             raise
         except MemoryError:
@@ -748,6 +891,8 @@ def image_info(source: str | os.PathLike | bytes, *, name: str | None = None) ->
                 return {"format": fmt, "width": int(w), "height": int(h), "raw": True}
             try:
                 im = _pil_open(src.fp, src.path or "")
+            except Image.DecompressionBombError as e:
+                raise ImageTooLarge(src.label, f"image too large ({e})") from None
             except (OSError, EOFError, ValueError) as e:
                 raise ImageLoadError(src.label, f"truncated or corrupt image header ({e})") from None
             if im is None:
@@ -769,8 +914,7 @@ def _tifffile_info(src: _Source) -> dict:
     try:
         import tifffile
 
-        src.fp.seek(0)
-        with tifffile.TiffFile(src.fp) as tf:
+        with tifffile.TiffFile(_memory_stream(src.fp)) as tf:
             page = tf.pages.first
             w, h = page.imagewidth, page.imagelength
             if (page.tags.valueof(274) or 1) >= 5:
@@ -778,3 +922,33 @@ def _tifffile_info(src: _Source) -> dict:
     except Exception as e:
         raise ImageLoadError(src.label, f"unsupported or corrupt TIFF ({e})") from None
     return {"format": "TIFF", "width": int(w), "height": int(h), "raw": False}
+
+
+def damage_warnings(source: str | os.PathLike | bytes, *, name: str | None = None) -> list[str]:
+    """The header- and structure-level warnings ``load_image`` would give (damaged JPEG data, unreadable EXIF, an
+    unusable ICC profile), without decoding a pixel: for a result answered from a cache. [] when the file cannot
+    even be identified (``load_image`` reports that as an error)."""
+    ctx = _Ctx()
+    try:
+        with _Source(source, name) as src:
+            if src.is_raw():
+                return []
+            im = _pil_open(src.fp, src.path or "")
+            if im is None:
+                return []
+            _exif_orientation(im, ctx)
+            icc = im.info.get("icc_profile")
+            if icc:
+                try:
+                    from PIL import ImageCms
+
+                    ImageCms.ImageCmsProfile(io.BytesIO(icc))
+                except Exception:
+                    ctx.warn(_ICC_WARNING)
+            if im.format in ("JPEG", "MPO"):
+                src.fp.seek(0)
+                for message in jpeg_damage(src.fp.read()):
+                    ctx.warn(message)
+    except Exception:  # not an image we can identify: nothing to add
+        return []
+    return ctx.warnings

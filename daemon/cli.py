@@ -79,7 +79,8 @@ def run(argv: list[str]) -> int:
                     threads=cfg.threads, max_queue=lim.max_queue, max_batch=lim.max_batch,
                     batch_window_ms=lim.batch_window_ms, max_new_tokens=lim.max_new_tokens,
                     decode_threads=lim.decode_threads, idle_unload_s=cfg.idle_unload_s,
-                    warmup_batch_sizes=cfg.warmup_batch_sizes)
+                    warmup_batch_sizes=cfg.warmup_batch_sizes, max_file_mb=lim.max_file_mb,
+                    decode_budget_mb=lim.decode_budget_mb)
     server = Server(cfg, worker, store)
     from .watcher import Watcher
 

@@ -33,6 +33,10 @@ class Limits:
     max_new_tokens: int = 160  # default critique length; also the cap a request may ask for
     max_jobs: int = 10000  # queued background jobs in the store; more -> `busy`
     decode_threads: int = 2  # image decoding + hashing, in parallel with the model
+    # ---- files and decoding (hostile input; docs/daemon.md "Files and sidecars") ----
+    max_file_mb: float = 1024.0  # a photo file or image frame larger than this -> `too_large`, before it is read
+    decode_budget_mb: float = 2048.0  # decoder memory (estimated from headers) shared by all decodes; more -> wait;
+    #                                   one photo that alone needs more -> `too_large` with the figure
 
 
 @dataclass
@@ -325,6 +329,10 @@ def _validate(cfg: Config) -> None:
     for name in ("batch_window_ms", "max_message_mb"):
         if not isinstance(getattr(lim, name), (int, float)) or getattr(lim, name) < 0:
             raise ConfigError(f"limits.{name} must be a non-negative number")
+    for name in ("max_file_mb", "decode_budget_mb"):  # files and decoding
+        value = getattr(lim, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"limits.{name} must be a positive number of MiB, not {value!r}")
     if not isinstance(cfg.endpoints, list) or not all(isinstance(e, str) for e in cfg.endpoints):
         raise ConfigError("endpoints must be a list of strings like 'tcp://127.0.0.1:5599'")
     for ep in [*cfg.endpoints, *cfg.curve.endpoints]:

@@ -35,7 +35,7 @@ import zmq.asyncio
 from . import protocol as P
 from .config import Config, endpoint_kind, ipc_path, is_local, runtime_dir
 from .store import QueueFull, Store
-from .worker import INTERACTIVE, Outcome, Task, Worker
+from .worker import INTERACTIVE, Outcome, Task, Worker, photo_file_problem
 
 log = logging.getLogger("ase_daemon.server")
 ZAP_DOMAIN = "ase-mllm"  # pyzmq's authenticator matches the socket's ZAP domain exactly ("*" is not a wildcard)
@@ -544,8 +544,10 @@ class Server:
 
     async def _op_submit(self, call: Call, req: P.Request):
         image = self._image_args(call, req)
-        if image["path"] is not None and not os.path.isfile(image["path"]):
-            raise P.ProtocolError(P.NOT_FOUND, f"{image['path']}: no such file", req.id)
+        path = image["path"]
+        problem = await self.loop.run_in_executor(None, photo_file_problem, path) if path is not None else None
+        if problem is not None:  # says what it is (a FIFO, a device, a folder ...), not just "no such file"
+            raise P.ProtocolError(problem.code, problem.message, req.id, **problem.extra)
         add = functools.partial(
             self.store.add_job, path=image["path"], data=image["data"], name=image["name"],
             priority=req.args.get("priority", 0), meta=req.args.get("meta"), max_new_tokens=image["max_new_tokens"],

@@ -23,7 +23,6 @@ Why it looks like this (docs/watcher.md has the long version):
 
 from __future__ import annotations
 
-import errno
 import heapq
 import itertools
 import logging
@@ -79,6 +78,7 @@ class Folder:
     kind: str = ""  # native | polling (what is running; a native one falls back to polling if inotify refuses)
     error: str | None = None
     next_scan: float = 0.0  # monotonic; 0 = scan now (the catch-up at start)
+    cleaned: bool = False  # our stale sidecar temp files removed (once, before the first scan)
 
     @property
     def recursive(self) -> bool:
@@ -503,6 +503,15 @@ class Watcher:
         if folder.observer is None or not folder.observer.is_alive():
             self._stop_observer(folder)
             self._start_observer(folder)
+        if not folder.cleaned:
+            # temp files a killed daemon left (`.IMG.jpg.xmp.asecritic-*.tmp`): on this thread, the only one that
+            # writes sidecars, so none of them can be a write in progress
+            from .xmp import remove_stale_temp_files
+
+            removed = remove_stale_temp_files(folder.path, recursive=folder.recursive)
+            folder.cleaned = True
+            if removed:
+                log.info("removed %d stale sidecar temp file(s) in %s", len(removed), folder.path)
         self._scan_tree(folder.path, folder)
         self.stats["scans"] += 1
 
@@ -618,8 +627,10 @@ class Watcher:
         except OSError:
             self._drop(a)
             return None
-        if not stat_mod.S_ISREG(st.st_mode):
-            self._drop(a)
+        if not stat_mod.S_ISREG(st.st_mode):  # a FIFO, device or folder named like a photo: say so once, never open
+            from ase_model.imagesafety import file_kind
+
+            self._fail_unread(a, st, f"{a.path}: not a regular file ({file_kind(st.st_mode)}); not read")
             return None
         sig = (st.st_size, st.st_mtime_ns)
         if not a.closed:
@@ -641,15 +652,27 @@ class Watcher:
         if folder is None:
             self._drop(a)
             return None
+        from ase_model.imagesafety import ImageLoadError, ImageNotFound, ImageTooLarge, read_regular
+
         try:
-            with open(a.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.EISDIR):
-                self._drop(a)
-            else:
-                self._schedule(a, now + max(1.0, s.settle_s))
+            # regular files only (the stat above can be raced: a FIFO swapped in must not block this thread), inside
+            # the watched folder (a link planted there must not make us read what it points to), within the cap
+            data = read_regular(a.path, max_bytes=getattr(self.worker, "max_file_bytes", 1 << 30), within=folder.path)
+        except ImageNotFound:
+            self._drop(a)
             return None
+        except ImageTooLarge as e:
+            self._fail_unread(a, st, str(e), P.TOO_LARGE)
+            return None
+        except ImageLoadError as e:
+            if e.reason.startswith("empty file"):
+                data = b""  # most likely a copy about to start: the decode check below retries it a while
+            elif e.reason.startswith(("permission denied", "cannot read", "cannot open")):  # may pass: look again
+                self._schedule(a, now + max(1.0, s.settle_s))
+                return None
+            else:
+                self._fail_unread(a, st, str(e))
+                return None
         if len(data) != st.st_size:  # still being written
             a.closed, a.sig = False, None
             self._schedule(a, now + s.settle_s)
@@ -662,7 +685,7 @@ class Watcher:
                 self.store.update_watched([{"path": a.path, "state": rec.state, "size": sig[0], "mtime_ns": sig[1]}])
             self._drop(a)
             return None
-        from ase_model.imageio import ImageLoadError, image_info, load_image
+        from ase_model.imageio import image_info, load_image
 
         try:
             if a.closed:
@@ -671,7 +694,11 @@ class Watcher:
                 image_info(data, name=a.path)
             else:
                 # judged complete only because it stopped changing: decode it all (a stalled copy fails here)
-                load_image(data, name=a.path, max_side=TRIAL_SIDE, min_preview_side=0)
+                budget = self.worker.decode_budget() if hasattr(self.worker, "decode_budget") else None
+                load_image(data, name=a.path, max_side=TRIAL_SIDE, min_preview_side=0, budget=budget)
+        except ImageTooLarge as e:  # over the pixel limit or the memory budget: waiting will not change that
+            self._fail_unread(a, st, str(e), P.TOO_LARGE)
+            return None
         except ImageLoadError as e:
             a.decode_failures += 1
             broken = (a.closed and a.decode_failures >= CLOSED_RETRIES) or now - a.first >= s.incomplete_timeout_s
@@ -687,6 +714,16 @@ class Watcher:
             self._drop(a)
             return None
         return {"path": a.path, "folder": folder.path, "size": sig[0], "mtime_ns": sig[1], "hash": digest}
+
+    def _fail_unread(self, a: Arrival, st, message: str, code: str = P.BAD_IMAGE) -> None:
+        """Record a file we will not read (until it changes, or `watch retry`) and forget the arrival."""
+        folder = self._folder_for(a.path)
+        self.stats["bad_images"] += 1
+        log.warning("%s", message)
+        if folder is not None:
+            self.store.record_watched_failure(a.path, folder.path, st.st_size, st.st_mtime_ns, None,
+                                              {"code": code, "message": message})
+        self._drop(a)
 
     # ---- jobs -> sidecars ----------------------------------------------------------------------------------------
     def _drain_done(self) -> None:

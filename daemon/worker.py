@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .protocol import (BAD_IMAGE, CANCELLED, ERROR, INTERNAL, LOADING, NOT_FOUND, NOT_READY, READY, UNLOADED,
-                       ProtocolError)
+from .protocol import (BAD_IMAGE, CANCELLED, ERROR, INTERNAL, LOADING, NOT_FOUND, NOT_READY, READY, TOO_LARGE,
+                       UNLOADED, ProtocolError)
 from .store import Job, Store, content_hash
 
 log = logging.getLogger("ase_daemon.worker")
@@ -72,7 +72,9 @@ class Task:
     on_token: Callable[[str], None] | None = None  # streamed text, from the model thread
     on_stage: Callable[[str, dict], None] | None = None  # "decoding" | "queued" | "running"
     job: Job | None = None
+    within: str | None = None  # a path's file (links resolved) must lie in this folder; None = anywhere
     # filled in by the worker
+    warnings: list = field(default_factory=list)  # damage the decoder papered over; goes into the result
     stage: str = "admitted"
     hash: str | None = None
     image: object = None
@@ -87,7 +89,8 @@ class Worker:
                  threads: int = 0, tag_root: str = "aesthetics", max_queue: int = 64, max_batch: int = 8,
                  batch_window_ms: float = 20.0, max_new_tokens: int = 160, decode_threads: int = 2,
                  idle_unload_s: float = 0.0, warmup_batch_sizes: list[int] | None = None,
-                 critic_factory: Callable[[], object] | None = None):
+                 critic_factory: Callable[[], object] | None = None, max_file_mb: float = 1024.0,
+                 decode_budget_mb: float = 2048.0):
         self.model_path = Path(model).expanduser() if model else None
         self.critic_factory = critic_factory  # builds the Critic instead of loading `model` (benchmarks)
         self.store = store
@@ -97,6 +100,9 @@ class Worker:
         self.max_new_tokens = max_new_tokens
         self.idle_unload_s = idle_unload_s
         self.warmup_batch_sizes = warmup_batch_sizes
+        self.max_file_bytes = int(max_file_mb * 2**20)  # a photo file (or image frame) over this: too_large
+        self.decode_budget_bytes = int(decode_budget_mb * 2**20)  # decoder memory shared by the decode pool
+        self._budget = None  # the MemoryBudget, made on first use (ase_model imports transformers: not at start)
 
         self.state = UNLOADED
         self.model_id: str | None = None  # the fingerprint; known before the weights load, kept after unload
@@ -241,6 +247,8 @@ class Worker:
             "jobs_done": s["jobs_done"], "jobs_failed": s["jobs_failed"],
             "load_seconds": self._last_load_s,
         }
+        if self._budget is not None:
+            out["decode_memory"] = self._budget.snapshot()
         if self.load_error:
             out["load_error"] = self.load_error
         critic = self.critic
@@ -267,18 +275,36 @@ class Worker:
                         f"{eta:.0f} s", eta)
 
     # ---- decode pool -----------------------------------------------------------------------------------------
+    def decode_budget(self):
+        """The MemoryBudget every decode of this daemon reserves from (the folder watcher's trial decodes too)."""
+        from ase_model.imagesafety import MemoryBudget  # outside the lock: the first import of ase_model is slow
+
+        with self._cv:
+            if self._budget is None:
+                self._budget = MemoryBudget(self.decode_budget_bytes)
+            return self._budget
+
+    def _read(self, task: Task) -> bytes:
+        """The photo's bytes: a path is opened only as a regular file (never a FIFO or device), at most
+        max_file_bytes of it; image frames obey the same cap."""
+        from ase_model.imagesafety import ImageLoadError, read_regular
+
+        if task.data is not None:
+            if len(task.data) > self.max_file_bytes:
+                raise ProtocolError(TOO_LARGE, f"{task.name or '<bytes>'}: image of {len(task.data) / 2**20:,.1f} "
+                                    f"MiB exceeds the {self.max_file_bytes / 2**20:,.1f} MiB cap on photo files",
+                                    needed_mb=_mb(len(task.data)), limit_mb=_mb(self.max_file_bytes))
+            return task.data
+        try:
+            return read_regular(task.path, max_bytes=self.max_file_bytes, within=task.within)
+        except ImageLoadError as e:
+            raise _image_error(e) from None
+
     def _prepare(self, task: Task) -> None:
         try:
             if task.cancelled:
                 return
-            data = task.data
-            if data is None:
-                try:
-                    data = Path(task.path).read_bytes()
-                except (FileNotFoundError, NotADirectoryError):
-                    raise ProtocolError(NOT_FOUND, f"{task.path}: no such file") from None
-                except OSError as e:
-                    raise ProtocolError(BAD_IMAGE, f"{task.path}: cannot read ({e.strerror or e})") from None
+            data = self._read(task)
             task.hash = content_hash(data)
             model_id = self.model_id
             if model_id is not None and not task.force:
@@ -286,7 +312,11 @@ class Worker:
                 if hit is not None:
                     with self._cv:
                         self.stats["cache_hits"] += 1
-                    result = {**hit.result, "image": task.name or task.path, "cached": True}
+                    from ase_model.imageio import damage_warnings
+
+                    # the store keeps the critique, not the file's damage: look again (headers only, cheap)
+                    warnings = damage_warnings(data, name=task.name or task.path)
+                    result = {**hit.result, "warnings": warnings, "image": task.name or task.path, "cached": True}
                     self._finish(task, Outcome(result, hit.saliency_png))
                     return
             if self.state != READY:
@@ -302,9 +332,11 @@ class Worker:
             from ase_model.imageio import ImageLoadError, load_image
 
             try:
-                task.image = load_image(data, name=task.name or task.path, max_side=self.decode_side)
+                task.image = load_image(data, name=task.name or task.path, max_side=self.decode_side,
+                                        budget=self.decode_budget(), warnings=task.warnings)
             except ImageLoadError as e:
-                raise ProtocolError(BAD_IMAGE, str(e)) from None
+                raise _image_error(e) from None
+            del data
             with self._cv:
                 if task.cancelled or self._stopping:
                     return
@@ -492,9 +524,17 @@ class Worker:
             critiques = self.critic.critique([t.image for t in batch], max_new_tokens=batch[0].max_new_tokens,
                                              stream=route if streams else None, names=[t.name or t.path for t in batch])
         except Exception as e:
-            log.exception("the model failed on a batch of %d", len(batch))
-            for t in batch:
-                self._finish(t, Outcome(error=ProtocolError(INTERNAL, f"model failure: {type(e).__name__}: {e}")))
+            if len(batch) > 1:
+                # One bad item must not fail its companions: run each alone, so only the culprit fails (and the
+                # failure recorded is its own). Rare, so the extra forwards do not matter.
+                log.warning("the model failed on a batch of %d (%s: %s); running its images one by one", len(batch),
+                            type(e).__name__, e)
+                for t in batch:
+                    if not t.finished:
+                        self._run_batch([t])
+                return
+            log.exception("the model failed on %s", batch[0].name or batch[0].path)
+            self._finish(batch[0], Outcome(error=ProtocolError(INTERNAL, f"model failure: {type(e).__name__}: {e}")))
             return
         seconds = time.perf_counter() - t0
         log.debug("batch of %d (%d background) in %.0f ms", len(batch), sum(t.lane for t in batch), 1000 * seconds)
@@ -510,10 +550,17 @@ class Worker:
 
         finished = []
         for t, c in zip(batch, critiques):
-            result = {"image": t.name or t.path, "text": c.text, "attributes": c.attributes, "score": round(c.score, 4),
-                      "tags": c.tags, "saliency": summary(c.saliency), "timings": c.timings, "model": c.model,
-                      "hash": t.hash, "cached": False}
-            finished.append((t, result, to_png(c.saliency)))
+            try:  # one odd result (a map that cannot be summarised) fails alone
+                result = {"image": t.name or t.path, "text": c.text, "attributes": c.attributes,
+                          "score": round(c.score, 4), "tags": c.tags, "saliency": summary(c.saliency),
+                          "timings": c.timings, "model": c.model, "hash": t.hash, "cached": False,
+                          "warnings": list(t.warnings)}
+                finished.append((t, result, to_png(c.saliency)))
+            except Exception as e:
+                log.exception("the result for %s could not be built", t.name or t.path)
+                self._finish(t, Outcome(error=ProtocolError(INTERNAL, f"model failure: {type(e).__name__}: {e}")))
+        for t in batch[len(critiques):]:  # a critic that answered short must not leave anyone waiting
+            self._finish(t, Outcome(error=ProtocolError(INTERNAL, "the model returned no critique for this image")))
         try:  # one transaction for the whole batch: critiques stored, jobs marked done
             self.store.save_batch([(t.job.id if t.job else None, t.hash, self.model_id, t.max_new_tokens, r, png)
                                    for t, r, png in finished])
@@ -596,3 +643,35 @@ class Worker:
         with self._cv:
             self._want_unload = False
             self._cv.notify_all()
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else round(n / 2**20, 1)
+
+
+def _image_error(e) -> ProtocolError:
+    """An ImageLoadError as the protocol's error: not_found, too_large (with the figures) or bad_image."""
+    from ase_model.imagesafety import ImageNotFound, ImageTooLarge
+
+    if isinstance(e, ImageNotFound):
+        return ProtocolError(NOT_FOUND, str(e))
+    if isinstance(e, ImageTooLarge):
+        if e.unit == "pixels":
+            return ProtocolError(TOO_LARGE, str(e), pixels=e.needed, limit_pixels=e.limit)
+        return ProtocolError(TOO_LARGE, str(e), needed_mb=_mb(e.needed), limit_mb=_mb(e.limit))
+    return ProtocolError(BAD_IMAGE, str(e))
+
+
+def photo_file_problem(path: str, within: str | None = None) -> ProtocolError | None:
+    """Why `path` cannot be a photo to critique later (`submit`), as the error to answer; None when it opens as a
+    regular file. Opens without reading (non-blocking: a FIFO is named, never waited on)."""
+    import os
+
+    from ase_model.imagesafety import ImageLoadError, open_regular
+
+    try:
+        fd, _ = open_regular(path, within=within)
+    except ImageLoadError as e:
+        return _image_error(e)
+    os.close(fd)
+    return None

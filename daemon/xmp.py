@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import errno
 import math
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import pyexiv2
+
+from .sidecar_files import MAX_SIDECAR_BYTES, SidecarError, commit, read_existing, remove_stale_temp_files
+
+__all__ = ["NAMESPACE_URI", "NAMESPACE_PREFIX", "PYEXIV2_LOCK", "MAX_SIDECAR_BYTES", "SidecarOptions", "SidecarError",
+           "sidecar_path", "rating_from_score", "write_sidecar", "read_sidecar", "remove_stale_temp_files"]
 
 NAMESPACE_URI = "https://github.com/ase-mllm/ns/critic/1.0/"
 NAMESPACE_PREFIX = "asecritic"
@@ -106,21 +109,6 @@ class SidecarOptions:
     overwrite_description: bool = False  # replace an existing non-empty dc:description
     overwrite_rating: bool = False       # replace an existing xmp:Rating (any value, incl. 0 and -1 reject)
     tag_root: str = "aesthetics"         # our tags live under it; old ones of ours under it are cleaned out
-
-
-class SidecarError(OSError):
-    """A sidecar could not be read or written; the old sidecar (if any) is untouched."""
-
-    def __init__(self, path, reason: str, err: int | None = None):
-        if err is None:
-            super().__init__(reason)
-        else:
-            super().__init__(err, reason, str(path))
-        self.path = Path(path)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"XMP sidecar {self.path}: {self.reason}"
 
 
 def sidecar_path(image_path) -> Path:
@@ -473,16 +461,7 @@ def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
     return changes
 
 
-# ---------------------------------------------------------------------------------- file layer
-
-
-def _read_existing(target: Path) -> bytes | None:
-    try:
-        return target.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise SidecarError(target, f"cannot read the existing sidecar: {e.strerror or e}", e.errno) from e
+# ------------------------------------------------------------------- exiv2 (files: sidecar_files.py)
 
 
 def _open_xmp(data: bytes, path: Path):
@@ -543,82 +522,6 @@ def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Pat
     return data
 
 
-def _umask() -> int:
-    # os.umask() can only be read by setting it, which races with other threads; Linux shows it here.
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def _new_file_mode(target: Path) -> tuple[int, tuple[int, int] | None]:
-    """Mode (and owner) for the replacement: the old sidecar's, else what a plain open() would give
-    (mkstemp's 0600 would hide a new sidecar from darktable run by another user)."""
-    try:
-        st = target.stat()
-        return st.st_mode & 0o7777, (st.st_uid, st.st_gid)
-    except OSError:
-        return 0o666 & ~_umask(), None
-
-
-def _commit(target: Path, old: bytes | None, data: bytes) -> bool:
-    """Atomically replace `target` with `data` unless it changed since we read `old` (then False)."""
-    mode, owner = _new_file_mode(target)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as e:
-        raise SidecarError(target, f"cannot create a temporary file in {target.parent}: {e.strerror or e}",
-                           e.errno) from e
-    try:
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                if owner is not None and hasattr(os, "fchown"):
-                    try:  # root rewriting a user's sidecar must not hand it to root
-                        os.fchown(f.fileno(), *owner)
-                    except OSError:
-                        pass
-                os.fsync(f.fileno())
-            # darktable writes its sidecars in place, non-atomically: if it (or anyone) wrote since we
-            # read, start over from their version instead of losing it.
-            if _read_existing(target) != old:
-                os.unlink(tmp)
-                return False
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except SidecarError:
-        raise
-    except OSError as e:
-        raise SidecarError(target, f"cannot write the sidecar: {e.strerror or e}", e.errno) from e
-    _fsync_dir(target.parent)
-    return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every filesystem allows it, and the data is already safe.
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------- public API
 
 
@@ -631,14 +534,14 @@ def write_sidecar(image_path, result: dict, options: SidecarOptions | None = Non
     ValueError for a result that cannot be stored (NaN score, an attribute name that is no XML name).
     """
     options = options or SidecarOptions()
-    side = sidecar_path(image_path)
-    # A symlinked sidecar: replace the file it points to and keep the link.
-    target = Path(os.path.realpath(side)) if side.is_symlink() else side
+    side = target = sidecar_path(image_path)
+    # Written only as a regular file in the photo's own folder: a sidecar that is a symbolic link, FIFO or device
+    # is refused by _read_existing and left alone (a link could point anywhere; a FIFO would block us).
     with _WRITE_LOCK:
         for _ in range(_REPLACE_TRIES):
-            old = _read_existing(target)
+            old = read_existing(target)
             data = _build(old, result, options, target)
-            if _commit(target, old, data):
+            if commit(target, old, data):
                 return side
     raise SidecarError(target, "another program kept rewriting the sidecar; gave up", errno.EAGAIN)
 
@@ -653,7 +556,7 @@ def read_sidecar(path) -> dict:
     p = Path(path)
     if p.suffix.lower() != ".xmp":
         p = sidecar_path(p)
-    data = _read_existing(p)
+    data = read_existing(p, follow=True)  # reading through a link is harmless; a FIFO or device still is not
     if data is None:
         raise SidecarError(p, "no such sidecar", errno.ENOENT)
     if not data.strip():

@@ -17,7 +17,7 @@ from PIL import Image, ImageCms, ImageFile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ase_model import imageio  # noqa: E402
+from ase_model import imageio, imagesafety  # noqa: E402
 from ase_model.imageio import (  # noqa: E402
     IMAGE_EXTENSIONS,
     RAW_EXTENSIONS,
@@ -417,7 +417,7 @@ def test_permission_denied(tmp_path, chelsea, monkeypatch):
         def deny(*a, **k):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(imageio, "open", deny, raising=False)
+        monkeypatch.setattr(imagesafety, "_os_open", deny)
     with pytest.raises(ImageLoadError) as ei:
         load_image(p)
     assert reason(ei) == "permission denied"
@@ -533,7 +533,7 @@ def test_raw_dng_demosaic_resembles_source(tmp_path, coffee):
 def test_raw_half_size_when_max_side_allows(tmp_path, coffee, monkeypatch):
     p = _pidng_dng(tmp_path / "shot.dng", coffee)
     seen = []
-    real_imread = rawpy.imread
+    real_rawpy = rawpy.RawPy
 
     class Spy:  # RawPy is an extension type: wrap it to see the postprocess arguments
         def __init__(self, raw):
@@ -552,7 +552,7 @@ def test_raw_half_size_when_max_side_allows(tmp_path, coffee, monkeypatch):
             seen.append(kw)
             return self.raw.postprocess(**kw)
 
-    monkeypatch.setattr(rawpy, "imread", lambda f: Spy(real_imread(f)))
+    monkeypatch.setattr(rawpy, "RawPy", lambda: Spy(real_rawpy()))
     im = load_image(p, max_side=300)  # half size (300x200) is enough: skip demosaicing
     assert im.size == (300, 200) and seen[-1]["half_size"] is True
     ref = np.asarray(Image.fromarray(coffee).resize((300, 200), Image.Resampling.LANCZOS))

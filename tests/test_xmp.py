@@ -20,7 +20,7 @@ import pytest
 
 from ase_daemon import xmp
 from ase_daemon.xmp import (NAMESPACE_URI, SidecarError, SidecarOptions, rating_from_score, read_sidecar,
-                            sidecar_path, write_sidecar)
+                            remove_stale_temp_files, sidecar_path, write_sidecar)
 
 EXIFTOOL = shutil.which("exiftool")
 needs_exiftool = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool not installed "
@@ -455,7 +455,7 @@ def test_simulated_disk_full_and_failed_rename(tmp_path, monkeypatch):
     def enospc(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(xmp.os, "fsync", enospc)
+    monkeypatch.setattr(os, "fsync", enospc)
     with pytest.raises(SidecarError) as info:
         write_sidecar(img, RESULT)
     assert info.value.errno == errno.ENOSPC and "No space" in str(info.value)
@@ -465,7 +465,7 @@ def test_simulated_disk_full_and_failed_rename(tmp_path, monkeypatch):
     def eio(*a, **k):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(xmp.os, "replace", eio)
+    monkeypatch.setattr(os, "replace", eio)
     with pytest.raises(SidecarError):
         write_sidecar(img, RESULT)
     assert side.read_bytes() == old and temp_files(tmp_path) == []
@@ -536,17 +536,43 @@ def test_root_keeps_the_owner_of_a_users_sidecar(tmp_path):
     assert (side.stat().st_uid, side.stat().st_gid) == (65534, 65534)
 
 
-def test_new_sidecar_gets_a_normal_mode_and_a_symlinked_one_stays_a_link(tmp_path):
+def test_new_sidecar_gets_a_normal_mode_and_a_symlinked_one_is_refused_and_left_alone(tmp_path):
     plain = tmp_path / "plain"
     plain.write_bytes(b"")  # what open() gives under this process's umask
     side = write_sidecar(tmp_path / "a.jpg", RESULT)
     assert (side.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
-    real = tmp_path / "elsewhere.xmp"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    real = elsewhere / "other.xmp"
     real.write_text(DARKTABLE_SIDECAR.replace("RATING", "2"), encoding="utf-8")
+    before = real.read_bytes()
     link = sidecar_path(tmp_path / "b.jpg")
     link.symlink_to(real)
-    assert write_sidecar(tmp_path / "b.jpg", RESULT) == link
-    assert link.is_symlink() and read_sidecar(real)["score"] == 6.4
+    with pytest.raises(SidecarError, match="symbolic link .*not followed") as e:
+        write_sidecar(tmp_path / "b.jpg", RESULT)
+    assert e.value.errno == errno.ELOOP
+    assert link.is_symlink() and os.readlink(link) == str(real) and real.read_bytes() == before
+    assert temp_files(tmp_path) == [] and os.listdir(elsewhere) == ["other.xmp"]
+    dangling = sidecar_path(tmp_path / "c.jpg")  # a link to a file that does not exist yet: never created
+    dangling.symlink_to(elsewhere / "new.xmp")
+    with pytest.raises(SidecarError, match="symbolic link"):
+        write_sidecar(tmp_path / "c.jpg", RESULT)
+    assert not (elsewhere / "new.xmp").exists()
+
+
+def test_stale_temp_files_of_ours_are_removed_and_nothing_else(tmp_path):
+    ours = tmp_path / ".IMG.jpg.xmp.asecritic-k3j9x_2a.tmp"
+    theirs = [tmp_path / ".IMG.jpg.xmp.k3j9x_2a.tmp", tmp_path / "IMG.jpg.xmp.asecritic-k3j9x_2a.tmp",
+              tmp_path / ".IMG.jpg.asecritic-k3j9x_2a.tmp"]
+    for p in [ours, *theirs]:
+        p.write_bytes(b"x")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    deep = sub / ".b.png.xmp.asecritic-AAAAAAAA.tmp"
+    deep.write_bytes(b"x")
+    assert remove_stale_temp_files(tmp_path) == [ours]
+    assert all(p.exists() for p in theirs) and deep.exists()
+    assert remove_stale_temp_files(tmp_path, recursive=True) == [deep]
 
 
 def test_threads(tmp_path):
