@@ -2,9 +2,8 @@
 
     .venv/bin/python bench/teacher_edits.py [--size 512] [--strengths 3] [--seed 0] [--only NAME ...] [--json OUT]
 
-Photos: every real photo that ships offline (scikit-image, scikit-learn: dataset.source_photos) and the real
-photographs among the images of Debian's lomiri-wallpapers, mate-backgrounds, plasma-workspace-wallpapers and
-opencv-doc packages, where installed (INSTALLED_PHOTOS). Each is resized to 512 px on the long side (--size;
+Photos: the real photos of every training source (ase_model.starter.sources: scikit-image, scikit-learn,
+Debian's wallpaper collections); `--holdout` adds the held-out source (opencv-doc). Each is resized to 512 px on the long side (--size;
 224 is the size the starter dataset stores) and JPEG (quality 92) round-tripped: that is the original. Each of edits.py's eight defect edits is applied to it at
 `--strengths` random strengths (seeded per photo, edit and draw) and JPEG round-tripped again. Edits that leave
 the photo as it was (desaturating a black and white photo) are left out.
@@ -33,25 +32,6 @@ from PIL import Image  # noqa: E402
 
 # Real photographs among the installed Debian packages' images (the rest there is digital art, logos, renders,
 # calibration charts, documents), by package; each package's licence is in /usr/share/doc/<package>/copyright.
-INSTALLED_PHOTOS = {
-    "lomiri-wallpapers": ("/usr/share/backgrounds", [
-        "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Kleiber_by_Lukas_Baubkus.jpg",
-        "Picture_0B_by_freespace.jpg", "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg",
-        "aitzgorri_by_Aitzol_Berasategi.jpg", "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg",
-        "greentock_by_Peter_Nerlich.jpg", "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
-        "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg"]),
-    "mate-backgrounds": ("/usr/share/backgrounds/mate/nature", [
-        "Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.jpg", "GreenMeadow.jpg", "LadyBird.jpg",
-        "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg", "Wood.jpg", "YellowFlower.jpg"]),
-    "plasma-workspace-wallpapers": ("/usr/share/wallpapers", [
-        f"{n}/contents/images/2560x1440.jpg" for n in ("BytheWater", "ColdRipple", "DarkestHour", "EveningGlow",
-                                                       "FallenLeaf", "Grey", "Kite", "OneStandsOut", "Path",
-                                                       "summer_1am")] + ["ColorfulCups/contents/images/2560x1600.jpg"]),
-    "opencv-doc": ("/usr/share/doc/opencv-doc/examples/data", [
-        "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "board.jpg", "building.jpg",
-        "butterfly.jpg", "ela_original.jpg", "fruits.jpg", "home.jpg", "leuvenA.jpg", "leuvenB.jpg",
-        "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg", "squirrel_cls.jpg", "stuff.jpg", "left01.jpg"]),
-}
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 SIZE = 512
 
@@ -89,28 +69,12 @@ def fit(img: Image.Image, size: int = SIZE) -> Image.Image:
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS) if s < 1 else img.copy()
 
 
-def installed_photos(sources=INSTALLED_PHOTOS) -> dict[str, Image.Image]:
-    """The listed real photographs that are installed, keyed 'package/file', at SIZE px on the long side."""
-    out = {}
-    for package, (base, files) in sources.items():
-        for f in files:
-            p = Path(base) / f
-            if not p.is_file():
-                continue
-            try:
-                with Image.open(p) as im:
-                    im.draft("RGB", (2 * SIZE, 2 * SIZE))  # JPEG: decode at a reduced size (fast)
-                    out[f"{package}/{f.split('/')[0] if '/' in f else f}"] = fit(im.convert("RGB"))
-            except Exception as e:  # an unreadable file is reported, not fatal
-                print(f"skipped {p}: {e}", file=sys.stderr)
-    return out
+def all_photos(size: int = SIZE, holdout: bool = False) -> dict[str, Image.Image]:
+    """The training sources' real photos (ase_model.starter.sources), with the held-out source too only when
+    asked: the held-out photos are the students' test, not the teacher's tuning set."""
+    from ase_model.starter import sources
 
-
-def all_photos(size: int = SIZE) -> dict[str, Image.Image]:
-    from ase_model.starter.dataset import source_photos
-
-    photos = {n: fit(im) for n, im in source_photos().items()}
-    photos.update(installed_photos())
+    photos = sources.source_photos([s for s in sources.SOURCES if holdout or s != sources.HOLDOUT_SOURCE])
     return {n: fit(im, size) for n, im in photos.items()}
 
 
@@ -193,8 +157,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="photo names to keep (default: all)")
     ap.add_argument("--json", help="write every record here")
     ap.add_argument("--originals", action="store_true", help="only the originals (no edits)")
+    ap.add_argument("--holdout", action="store_true", help="also the held-out source (the students' test set)")
     args = ap.parse_args(argv)
-    photos = all_photos(args.size)
+    photos = all_photos(args.size, holdout=args.holdout)
     if args.only:
         photos = {n: im for n, im in photos.items() if n in args.only}
     if not photos:
