@@ -98,7 +98,7 @@ class Server:
         self.auth = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
-        self.counts = {"requests": 0, "errors": 0}
+        self.counts = {"requests": 0, "errors": 0, "dropped": 0}
         # components beside the worker (the folder watcher): started once the endpoints are bound (a daemon that
         # cannot bind must not start watching), stopped after the worker (its last batch's results still count)
         self.status_hooks: dict[str, object] = {}  # status result key -> callable returning that block
@@ -397,6 +397,7 @@ class Server:
         """The client of a request in flight is gone: stop its heartbeats and drop its image before the model runs
         (a Lazy Pirate retry from a new socket starts it again)."""
         call.done = True
+        self.counts["dropped"] += 1
         if call.id is not None and self._inflight.get((call.client, call.id)) is call:
             del self._inflight[(call.client, call.id)]
         if call.task is not None:
@@ -465,7 +466,8 @@ class Server:
             "state": w.pop("state"), "model": w.pop("model"), "device": w.pop("device"), "version": package_version(),
             "pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
             "queue": w.pop("queue"), "batches": w.pop("batches"), "memory": memory,
-            "counts": {"requests": self.counts["requests"], "critiques": self.worker.stats["images"],
+            "counts": {"requests": self.counts["requests"], "dropped": self.counts["dropped"],
+                       "critiques": self.worker.stats["images"],
                        "cache_hits": w.pop("cache_hits"), "errors": self.counts["errors"],
                        "failed_images": w.pop("errors"), "jobs_done": w.pop("jobs_done"), "jobs_failed": w.pop("jobs_failed")},
             "jobs": jobs, "endpoints": self.config.all_endpoints(),

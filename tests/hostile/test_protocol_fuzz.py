@@ -233,8 +233,10 @@ def _jpeg(seed: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def fuzz_daemon(tmp_path_factory, tiny_model_dir):
+    # one decode thread and fast heartbeats: test_gone_client_is_dropped queues a request behind a slow decode
     d = DaemonProcess(tmp_path_factory.mktemp("fuzz"), tiny_model_dir, "fuzz",
-                      ["--max-message-mb", "1", "--max-new-tokens", "4", "--log-level", "warning"])
+                      ["--max-message-mb", "1", "--max-new-tokens", "4", "--log-level", "warning"],
+                      config="heartbeat_s = 0.1\n[limits]\ndecode_threads = 1\n")
     d.start()
     yield d
     d.stop()
@@ -298,3 +300,53 @@ def test_surrogates_and_door_checks_answered(fuzz_daemon):
             assert head["id"] == rid, (text[:60], head)
     with fuzz_daemon.client() as c:
         assert c.ping()["state"] == "ready"
+
+
+def _zeros_png(path: Path, w: int, h: int) -> None:
+    """A valid RGB PNG of zeros: a few hundred KB on disk, w*h*3 bytes and some seconds to decode."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    z, row = zlib.compressobj(9), b"\0" * (1 + 3 * w)
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_gone_client_is_dropped_and_heartbeats_stop(fuzz_daemon, tmp_path):
+    """A client that asked for progress and went away: its request stops getting heartbeats and is dropped before
+    the model runs it (it waited behind a 100 MP decode on the daemon's one decode thread)."""
+    big = tmp_path / "big.png"
+    _zeros_png(big, 10_000, 10_000)
+    ctx = zmq.Context.instance()
+
+    def accepted(sock, rid: str, args: dict) -> None:
+        sock.send_multipart(P.encode_request(rid, "critique", {"progress": True, "saliency": False, "force": True,
+                                                               **args}, [] if "path" in args else [_jpeg(77)]))
+        assert sock.poll(10_000)
+        event = P.decode_reply(sock.recv_multipart())
+        assert event.event == P.PROGRESS and event.data["stage"] == "accepted", event
+
+    with fuzz_daemon.client() as c:
+        before = c.status()["counts"]
+    with ctx.socket(zmq.DEALER) as slow, ctx.socket(zmq.DEALER) as gone:
+        for s in (slow, gone):
+            s.linger = 0
+            s.connect(fuzz_daemon.ipc)
+        accepted(slow, "slow-" + P.new_id(), {"path": str(big)})
+        accepted(gone, "gone-" + P.new_id(), {})
+        gone.close(0)  # the client goes away while its request waits for the decode thread
+        while True:  # the slow one still gets its heartbeats and its answer
+            assert slow.poll(120_000), "the slow request got no answer"
+            if P.decode_reply(slow.recv_multipart()).event is None:
+                break
+    with fuzz_daemon.client() as c:
+        deadline = time.monotonic() + 30
+        while c.status()["queue"]["interactive"]:
+            assert time.monotonic() < deadline, "the gone client's request is still held"
+            time.sleep(0.1)
+        after = c.status()["counts"]
+    assert after["dropped"] == before["dropped"] + 1, (before, after)
+    assert after["critiques"] - before["critiques"] <= 1, (before, after)  # only the slow one reached the model
