@@ -26,6 +26,29 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 BUSY_RETRIES = 20
 
 
+class PhotoUnreadable(Exception):
+    """A local photo that cannot be sent: `code` is the protocol's error code, `message` names the file."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def read_photo(image: str) -> bytes:
+    """A photo's bytes to send to the daemon, read as a regular file only (a FIFO or a device never blocks or
+    floods the client) with the daemon's default file-size cap."""
+    from ase_model.imagesafety import ImageLoadError, ImageNotFound, ImageTooLarge, read_regular
+
+    try:
+        return read_regular(image)
+    except ImageNotFound as e:
+        raise PhotoUnreadable(P.NOT_FOUND, str(e)) from None
+    except ImageTooLarge as e:
+        raise PhotoUnreadable(P.TOO_LARGE, str(e)) from None
+    except ImageLoadError as e:
+        raise PhotoUnreadable(P.BAD_IMAGE, str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ase-client", description="Client of the ASE-MLLM daemon (docs/protocol.md).")
     p.add_argument("--endpoint", help="daemon endpoint (default: $ASE_ENDPOINT, the config file, the ipc socket)")
@@ -208,10 +231,9 @@ class App:
             data = None
             if not self.local or a.send_bytes:
                 try:
-                    data = Path(image).read_bytes()
-                except OSError as e:
-                    return None, (P.NOT_FOUND if isinstance(e, FileNotFoundError) else P.BAD_IMAGE,
-                                  f"{image}: {e.strerror or e}")
+                    data = read_photo(image)
+                except PhotoUnreadable as e:
+                    return None, (e.code, e.message)
             waited_ready = False
             for _ in range(BUSY_RETRIES):
                 try:
@@ -329,13 +351,12 @@ class App:
                     if self.local and not self.args.send_bytes:
                         r = c.submit(path=image, priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
                     else:
-                        r = c.submit(data=Path(image).read_bytes(), name=Path(image).name,
+                        r = c.submit(data=read_photo(image), name=Path(image).name,
                                      priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
                     print(json.dumps({"image": image, **r}))
-                except (DaemonError, OSError) as e:
+                except (DaemonError, PhotoUnreadable) as e:
                     failures += 1
-                    code = e.code if isinstance(e, DaemonError) else P.NOT_FOUND
-                    print(json.dumps({"image": image, "error": {"code": code, "message": getattr(e, "message", str(e))}}))
+                    print(json.dumps({"image": image, "error": {"code": e.code, "message": e.message}}))
         return EXIT_FAILED if failures else EXIT_OK
 
     def _saliency_path(self, image: str) -> Path:

@@ -44,7 +44,7 @@ ERROR_CODES = {
     BAD_VERSION: "the header's protocol version is missing or not one this daemon speaks",
     BAD_REQUEST: "missing or invalid id, args or frames for the op",
     UNKNOWN_OP: "no such op",
-    TOO_LARGE: "the message is over the daemon's size limit",
+    TOO_LARGE: "the message, the photo file or its decoding is over the daemon's limits",
     BUSY: "the queue is full; retry after `retry_after` seconds",
     NOT_READY: "the model is not loaded (loading, unloaded or failed); `retry_after` says when to retry",
     BAD_IMAGE: "the image could not be read or decoded",

@@ -157,3 +157,26 @@ def test_start_launches_daemon_from_config_and_idle_unload(tmp_path, tiny_model_
     while (tmp_path / "run" / "ase-mllm" / "daemon.sock").exists():
         assert time.monotonic() < deadline, "the daemon did not remove its socket"
         time.sleep(0.1)
+
+
+def test_photos_sent_as_bytes_are_read_as_regular_files_only(tmp_path):
+    """`ase-client --send-bytes` (and any remote endpoint) reads the photo itself: a FIFO must not block it, a
+    device must not flood it, and each refusal names the problem with the protocol's code."""
+    import os
+
+    import pytest
+
+    from ase_daemon import protocol as P
+    from ase_daemon.client_cli import PhotoUnreadable, read_photo
+
+    fifo = tmp_path / "f.jpg"
+    os.mkfifo(fifo)
+    (tmp_path / "dir.jpg").mkdir()
+    (tmp_path / "ok.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    cases = {str(fifo): (P.BAD_IMAGE, "FIFO"), "/dev/zero": (P.BAD_IMAGE, "device"),
+             str(tmp_path / "dir.jpg"): (P.BAD_IMAGE, "directory"), str(tmp_path / "none.jpg"): (P.NOT_FOUND, "none.jpg")}
+    for path, (code, word) in cases.items():
+        with pytest.raises(PhotoUnreadable) as e:
+            read_photo(path)
+        assert e.value.code == code and word.lower() in e.value.message.lower(), e.value.message
+    assert read_photo(str(tmp_path / "ok.jpg")).startswith(b"\xff\xd8")
