@@ -481,8 +481,9 @@ def _linear12(rgb8: np.ndarray) -> np.ndarray:
     return np.round(lin * 4095).astype(np.uint16)[rgb8]
 
 
-def _pidng_dng(path: Path, rgb: np.ndarray) -> Path:
-    """An uncompressed 12-bit RGGB DNG of ``rgb`` written by pidng (camera = linear sRGB)."""
+def pidng_dng(path: Path, rgb: np.ndarray) -> Path:
+    """An uncompressed 12-bit RGGB DNG of ``rgb`` written by pidng (camera = linear sRGB); also the hostile
+    suite's valid DNG (tests/hostile/badfiles.py)."""
     pidng_core = pytest.importorskip("pidng.core")
     from pidng.defs import DNGVersion
 
@@ -514,7 +515,7 @@ def _pidng_dng(path: Path, rgb: np.ndarray) -> Path:
 
 
 def test_raw_dng_demosaic_resembles_source(tmp_path, coffee):
-    p = _pidng_dng(tmp_path / "shot.dng", coffee)
+    p = pidng_dng(tmp_path / "shot.dng", coffee)
     with rawpy.imread(str(p)) as raw:  # really a Bayer raw, really without a preview
         assert raw.raw_pattern is not None and raw.sizes.raw_width == 600
         with pytest.raises(rawpy.LibRawNoThumbnailError):
@@ -531,7 +532,7 @@ def test_raw_dng_demosaic_resembles_source(tmp_path, coffee):
 
 
 def test_raw_half_size_when_max_side_allows(tmp_path, coffee, monkeypatch):
-    p = _pidng_dng(tmp_path / "shot.dng", coffee)
+    p = pidng_dng(tmp_path / "shot.dng", coffee)
     seen = []
     real_rawpy = rawpy.RawPy
 
@@ -617,7 +618,7 @@ def test_corrupt_raw(tmp_path, coffee):
         image_info(p)
     with pytest.raises(ImageLoadError, match="RAW"):
         load_image(p.read_bytes(), name="broken.cr2")
-    data = _pidng_dng(tmp_path / "t.dng", coffee).read_bytes()
+    data = pidng_dng(tmp_path / "t.dng", coffee).read_bytes()
     with pytest.raises(ImageLoadError, match="corrupt RAW"):
         load_image(data[: len(data) // 2], name="cut.dng")  # header fine, pixel data cut off
 

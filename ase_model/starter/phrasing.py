@@ -23,24 +23,13 @@ import random
 
 from ase_model.attributes import format_critique
 
-from .analytic import Analysis, score_terms
+from .analytic import VERDICT_LABELS, Analysis, score_terms
 
 __all__ = ["TEMPLATES", "OVERALL", "SUGGESTIONS", "NO_SUGGESTION", "CONTRACT_LABELS", "SECTION", "STATEMENT_ORDER",
            "DEFECT_PENALTY", "advice", "band", "main_defect", "write_critique"]
 
-# The verdict contract (issue 14). analytic.VERDICT_LABELS may lag behind it; both are covered.
-CONTRACT_LABELS: dict[str, tuple[str, ...]] = {
-    "exposure": ("underexposed", "well exposed", "overexposed"),
-    "highlights": ("clipped", "intact"),
-    "sharpness": ("sharp", "soft"),
-    "saturation": ("monochrome", "muted", "natural", "vivid", "oversaturated"),
-    "white_balance": ("neutral", "warm cast", "cool cast", "green cast", "magenta cast"),
-    "contrast": ("flat", "balanced", "harsh"),
-    "noise": ("clean", "noisy"),
-    "tilt": ("level", "tilted", "n/a"),
-    "framing": ("cut off", "n/a"),
-    "composition": ("rule of thirds", "centered", "off balance", "n/a"),
-}
+# The verdicts the phrasing covers: the teacher's (one list for teacher, phrasing, checker and tags).
+CONTRACT_LABELS: dict[str, tuple[str, ...]] = VERDICT_LABELS
 
 # (verdict name, label) -> sentences. Verdicts without an entry ("n/a", intact highlights) get no sentence.
 TEMPLATES: dict[tuple[str, str], list[str]] = {

@@ -114,37 +114,16 @@ def _webp_with_dims(w: int, h: int) -> bytes:
 
 
 def _dng(rgb: np.ndarray, path: Path) -> bytes | None:
-    """A small uncompressed 16-bit RGGB DNG written by pidng (None when pidng is missing)."""
+    """A small uncompressed 12-bit RGGB DNG written by pidng (None when pidng is missing)."""
     try:
-        from pidng.core import RAW2DNG, DNGTags, Tag
-        from pidng.defs import DNGVersion
+        import pidng  # noqa: F401
     except ImportError:
         return None
-    h, w = rgb.shape[:2]
-    mosaic = np.empty((h, w), np.uint16)
-    lin = (rgb.astype(np.float32) / 255.0) ** 2.2 * 65535
-    mosaic[0::2, 0::2] = lin[0::2, 0::2, 0]
-    mosaic[0::2, 1::2] = lin[0::2, 1::2, 1]
-    mosaic[1::2, 0::2] = lin[1::2, 0::2, 1]
-    mosaic[1::2, 1::2] = lin[1::2, 1::2, 2]
-    t = DNGTags()
-    for tag, value in [
-        (Tag.ImageWidth, w), (Tag.ImageLength, h), (Tag.TileWidth, w), (Tag.TileLength, h), (Tag.Orientation, 1),
-        (Tag.PhotometricInterpretation, 32803), (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16),
-        (Tag.CFARepeatPatternDim, [2, 2]), (Tag.CFAPattern, [0, 1, 1, 2]), (Tag.BlackLevel, 0),
-        (Tag.WhiteLevel, 65535), (Tag.CalibrationIlluminant1, 21), (Tag.DNGVersion, DNGVersion.V1_4),
-        (Tag.DNGBackwardVersion, DNGVersion.V1_2), (Tag.Make, "ASE"), (Tag.Model, "hostile"),
-        (Tag.UniqueCameraModel, "ASE hostile"),
-    ]:  # fmt: skip
-        t.set(tag, value)
-    t.set(Tag.ColorMatrix1, [[v, 10000] for v in (32406, -15372, -4986, -9689, 18758, 415, 557, -2040, 10570)])
-    t.set(Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]])
-    conv = RAW2DNG()
-    conv.options(t, path="", compress=False)
-    stem = path.with_suffix("")
-    conv.convert(mosaic, filename=str(stem))
-    data = stem.with_suffix(".dng").read_bytes()
-    stem.with_suffix(".dng").unlink()
+    from tests.test_imageio import pidng_dng
+
+    dng = pidng_dng(path.with_suffix(".dng"), rgb)
+    data = dng.read_bytes()
+    dng.unlink()
     return data
 
 
