@@ -154,6 +154,30 @@ def test_skimage_photos_never_download(monkeypatch):
     assert "skimage:astronaut" in photos and "skimage:coffee" in photos
 
 
+def test_photos_are_converted_to_srgb(monkeypatch, tmp_path):
+    # A real Adobe RGB (1998) profile: the one scikit-image's rocket.jpg carries.
+    rocket = sources.source_files(["skimage"])["skimage:rocket"]
+    with Image.open(rocket) as im:
+        adobe = im.info["icc_profile"]
+    raw = np.full((32, 48, 3), (90, 160, 70), np.uint8)  # a muted green, inside both gamuts
+    Image.fromarray(raw).save(tmp_path / "adobe.png", icc_profile=adobe)
+    Image.fromarray(raw).save(tmp_path / "plain.png")
+    fake = Source(packages=("fake",), licence="CC0", roots=(str(tmp_path),),
+                  files={"adobe": "adobe.png", "plain": "plain.png"})
+    monkeypatch.setitem(sources.SOURCES, "fake", fake)
+    photos = sources.source_photos(["fake"])
+    assert np.array_equal(np.asarray(photos["fake:plain"]), raw)  # untagged: taken as sRGB, unchanged
+    r, g, b = np.asarray(photos["fake:adobe"])[0, 0].astype(int)
+    # The same numbers mean a more saturated green in Adobe RGB: in sRGB the spread between channels grows.
+    assert g - min(r, b) > 160 - 70 + 10
+
+    # sRGB-tagged photos keep their pixels exactly.
+    china = sources.source_files(["sklearn"])["sklearn:china"]
+    loaded = sources.source_photos(["sklearn"])["sklearn:china"]
+    with Image.open(china) as im:
+        assert np.array_equal(np.asarray(loaded), np.asarray(im.convert("RGB")))
+
+
 def test_missing_file_is_skipped_and_listed(monkeypatch, tmp_path):
     Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "here.png")
     fake = Source(packages=("fake-photos",), licence="CC0", roots=(str(tmp_path),),

@@ -15,12 +15,13 @@ Nothing here downloads anything: a missing package or file is skipped and named 
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageCms
 
 __all__ = ["Source", "SOURCES", "HOLDOUT_SOURCE", "SKIPPED", "source_files", "source_photos",
            "training_photos", "holdout_photos"]
@@ -197,10 +198,25 @@ def source_files(sources: Iterable[str] | None = None) -> dict[str, Path | None]
     return {f"{s}:{n}": SOURCES[s].path(n) for s in names for n in sorted(SOURCES[s].files)}
 
 
+def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
+    """RGB pixels in sRGB: a photo tagged with another colour space (e.g. skimage's rocket, Adobe RGB) is
+    converted, so that its colours - which the critic judges - look as a colour-managed viewer shows them."""
+    if not icc or im.mode != "RGB":
+        return im
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return im
+        return ImageCms.profileToProfile(im, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (OSError, ImageCms.PyCMSError):  # a broken profile: keep the pixels as they are, as most viewers do
+        return im
+
+
 def _load(path: Path, max_side: int) -> Image.Image:
     with Image.open(path) as im:
+        icc = im.info.get("icc_profile")
         im.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale (still >= max_side) - fast
-        im = im.convert("RGB")
+        im = _to_srgb(im.convert("RGB"), icc)
     scale = max_side / max(im.size)
     if scale < 1:  # downscale only, never up
         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
@@ -210,7 +226,8 @@ def _load(path: Path, max_side: int) -> Image.Image:
 def source_photos(sources: Iterable[str] | None = None, max_side: int = 1024) -> dict[str, Image.Image]:
     """The photos of the given sources as RGB PIL images keyed "source:name" (sorted), long side <= max_side.
 
-    Cached per process (each call returns fresh copies). Allow-listed files absent on this machine are skipped
+    Pixels are sRGB (a photo tagged with another ICC profile is converted). Cached per process (each call
+    returns fresh copies). Allow-listed files absent on this machine are skipped
     and listed in SKIPPED; nothing is ever downloaded.
 
     Args:
