@@ -49,7 +49,8 @@ if [ "$WITH_TEST" = 1 ]; then
     # docs/photo-sources.md; ~510 MiB installed with what apt adds, ~310 MiB of it for opencv-doc).
     PHOTOS=(mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 lxqt-themes
             plasma-workspace-wallpapers python-matplotlib-data opencv-doc)
-    TOOLS=(darktable xvfb xauth libimage-exiftool-perl libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 x11-apps imagemagick)
+    TOOLS=(darktable xvfb xauth libimage-exiftool-perl libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 x11-apps
+           imagemagick)
     NEED=()
     for pkg in "${TOOLS[@]}" "${PHOTOS[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || NEED+=("$pkg")
