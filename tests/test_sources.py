@@ -195,3 +195,16 @@ def test_bad_arguments_say_what_is_wrong():
         sources.source_photos(["no-such-source"])
     with pytest.raises(ValueError, match="max_side"):
         sources.source_photos(max_side=0)
+
+
+def test_cli_lists_sources_and_writes_a_contact_sheet(tmp_path, capsys):
+    sheet = tmp_path / "sheet.png"
+    assert sources.main(["--sheet", str(sheet)]) == 0
+    out = capsys.readouterr().out
+    for name in SOURCES:
+        assert name in out
+    n = len(sources.source_photos(max_side=256))
+    assert f"held out {len(sources.holdout_photos(256))}" in out
+    with Image.open(sheet) as im:  # 8 columns of 200 px cells, one row per 8 photos
+        assert im.size == (8 * 200, -(-n // 8) * 214)
+        assert np.asarray(im.convert("L")).std() > 20  # photos, not a blank page

@@ -11,17 +11,21 @@ Nothing here downloads anything: a missing package or file is skipped and named 
 
     from ase_model.starter.sources import training_photos, holdout_photos
     train, held = training_photos(), holdout_photos()   # 59 and 29 photos after ./install.sh --test
+
+    python -m ase_model.starter.sources [--sheet contact.png]   # what is there; a contact sheet to look at
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageDraw
 
 __all__ = ["Source", "SOURCES", "HOLDOUT_SOURCE", "SKIPPED", "source_files", "source_photos",
            "training_photos", "holdout_photos"]
@@ -265,3 +269,45 @@ def holdout_photos(max_side: int = 1024) -> dict[str, Image.Image]:
         max_side: the longest side after downscaling.
     """
     return source_photos([HOLDOUT_SOURCE], max_side)
+
+
+def _contact_sheet(photos: dict[str, Image.Image], cell: int = 200, cols: int = 8) -> Image.Image:
+    rows = max(1, math.ceil(len(photos) / cols))
+    sheet = Image.new("RGB", (cols * cell, rows * (cell + 14)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (key, im) in enumerate(photos.items()):
+        im = im.copy()
+        im.thumbnail((cell, cell))
+        x, y = (i % cols) * cell, (i // cols) * (cell + 14)
+        sheet.paste(im, (x, y))
+        draw.text((x + 2, y + cell), key[:34], fill="black")
+    return sheet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print each source (packages, photos present of those allow-listed, licence) and the skipped photos;
+    with --sheet, also save a contact sheet of every photo, the held-out ones last.
+
+    Args:
+        argv: command-line arguments (sys.argv[1:] when None).
+    """
+    parser = argparse.ArgumentParser(prog="python -m ase_model.starter.sources", description=main.__doc__)
+    parser.add_argument("--sheet", type=Path, help="write a contact sheet of every photo to this PNG")
+    args = parser.parse_args(argv)
+    photos = source_photos(max_side=256 if args.sheet else 1024)
+    for name, src in SOURCES.items():
+        n = sum(k.startswith(name + ":") for k in photos)
+        role = "held out" if name == HOLDOUT_SOURCE else "training"
+        print(f"{name:30s} {role:8s} {n:3d}/{len(src.files):<3d} {', '.join(src.packages)}  [{src.licence}]")
+    held = sum(k.startswith(HOLDOUT_SOURCE + ":") for k in photos)
+    print(f"training {len(photos) - held}, held out {held}; skipped: {', '.join(SKIPPED) or 'none'}")
+    if args.sheet:
+        order = [s for s in SOURCES if s != HOLDOUT_SOURCE] + [HOLDOUT_SOURCE]
+        ordered = {k: photos[k] for s in order for k in photos if k.split(":")[0] == s}
+        _contact_sheet(ordered).save(args.sheet)
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
