@@ -231,8 +231,8 @@ def source_photos(sources: Iterable[str] | None = None, max_side: int = 1024) ->
     """The photos of the given sources as RGB PIL images keyed "source:name" (sorted), long side <= max_side.
 
     Pixels are sRGB (a photo tagged with another ICC profile is converted). Cached per process (each call
-    returns fresh copies). Allow-listed files absent on this machine are skipped
-    and listed in SKIPPED; nothing is ever downloaded.
+    returns fresh copies). Allow-listed files absent on this machine are skipped and listed in SKIPPED;
+    nothing is ever downloaded.
 
     Args:
         sources: source names (keys of SOURCES); all of them when None.
