@@ -9,18 +9,23 @@ Nothing here downloads anything: a missing package or file is skipped and named 
 
 `./install.sh --test` installs the Debian packages; docs/photo-sources.md lists every photo with its licence.
 
-    >>> from ase_model.starter.sources import training_photos, holdout_photos
-    >>> len(training_photos()), len(holdout_photos())
+    from ase_model.starter.sources import training_photos, holdout_photos
+    train, held = training_photos(), holdout_photos()   # 59 and 29 photos after ./install.sh --test
+
+    python -m ase_model.starter.sources [--sheet contact.png]   # what is there; a contact sheet to look at
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageCms, ImageDraw
 
 __all__ = ["Source", "SOURCES", "HOLDOUT_SOURCE", "SKIPPED", "source_files", "source_photos",
            "training_photos", "holdout_photos"]
@@ -45,7 +50,7 @@ class Source:
     @property
     def debian(self) -> bool:
         """True when the files come from Debian packages (installed by ./install.sh --test)."""
-        return all(r.startswith("/usr/share/") for r in self.roots)
+        return bool(self.roots) and all(r.startswith("/usr/share/") for r in self.roots)
 
     def path(self, name: str) -> Path | None:
         """The file of photo `name` on this machine, or None when it is absent."""
@@ -197,10 +202,25 @@ def source_files(sources: Iterable[str] | None = None) -> dict[str, Path | None]
     return {f"{s}:{n}": SOURCES[s].path(n) for s in names for n in sorted(SOURCES[s].files)}
 
 
+def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
+    """RGB pixels in sRGB: a photo tagged with another colour space (e.g. skimage's rocket, Adobe RGB) is
+    converted, so that its colours - which the critic judges - look as a colour-managed viewer shows them."""
+    if not icc or im.mode != "RGB":
+        return im
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(profile).lower():
+            return im
+        return ImageCms.profileToProfile(im, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (OSError, ImageCms.PyCMSError):  # a broken profile: keep the pixels as they are, as most viewers do
+        return im
+
+
 def _load(path: Path, max_side: int) -> Image.Image:
     with Image.open(path) as im:
+        icc = im.info.get("icc_profile")
         im.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale (still >= max_side) - fast
-        im = im.convert("RGB")
+        im = _to_srgb(im.convert("RGB"), icc)
     scale = max_side / max(im.size)
     if scale < 1:  # downscale only, never up
         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
@@ -210,8 +230,9 @@ def _load(path: Path, max_side: int) -> Image.Image:
 def source_photos(sources: Iterable[str] | None = None, max_side: int = 1024) -> dict[str, Image.Image]:
     """The photos of the given sources as RGB PIL images keyed "source:name" (sorted), long side <= max_side.
 
-    Cached per process (each call returns fresh copies). Allow-listed files absent on this machine are skipped
-    and listed in SKIPPED; nothing is ever downloaded.
+    Pixels are sRGB (a photo tagged with another ICC profile is converted). Cached per process (each call
+    returns fresh copies). Allow-listed files absent on this machine are skipped and listed in SKIPPED;
+    nothing is ever downloaded.
 
     Args:
         sources: source names (keys of SOURCES); all of them when None.
@@ -248,3 +269,45 @@ def holdout_photos(max_side: int = 1024) -> dict[str, Image.Image]:
         max_side: the longest side after downscaling.
     """
     return source_photos([HOLDOUT_SOURCE], max_side)
+
+
+def _contact_sheet(photos: dict[str, Image.Image], cell: int = 200, cols: int = 8) -> Image.Image:
+    rows = max(1, math.ceil(len(photos) / cols))
+    sheet = Image.new("RGB", (cols * cell, rows * (cell + 14)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (key, im) in enumerate(photos.items()):
+        im = im.copy()
+        im.thumbnail((cell, cell))
+        x, y = (i % cols) * cell, (i // cols) * (cell + 14)
+        sheet.paste(im, (x, y))
+        draw.text((x + 2, y + cell), key[:34], fill="black")
+    return sheet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print each source (packages, photos present of those allow-listed, licence) and the skipped photos;
+    with --sheet, also save a contact sheet of every photo, the held-out ones last.
+
+    Args:
+        argv: command-line arguments (sys.argv[1:] when None).
+    """
+    parser = argparse.ArgumentParser(prog="python -m ase_model.starter.sources", description=main.__doc__)
+    parser.add_argument("--sheet", type=Path, help="write a contact sheet of every photo to this PNG")
+    args = parser.parse_args(argv)
+    photos = source_photos(max_side=256 if args.sheet else 1024)
+    for name, src in SOURCES.items():
+        n = sum(k.startswith(name + ":") for k in photos)
+        role = "held out" if name == HOLDOUT_SOURCE else "training"
+        print(f"{name:30s} {role:8s} {n:3d}/{len(src.files):<3d} {', '.join(src.packages)}  [{src.licence}]")
+    held = sum(k.startswith(HOLDOUT_SOURCE + ":") for k in photos)
+    print(f"training {len(photos) - held}, held out {held}; skipped: {', '.join(SKIPPED) or 'none'}")
+    if args.sheet:
+        order = [s for s in SOURCES if s != HOLDOUT_SOURCE] + [HOLDOUT_SOURCE]
+        ordered = {k: photos[k] for s in order for k in photos if k.split(":")[0] == s}
+        _contact_sheet(ordered).save(args.sheet)
+        print(f"contact sheet: {args.sheet}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
