@@ -72,7 +72,7 @@ def test_the_score_reads_the_attribute_inputs_and_is_calibrated(built):
     config = json.loads((out / "config.json").read_text())
     assert config["score_from_attributes"] and config["attribute_scene_statistics"]
     knots = config["score_calibration"]
-    assert knots[0][1] == 0.5 and knots[-1][1] == 10.0
+    assert knots[0] == [0.0, 0.0] and knots[-1] == [10.0, 10.0]  # the whole range, no flat ends
     assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(knots, knots[1:]))
     summary = json.loads((work / "data" / "summary.json").read_text())
     assert summary["n_pairs"] > 0 and summary["size"] == 160

@@ -290,21 +290,25 @@ def train_attribute_head(src: Path, data_dir: Path, out: Path, seed: int, epochs
 
 
 def ranking_pairs(records: list[dict]) -> list[tuple[int, int]]:
-    """(item, its defect twin) index pairs where the teacher scores the twin lower (the ranking loss's pairs)."""
+    """(item, its defect twin) index pairs for the ranking loss: every twin, since its defect is known by
+    construction — also where the teacher misses it (a tilt without straight lines to measure). Only a
+    desaturated black and white photo is left out: that edit changes nothing."""
     index = {r["image"]: i for i, r in enumerate(records)}
-    return [(index[r["pair_of"]], i) for i, r in enumerate(records)
-            if r.get("pair_of") in index and records[index[r["pair_of"]]]["score"] > r["score"]]
+    return [(index[r["pair_of"]], i) for i, r in enumerate(records) if r.get("pair_of") in index
+            and not (r["augment"].get("edit", {}).get("kind") == "desaturate"
+                     and records[index[r["pair_of"]]]["verdicts"]["saturation"] == "monochrome")]
 
 
 def fit_calibration(raw_clean, raw_twins, lo: float, hi: float) -> list[list[float]]:
-    """Knots of a monotone map from the score head's raw output to the star scale: the defect twins' lower fifth
-    to 2.0 (1 star below), the clean photos' 10th / 40th / 80th percentiles to 4.0 / 6.0 / 8.0 (the 2-3, 3-4 and
-    4-5 star boundaries), the ends to 0.5 and 10. So the stars spread over real photos as a photographer's do:
-    the best fifth 5 stars, clearly broken ones 1."""
+    """Knots of a monotone map from the score head's raw output (lo..hi: its whole range) to the star scale: the
+    defect twins' lower fifth to 2.0 (1 star below), the clean photos' 10th / 40th / 80th percentiles to 4.0 /
+    6.0 / 8.0 (the 2-3, 3-4 and 4-5 star boundaries), the ends to the ends. So the stars spread over real photos
+    as a photographer's do: the best fifth 5 stars, clearly broken ones 1. Strictly increasing everywhere: a
+    worse raw score is never calibrated to the same score."""
     import numpy as np
 
-    knots = [(lo, 0.5), (float(np.quantile(raw_twins, 0.2)), 2.0), *(
-        (float(np.quantile(raw_clean, q)), t) for q, t in ((0.1, 4.0), (0.4, 6.0), (0.8, 8.0))), (hi, 10.0)]
+    knots = [(lo, lo), (float(np.quantile(raw_twins, 0.2)), 2.0), *(
+        (float(np.quantile(raw_clean, q)), t) for q, t in ((0.1, 4.0), (0.4, 6.0), (0.8, 8.0))), (hi, hi)]
     out: list[list[float]] = []
     for raw, target in sorted(knots):
         if not out or (raw > out[-1][0] + 1e-4 and target > out[-1][1]):
@@ -361,7 +365,7 @@ def train_score_head(src: Path, data_dir: Path, out: Path, seed: int, epochs: in
     clean = np.array([bool(not r.get("pair_of") and r["augment"].get("clean") and not r["augment"].get("rotate_deg")
                            and not r["augment"].get("cut_crop")) for r in records])
     twins = np.array([bool(r.get("pair_of")) for r in records])
-    model.config.score_calibration = fit_calibration(raw[clean], raw[twins], float(raw.min()), float(raw.max()))
+    model.config.score_calibration = fit_calibration(raw[clean], raw[twins], 0.0, float(model.config.score_max))
     with torch.no_grad():
         calibrated = calibrate_score(torch.from_numpy(raw), model.config.score_calibration).numpy()
     from scipy.stats import spearmanr
