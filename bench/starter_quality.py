@@ -137,6 +137,22 @@ def star_histogram(records: list[dict]) -> dict[str, Counter]:
     return out
 
 
+# Verdicts that report a defect: on an unedited original, a false alarm (or a flaw the photo really has).
+DEFECTS = {"exposure": {"underexposed", "overexposed"}, "sharpness": {"soft"}, "noise": {"noisy"},
+           "white_balance": {"warm cast", "cool cast", "green cast", "magenta cast"}, "tilt": {"tilted"},
+           "framing": {"cut off"}}
+
+
+def original_alarms(records: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
+    """system -> attribute -> (originals whose verdicts report that defect, originals with verdicts)."""
+    out: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for system in {r["system"] for r in records}:
+        judged = [r["verdicts"] for r in records if r["system"] == system and r["kind"] == "original" and r["verdicts"]]
+        for attribute, bad in DEFECTS.items():
+            out[system][attribute] = (sum(v.get(attribute) in bad for v in judged), len(judged))
+    return out
+
+
 def sentences(text: str) -> list[str]:
     """The critique's sentences, section labels dropped."""
     from ase_model.attributes import parse_critique
@@ -357,6 +373,15 @@ def print_stars(records: list[dict], systems: list[str]) -> None:
     _row("distinct", [f"{len(stars.get(s, ()))} {_mark(len(stars.get(s, ())) >= TARGETS['stars'])}" for s in systems])
 
 
+def print_alarms(records: list[dict], systems: list[str]) -> None:
+    alarms = original_alarms(records)
+    _head("A defect reported on the unedited originals (false alarms, or flaws the photo has; report only)",
+          "verdict", systems)
+    for attribute, bad in DEFECTS.items():
+        _row(" / ".join(sorted(bad)) if len(bad) < 3 else f"{attribute.replace('_', ' ')} cast",
+             [_pct(*alarms.get(s, {}).get(attribute, (0, 0))) for s in systems])
+
+
 def _top(row: dict[str, float], n: int = 4) -> str:
     ranked = sorted(((v, k.split(":", 1)[1]) for k, v in row.items() if k.startswith("teacher:")), reverse=True)
     return ", ".join(f"{name} {v:.0%}" for v, name in ranked[:n]) or "-"
@@ -456,6 +481,7 @@ def main(argv=None) -> int:
     print_misses(records, systems)
     print_lower(records, systems)
     print_stars(records, systems)
+    print_alarms(records, systems)
     print_words(records, systems)
     print_cost(extra, systems)
     if args.json:

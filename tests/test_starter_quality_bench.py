@@ -200,3 +200,14 @@ def test_run_checker_on_the_real_checker():
                        {"exposure": "well exposed", "noise": "clean"})
     assert (c["sentences"], c["unknown"], c["self"], c["own"]) == (3, 1, 0, 0)
     assert c["teacher"] == 1 and c["teacher_attributes"] == ["exposure"]
+
+
+def test_alarms_count_defects_on_the_originals_only():
+    records = [
+        {"system": "new", "kind": "original", "verdicts": {"noise": "noisy", "white_balance": "cool cast"}},
+        {"system": "new", "kind": "original", "verdicts": {"noise": "clean", "white_balance": "neutral"}},
+        {"system": "new", "kind": "noise", "verdicts": {"noise": "noisy"}},  # an edit: not an alarm
+        {"system": "new", "kind": "original", "verdicts": None},  # not judged: not counted
+    ]
+    alarms = sq.original_alarms(records)["new"]
+    assert alarms["noise"] == (1, 2) and alarms["white_balance"] == (1, 2) and alarms["tilt"] == (0, 2)
