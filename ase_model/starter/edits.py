@@ -33,24 +33,20 @@ def _r(x: float) -> float:
     return round(float(x), 4)
 
 
-def salient_centroid(image: Image.Image) -> tuple[float, float, tuple[float, float, float, float]]:
-    """Centroid (x, y) and bounding box (x0, y0, x1, y1) of the top tenth of the spectral-residual saliency map,
-    as fractions of the frame: where the analytic critic puts the picture's weight."""
+def salient_centroid(image: Image.Image) -> tuple[float, float]:
+    """Centroid (x, y) of the top tenth of the spectral-residual saliency map, as fractions of the frame: where
+    the analytic critic puts the picture's weight."""
     from ase_model.saliency import centroid, spectral_residual
 
     sal = spectral_residual(image, size=128)
-    top = sal >= np.percentile(sal, 90)
-    x, y = centroid(np.where(top, sal, 0.0))
-    ys, xs = np.nonzero(top)
-    h, w = sal.shape
-    return x, y, (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
+    return centroid(np.where(sal >= np.percentile(sal, 90), sal, 0.0))
 
 
-def cut_crop(image: Image.Image, keep: float, side: str) -> Image.Image:
+def cut_crop(image: Image.Image, keep: float, side: str, centre: tuple[float, float] | None = None) -> Image.Image:
     """Crop `keep` of each side so that the frame's `side` edge ("left", "right", "top", "bottom") runs through
-    the salient centroid: the main interest is cut by the frame."""
+    the salient centroid (`centre`, computed when not given): the main interest is cut by the frame."""
     w, h = image.size
-    cx, cy, _ = salient_centroid(image)
+    cx, cy = centre or salient_centroid(image)
     cw, ch = keep * w, keep * h
     # The other axis: centred on the centroid, inside the photo.
     x0 = min(max(cx * w - cw / 2, 0.0), w - cw)
@@ -97,12 +93,13 @@ def apply_edit(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image
         scaled = sigma * max(1.0, max(w, h) / 512)  # area averaging down to 512 px divides sigma by the ratio
         return gaussian_noise(img, scaled, rng.getrandbits(63)), {"sigma_at_512": _r(sigma)}
     if kind == "cut_crop":
-        room = cut_room(*salient_centroid(img)[:2])
+        centre = salient_centroid(img)
+        room = cut_room(*centre)
         # The side nearest the centroid that still keeps 55 % of the frame (else the roomiest one).
         ok = [s for s, r in room.items() if r >= 0.55]
         side = min(ok, key=room.get) if ok else max(room, key=room.get)
         keep = min(rng.uniform(0.55, 0.75), max(room[side], 0.55))
-        return cut_crop(img, keep, side), {"keep": _r(keep), "side": side}
+        return cut_crop(img, keep, side, centre), {"keep": _r(keep), "side": side}
     raise ValueError(f"unknown edit {kind!r}; one of {', '.join(EDIT_KINDS)}")
 
 
