@@ -24,6 +24,7 @@ def _layers(text: str | None):
 # ---- build ---------------------------------------------------------------------------------------------------
 def cmd_build(args) -> int:
     import ase_model  # noqa: F401  (registers the Auto classes)
+
     from .modeling_ase import ASEForConditionalGeneration
     from .processing_ase import ASEProcessor, make_image_processor, num_image_tokens
 

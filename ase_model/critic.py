@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +167,7 @@ class Critic:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None, tag_root: str = "aesthetics",
-                        static_cache: bool | None = None, repair: bool = True) -> "Critic":
+                        static_cache: bool | None = None, repair: bool = True) -> Critic:
         model_dir = Path(path) if path is not None else default_model_dir()
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(

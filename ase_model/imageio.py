@@ -45,8 +45,15 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile
 
-from .imagesafety import (MAX_FILE_BYTES, ImageLoadError, ImageNotFound, ImageTooLarge, MemoryBudget, jpeg_damage,
-                          open_regular)
+from .imagesafety import (
+    MAX_FILE_BYTES,
+    ImageLoadError,
+    ImageNotFound,
+    ImageTooLarge,
+    MemoryBudget,
+    jpeg_damage,
+    open_regular,
+)
 
 try:  # a hard dependency, but keep plain images working if the wheel is broken
     import rawpy

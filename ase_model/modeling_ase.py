@@ -530,7 +530,7 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
 
     # ---- builders -------------------------------------------------------------------------------------------
     @classmethod
-    def from_llava(cls, src, fusion_layers: list[int] | None = None, torch_dtype=None, **ase_kwargs) -> "ASEForConditionalGeneration":
+    def from_llava(cls, src, fusion_layers: list[int] | None = None, torch_dtype=None, **ase_kwargs) -> ASEForConditionalGeneration:
         """Wrap a LLaVA-1.5-family checkpoint (folder, hub id or LlavaForConditionalGeneration object).
 
         The result computes exactly what the LLaVA model computes (all gates are 0) until it is trained.
@@ -540,7 +540,7 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
         return from_llava(cls, src, fusion_layers=fusion_layers, torch_dtype=torch_dtype, **ase_kwargs)
 
     @classmethod
-    def from_parts(cls, vision, llm, torch_dtype=None, **ase_kwargs) -> "ASEForConditionalGeneration":
+    def from_parts(cls, vision, llm, torch_dtype=None, **ase_kwargs) -> ASEForConditionalGeneration:
         """Compose from a vision checkpoint (CLIP/SigLIP, full or vision-only) and a causal LM; fresh projector."""
         from .builders import from_parts
 

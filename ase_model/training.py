@@ -105,7 +105,7 @@ class TrainArgs:
             raise ValueError("--batch-size and --grad-accum must be >= 1")
 
     @classmethod
-    def from_namespace(cls, ns: argparse.Namespace | dict) -> "TrainArgs":
+    def from_namespace(cls, ns: argparse.Namespace | dict) -> TrainArgs:
         values = vars(ns) if isinstance(ns, argparse.Namespace) else dict(ns)
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})

@@ -228,6 +228,7 @@ def heavy(model: Path, tmp: Path, timeout: float) -> dict:
 def messages(model: Path, tmp: Path, n: int) -> dict:
     from ase_daemon.client import Client
     from conftest import DaemonProcess
+
     from tests.hostile.test_protocol_fuzz import _jpeg, _paths, fire, hostile_messages
 
     folder = tmp / "fuzz-files"
@@ -261,6 +262,7 @@ def messages(model: Path, tmp: Path, n: int) -> dict:
 
 def kills(model: Path, tmp: Path, rounds: int) -> dict:
     from conftest import DaemonProcess
+
     from tests.hostile.test_kills import KILL_CONFIG, kill_rounds
 
     folder = tmp / "import"

@@ -217,7 +217,6 @@ def _camera_like_dng(
 ) -> tuple[Path, tuple[int, int]]:
     """A 3:2 Bayer DNG of about ``megapixels`` MP with a ``preview_side`` px JPEG preview."""
     from PIL import Image
-
     from skimage import data
 
     w = int(round((megapixels * 1e6 * 1.5) ** 0.5)) // 2 * 2

@@ -99,7 +99,7 @@ class Client:
     def close(self) -> None:
         self._reset()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import tomllib
 
 DEFAULT_TCP_PORT = 5599
 APP = "ase-mllm"
@@ -174,7 +175,7 @@ def endpoint_kind(endpoint: str, curve_endpoints=()) -> str:
     return "ipc" if endpoint.partition("://")[0] in ("ipc", "inproc") else "loopback"
 
 
-def names_paths(endpoint: str, config: "Config | None" = None) -> bool:
+def names_paths(endpoint: str, config: Config | None = None) -> bool:
     """Whether a client at `endpoint` may send paths instead of bytes: the ipc socket, or loopback tcp when this
     user's config (the daemon's too, normally) sets trust_loopback."""
     kind = endpoint_kind(endpoint, config.curve.endpoints if config else ())

@@ -23,8 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .protocol import (BAD_IMAGE, CANCELLED, ERROR, INTERNAL, LOADING, NOT_FOUND, NOT_READY, READY, TOO_LARGE,
-                       UNLOADED, ProtocolError)
+from .protocol import (
+    BAD_IMAGE,
+    CANCELLED,
+    ERROR,
+    INTERNAL,
+    LOADING,
+    NOT_FOUND,
+    NOT_READY,
+    READY,
+    TOO_LARGE,
+    UNLOADED,
+    ProtocolError,
+)
 from .store import Job, Store, content_hash
 
 log = logging.getLogger("ase_daemon.worker")
@@ -128,7 +139,7 @@ class Worker:
                       "jobs_done": 0, "jobs_failed": 0}
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
-    def start(self, load: bool = True) -> "Worker":
+    def start(self, load: bool = True) -> Worker:
         requeued = self.store.recover()
         if requeued:
             log.info("requeued %d job(s) a previous daemon left running", requeued)

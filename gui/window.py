@@ -13,14 +13,43 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import (QObject, QPoint, QRect, QRectF, QRunnable, QSettings, QSize, Qt, QThreadPool, QTimer,
-                            Signal)
-from PySide6.QtGui import (QAction, QColor, QFont, QGuiApplication, QImage, QKeySequence, QPainter, QPalette,
-                           QPixmap, QTextOption)
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFrame, QGraphicsPixmapItem,
-                               QGraphicsScene, QGraphicsView, QHBoxLayout, QLabel, QLayout, QListView, QMainWindow,
-                               QProgressBar, QPushButton, QScrollArea, QSizePolicy, QSlider, QSplitter, QTextBrowser,
-                               QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtCore import QObject, QPoint, QRect, QRectF, QRunnable, QSettings, QSize, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QColor,
+    QFont,
+    QGuiApplication,
+    QImage,
+    QKeySequence,
+    QPainter,
+    QPalette,
+    QPixmap,
+    QTextOption,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QListView,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSlider,
+    QSplitter,
+    QTextBrowser,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .daemon_link import DOWN, DaemonLink
 from .overlay import colormap, compose_overlay, overlay_layer, rgb_to_qimage

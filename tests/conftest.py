@@ -138,7 +138,7 @@ class DaemonProcess:
             self.cmd += ["--config", str(cfg)]
         self.proc = None
 
-    def start(self, wait_ready: bool = True, timeout: float = 120.0) -> "DaemonProcess":
+    def start(self, wait_ready: bool = True, timeout: float = 120.0) -> DaemonProcess:
         import subprocess
 
         if getattr(self, "_log", None) is not None:
@@ -198,7 +198,6 @@ def daemon_env(root) -> dict:
 def curve_keys(tmp_path_factory):
     """`ase-daemon keys` output: server pair, an authorized client pair, and a second, unauthorized pair."""
     import zmq.auth
-
     from ase_daemon.cli import main
 
     folder = tmp_path_factory.mktemp("curve")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from ase_daemon import protocol as P
 from conftest import daemon_env, free_port
+from PIL import Image
 
 
 def ase_client(*args, env, timeout=60):
@@ -165,7 +164,6 @@ def test_photos_sent_as_bytes_are_read_as_regular_files_only(tmp_path):
     import os
 
     import pytest
-
     from ase_daemon import protocol as P
     from ase_daemon.client_cli import PhotoUnreadable, read_photo
 

@@ -14,11 +14,10 @@ import time
 import numpy as np
 import pytest
 import zmq
-from PIL import Image
-
 from ase_daemon import protocol as P
 from ase_daemon.client import Client, DaemonError, DaemonUnavailable
 from conftest import DaemonProcess, daemon_env, free_port
+from PIL import Image
 
 
 def jpeg(seed: int, size=(64, 48)) -> bytes:
@@ -410,7 +409,6 @@ def test_busy_kill9_resume_and_sigterm(tmp_path, tiny_model_dir):
 
 def test_keys_and_install_service(tmp_path, monkeypatch, curve_keys):
     import zmq.auth
-
     from ase_daemon.cli import main
     from ase_daemon.service import unit_path
 

@@ -7,10 +7,9 @@ import re
 import subprocess
 import sys
 
-from conftest import daemon_env
-
 from ase_daemon.client import Client
 from ase_daemon.xmp import read_sidecar
+from conftest import daemon_env
 
 
 def test_demo_writes_report_and_sidecars(tmp_path, tiny_model_dir):

@@ -16,8 +16,6 @@ from ase_model.evaluation import evaluate, main
 from ase_model.testing import TINY_CRITIQUES as CRITIQUES
 from ase_model.testing import build_caption_model, write_caption_set
 
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -15,8 +15,15 @@ from PIL.PngImagePlugin import PngImageFile
 
 from ase_model import imageio
 from ase_model.imageio import damage_warnings, load_image
-from ase_model.imagesafety import (ImageLoadError, ImageNotFound, ImageTooLarge, MemoryBudget, jpeg_damage,
-                                   open_regular, read_regular)
+from ase_model.imagesafety import (
+    ImageLoadError,
+    ImageNotFound,
+    ImageTooLarge,
+    MemoryBudget,
+    jpeg_damage,
+    open_regular,
+    read_regular,
+)
 
 
 def jpeg(size=(120, 90), seed=0, **kw) -> bytes:

@@ -7,10 +7,17 @@ import os
 import stat
 
 import pytest
-
 from ase_daemon import protocol as P
-from ase_daemon.config import (Config, ConfigError, endpoint_kind, is_local, load_config, names_paths,
-                               resolve_endpoint, runtime_dir)
+from ase_daemon.config import (
+    Config,
+    ConfigError,
+    endpoint_kind,
+    is_local,
+    load_config,
+    names_paths,
+    resolve_endpoint,
+    runtime_dir,
+)
 
 
 def test_request_round_trip():

@@ -6,7 +6,6 @@ import json
 import random
 
 import numpy as np
-
 import pytest
 from PIL import Image
 

@@ -6,7 +6,6 @@ import sqlite3
 import threading
 
 import pytest
-
 from ase_daemon.store import QueueFull, Store, content_hash
 
 RESULT = {"text": "Composition: balanced.\nLight: soft.", "attributes": {"composition": "balanced"}, "score": 6.5,

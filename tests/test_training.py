@@ -22,8 +22,6 @@ from ase_model.testing import build_caption_model as build_model
 from ase_model.testing import write_caption_set
 from ase_model.training import TrainArgs, parse_args, saliency_loss, train
 
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -13,15 +13,14 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("pytestqt")
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent, QImage  # noqa: E402
-from PySide6.QtTest import QTest  # noqa: E402
-
 from ase_gui.daemon_link import DOWN, DaemonLink  # noqa: E402
 from ase_gui.overlay import compose_overlay, overlay_layer, qimage_to_rgb, rgb_to_qimage, upsample  # noqa: E402
 from ase_gui.thumbnails import make_thumbnail  # noqa: E402
 from ase_gui.window import MainWindow  # noqa: E402
 from conftest import DaemonProcess, daemon_env, free_port  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent, QImage  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
 
 CRITIQUE_MS = 90_000  # the tiny model answers in well under a second; the margin is for a loaded 2-core box
 

@@ -17,10 +17,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from ase_daemon import xmp
-from ase_daemon.xmp import (NAMESPACE_URI, SidecarError, SidecarOptions, rating_from_score, read_sidecar,
-                            remove_stale_temp_files, sidecar_path, write_sidecar)
+from ase_daemon.xmp import (
+    NAMESPACE_URI,
+    SidecarError,
+    SidecarOptions,
+    rating_from_score,
+    read_sidecar,
+    remove_stale_temp_files,
+    sidecar_path,
+    write_sidecar,
+)
 
 EXIFTOOL = shutil.which("exiftool")
 needs_exiftool = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool not installed "

@@ -23,8 +23,18 @@ from dataclasses import dataclass, field
 
 from ase_model.attributes import format_critique, parse_critique
 
-from .phrasing import (DEFECT_PENALTY, NO_SUGGESTION, OVERALL, SECTION, STATEMENT_ORDER, SUGGESTIONS, TEMPLATES,
-                       advice, band, main_defect)
+from .phrasing import (
+    DEFECT_PENALTY,
+    NO_SUGGESTION,
+    OVERALL,
+    SECTION,
+    STATEMENT_ORDER,
+    SUGGESTIONS,
+    TEMPLATES,
+    advice,
+    band,
+    main_defect,
+)
 
 __all__ = ["Sentence", "Reading", "Problem", "Report", "read_back", "check", "repair"]
 

@@ -20,10 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dt_runner
 import pytest
 from conftest import DaemonProcess
-
-import dt_runner
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

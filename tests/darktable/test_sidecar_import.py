@@ -18,10 +18,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import dt_runner
 import pytest
 from conftest import DaemonProcess
-
-import dt_runner
 
 HERE = Path(__file__).resolve().parent
 TEXT = "Exposure: The photo is underexposed.\nFocus: The image is sharp."

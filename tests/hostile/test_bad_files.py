@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from ase_daemon import protocol as P
 from ase_daemon.client import DaemonError
+from PIL import Image
+
 from .badfiles import EXPECT, TOO_LARGE_KINDS, make_bad_files
 from .conftest import BUDGET_MB
 
@@ -226,6 +226,7 @@ class _FailsOnThin:
 def test_worker_isolates_the_item_that_fails_its_batch(tmp_path, tiny_model_dir):
     from ase_daemon.store import Store
     from ase_daemon.worker import INTERACTIVE, Task, Worker
+
     from ase_model.critic import Critic
 
     critic = _FailsOnThin(Critic.from_pretrained(tiny_model_dir, device="cpu"))

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from ase_daemon import protocol as P
 from ase_daemon.client import Client, DaemonError, DaemonUnavailable
 from ase_daemon.config import Config
 from ase_daemon.server import GUEST_STATUS
 from conftest import DaemonProcess, daemon_env, free_port
+from PIL import Image
 
 
 def jpeg(seed: int) -> bytes:

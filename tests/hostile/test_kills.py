@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from ase_daemon import protocol as P
 from ase_daemon.client import Client, DaemonError, DaemonUnavailable
 from conftest import DaemonProcess
+from PIL import Image
 
 __all__ = ["kill_rounds", "KILL_CONFIG"]
 

@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-from PIL import Image
-
 from ase_daemon import protocol as P
 from conftest import DaemonProcess
+from PIL import Image
 
 __all__ = ["hostile_messages", "fire", "SAFE_OWNER_OPS", "ALL_OPS"]
 

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from ase_daemon import protocol as P
 from ase_daemon.xmp import MAX_SIDECAR_BYTES, PYEXIV2_LOCK, SidecarError, read_sidecar, sidecar_path, write_sidecar
+from PIL import Image
 
 pytestmark = pytest.mark.timeout(300)
 
