@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from ase_daemon import protocol as P
@@ -236,3 +237,17 @@ def test_runtime_dir_is_private(tmp_path, monkeypatch):
     os.chmod(tmp_path / "ase-mllm", 0o755)
     d = runtime_dir()
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_lines_golden_fixture_parses_to_its_blocks_and_ratings():
+    """tests/fixtures/lines_golden.txt is shared with the Lua plugin's tests: both parsers must agree with it."""
+    from ase_daemon.xmp import rating_from_score
+
+    fixtures = Path(__file__).parent / "fixtures"
+    golden = json.loads((fixtures / "lines_golden.json").read_text(encoding="utf-8"))
+    text = (fixtures / "lines_golden.txt").read_text(encoding="utf-8")
+    assert P.parse_lines(text) == golden["blocks"]
+    assert "".join(P.format_lines(b["image"], error=(b["error"]["code"], b["error"]["message"])) for b in golden["blocks"]
+                   if "error" in b) in text
+    for score, stars in golden["ratings_from_score"]:
+        assert rating_from_score(score) == stars, score
