@@ -35,7 +35,8 @@ BEFORE = "4c3e3be"  # the last commit before issue 16's light `ase_model`
 # (label, python code run as `python -c`): the console scripts' own entry points
 COMMANDS = {
     "ase-mllm --help": "import sys; sys.argv = ['ase-mllm', '--help']\n{mllm}",
-    "ase-client ping": "import sys; from ase_daemon.client_cli import main; sys.exit(main(['--endpoint', {ep!r}, 'ping']))",
+    "ase-client ping":
+        "import sys; from ase_daemon.client_cli import main; sys.exit(main(['--endpoint', {ep!r}, 'ping']))",
     "ase-client --send-bytes critique (cache hit)":
         "import sys; from ase_daemon.client_cli import main; "
         "sys.exit(main(['--endpoint', {ep!r}, '--send-bytes', 'critique', {photo!r}]))",
