@@ -1,15 +1,19 @@
 """Install the ASE critic plugin into a darktable config folder.
 
     python plugin_darktable/install_plugin.py [--configdir DIR] [--client PATH]
+    python plugin_darktable/install_plugin.py [--configdir DIR] --uninstall
 
 * copies ase_critic.lua to <configdir>/lua/ase/ase_critic.lua, with PATH (default: the ase-client beside this
-  Python, else the one on $PATH, else plain "ase-client") as the script's default `client_cmd`;
+  Python, else the one on $PATH, else plain "ase-client") as the script's default `client_cmd`, and its modules
+  (lib/*.lua) to <configdir>/lua/ase/lib/, removing modules there that this version no longer has;
 * adds `require "ase/ase_critic"` to <configdir>/luarc once, keeping everything else in the file;
 * where darktable already stored a `lua/ase_critic/client_cmd` preference that cannot work (empty, the bare
   default, or a path that no longer exists), points it at PATH too. Run it while darktable is closed: darktable
   rewrites darktablerc when it quits.
 
-Running it again is harmless (it only refreshes the script). Standard library only.
+Running it again is harmless (it only refreshes the script). --uninstall removes the script, its modules, the
+folders if that leaves them empty, and the require line; the preferences darktable stored stay in darktablerc.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+__all__ = ["add_require", "fix_client_pref", "install_script", "lib_dir", "main", "script_path", "uninstall"]
+
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "ase_critic.lua"
+LIB = HERE / "lib"  # the script's modules, required as "ase/lib/<name>"
 FOLDER, NAME = "ase", "ase_critic"
 REQUIRE_LINE = f'require "{FOLDER}/{NAME}"'
 _REQUIRE_RE = re.compile(r"""^\s*require\s*\(?\s*["']""" + re.escape(f"{FOLDER}/{NAME}") + r"""["']""")
@@ -75,15 +82,67 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def script_path(configdir: Path) -> Path:
+    """Where the entry script goes: <configdir>/lua/ase/ase_critic.lua."""
+    return configdir / "lua" / FOLDER / f"{NAME}.lua"
+
+
+def lib_dir(configdir: Path) -> Path:
+    """Where the modules go: <configdir>/lua/ase/lib (the plugin's own folder: script_manager skips lib/)."""
+    return configdir / "lua" / FOLDER / "lib"
+
+
 def install_script(configdir: Path, client: str) -> Path:
+    """Write the modules, then the entry script with `client` as its default client; returns the script's path.
+
+    Args:
+        configdir: darktable's config folder.
+        client: the ase-client the script runs unless the `client_cmd` preference says otherwise.
+    """
     source = SCRIPT.read_text(encoding="utf-8")
     line = f"local DEFAULT_CLIENT_CMD = {lua_string(client)}"
     text, n = _DEFAULT_RE.subn(lambda _m: line, source, count=1)
     if n != 1:
         raise SystemExit(f"install_plugin: no DEFAULT_CLIENT_CMD line in {SCRIPT}")
-    dest = configdir / "lua" / FOLDER / f"{NAME}.lua"
+    modules = sorted(LIB.glob("*.lua"))
+    if not modules:
+        raise SystemExit(f"install_plugin: no modules in {LIB}")
+    lib = lib_dir(configdir)
+    for module in modules:
+        write_atomic(lib / module.name, module.read_text(encoding="utf-8"))
+    shipped = {m.name for m in modules}
+    for stale in lib.glob("*.lua"):  # a module an older version had
+        if stale.name not in shipped:
+            stale.unlink()
+    dest = script_path(configdir)
     write_atomic(dest, text)
     return dest
+
+
+def uninstall(configdir: Path) -> list[Path]:
+    """Remove the script, its modules, the folders they leave empty and the require line; returns what went.
+
+    Args:
+        configdir: darktable's config folder.
+    """
+    removed = []
+    lib = lib_dir(configdir)
+    for path in [script_path(configdir), *sorted(lib.glob("*.lua"))]:
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    for folder in (lib, lib.parent):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            removed.append(folder)
+    luarc = configdir / "luarc"
+    if luarc.exists():
+        lines = luarc.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if not _REQUIRE_RE.match(line)]
+        if kept != lines:
+            write_atomic(luarc, "".join(kept))
+            removed.append(luarc)
+    return removed
 
 
 def add_require(configdir: Path) -> bool:
@@ -123,13 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configdir", type=Path, default=None,
                    help=f"darktable's config folder (default: {default_configdir()})")
     p.add_argument("--client", help=f"path of ase-client to use by default (default: {default_client()})")
+    p.add_argument("--uninstall", action="store_true",
+                   help="remove the plugin (script, modules, require line) from the config folder")
     a = p.parse_args(argv)
     configdir = (a.configdir or default_configdir()).expanduser()
+    if a.uninstall:
+        removed = uninstall(configdir)
+        for path in removed:
+            print(f"removed {path}" if path.name != "luarc" else f"removed `{REQUIRE_LINE}` from {path}")
+        if not removed:
+            print(f"the plugin is not installed in {configdir}")
+        return 0
     client = a.client or default_client()
     if os.sep in client or "/" in client:
         client = os.path.abspath(os.path.expanduser(client))
     dest = install_script(configdir, client)
-    print(f"installed {dest}")
+    print(f"installed {dest} and its modules in {lib_dir(configdir)}")
     if add_require(configdir):
         print(f"added `{REQUIRE_LINE}` to {configdir / 'luarc'}")
     else:
