@@ -14,10 +14,18 @@ import os
 import sys
 import time
 
+__all__ = ["EXIT_DOWN", "EXIT_ERROR", "EXIT_OK", "EXIT_TIMEOUT", "apply_dark_theme", "main", "make_link",
+           "parse_args", "run_screenshot"]
+
 EXIT_OK, EXIT_ERROR, EXIT_DOWN, EXIT_TIMEOUT = 0, 1, 2, 3
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """ase-viewer's command line.
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+    """
     p = argparse.ArgumentParser(prog="ase-viewer", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="*", help="photos and/or folders to show")
     p.add_argument("--endpoint", help="the daemon's endpoint (default: $ASE_ENDPOINT, the config file, the ipc socket)")
@@ -33,7 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def apply_dark_theme(app) -> None:
-    """Photos are judged best on a neutral dark surround (bright chrome shifts how a photo's tones read)."""
+    """Photos are judged best on a neutral dark surround (bright chrome shifts how a photo's tones read).
+
+    Args:
+        app: the QApplication (gets the Fusion style and a dark palette).
+    """
     from PySide6.QtGui import QColor, QPalette
 
     app.setStyle("Fusion")
@@ -55,7 +67,18 @@ def apply_dark_theme(app) -> None:
 
 def run_screenshot(window, app, out: str, timeout: float, hold: float = 0.0) -> int:
     """Wait (with the event loop running) until the critique is shown, or the daemon is known to be down and the
-    photo is on screen, or the timeout; then grab the window into `out`."""
+    photo is on screen, or the timeout; then grab the window into `out`.
+
+    Args:
+        window: the viewer's MainWindow, shown, with the photo opened.
+        app: the QApplication (its event loop runs here).
+        out: the PNG to write (whole or not at all: written aside, then renamed).
+        timeout: the longest wait, seconds.
+        hold: seconds to stay open after writing (for a tool grabbing the real screen).
+
+    Returns:
+        EXIT_OK, EXIT_DOWN, EXIT_TIMEOUT, or EXIT_ERROR if the picture could not be written.
+    """
     from PySide6.QtCore import QTimer
 
     from .daemon_link import DOWN
@@ -97,12 +120,22 @@ def run_screenshot(window, app, out: str, timeout: float, hold: float = 0.0) -> 
 
 
 def make_link(args):
+    """The viewer's link to the daemon, from the command line's endpoint and CURVE keys.
+
+    Args:
+        args: parsed arguments (see parse_args).
+    """
     from .daemon_link import DaemonLink
 
     return DaemonLink(args.endpoint, server_key=args.server_key, client_keys=args.client_key)
 
 
 def main(argv=None) -> int:
+    """Run ase-viewer; returns its exit code.
+
+    Args:
+        argv: the arguments (None: sys.argv[1:]).
+    """
     args = parse_args(argv)
     from PySide6.QtCore import QSettings, QSize, QTimer
     from PySide6.QtWidgets import QApplication

@@ -10,6 +10,9 @@ import numpy as np
 
 from .thumbnails import model_module
 
+__all__ = ["CONTOUR_LEVELS", "MODES", "blend", "colormap", "compose_overlay", "overlay_layer", "qimage_to_rgb",
+           "rgb_to_qimage", "upsample"]
+
 _core = model_module("overlay")  # loaded without torch, like the image loader
 MODES, CONTOUR_LEVELS = _core.MODES, _core.CONTOUR_LEVELS
 colormap, upsample, overlay_layer, blend = _core.colormap, _core.upsample, _core.overlay_layer, _core.blend
@@ -17,7 +20,11 @@ colormap, upsample, overlay_layer, blend = _core.colormap, _core.upsample, _core
 
 # ---- QImage <-> numpy -------------------------------------------------------------------------------------------
 def qimage_to_rgb(image) -> np.ndarray:
-    """A QImage (any format) -> a new (H, W, 3) uint8 array."""
+    """A QImage (any format) -> a new (H, W, 3) uint8 array.
+
+    Args:
+        image: the QImage.
+    """
     from PySide6.QtGui import QImage
 
     img = image.convertToFormat(QImage.Format.Format_RGB888)
@@ -27,7 +34,11 @@ def qimage_to_rgb(image) -> np.ndarray:
 
 
 def rgb_to_qimage(rgb: np.ndarray):
-    """(H, W, 3) or (H, W, 4) uint8 -> a QImage that owns its pixels (RGB888 / RGBA8888)."""
+    """(H, W, 3) or (H, W, 4) uint8 -> a QImage that owns its pixels (RGB888 / RGBA8888).
+
+    Args:
+        rgb: the pixels.
+    """
     from PySide6.QtGui import QImage
 
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
@@ -37,8 +48,17 @@ def rgb_to_qimage(rgb: np.ndarray):
 
 
 def compose_overlay(photo, saliency: np.ndarray, opacity: float = 0.6, mode: str = "heat"):
-    """The photo with the saliency map drawn over it. photo: QImage or (H, W, 3|4) uint8 array; returns the same
-    kind (QImage RGB888 / uint8 RGB array) at the photo's size. opacity 0 returns the photo's pixels unchanged."""
+    """The photo with the saliency map drawn over it.
+
+    Args:
+        photo: QImage or (H, W, 3|4) uint8 array.
+        saliency: the map (any resolution with the photo's aspect ratio).
+        opacity: 0…1; 0 returns the photo's pixels unchanged.
+        mode: "heat" or "contour".
+
+    Returns:
+        The same kind as `photo` (QImage RGB888 / uint8 RGB array), at the photo's size.
+    """
     is_array = isinstance(photo, np.ndarray)
     out = _core.compose(np.asarray(photo) if is_array else qimage_to_rgb(photo), saliency, opacity, mode)
     return out if is_array else rgb_to_qimage(out)

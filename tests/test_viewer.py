@@ -167,6 +167,48 @@ def test_panel_lists_attributes_and_tags(qtbot):
     assert text.index("Composition") < text.index("Exposure")  # canonical order, whatever the dict order
 
 
+def test_window_parts_without_a_daemon(qtbot, tmp_path):
+    """The window's parts on their own: the position in a folder, the panel's line while a critique is missing,
+    a critique as plain text."""
+    from ase_gui.critique_panel import critique_text
+    from ase_gui.daemon_state import waiting_message
+    from ase_gui.layout import ThumbnailStrip
+    from ase_gui.navigation import Navigator
+    from ase_gui.thumbnails import ThumbnailModel
+
+    for name in ("b.jpg", "a.jpg", "c.png"):
+        Image.new("RGB", (8, 6)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not a photo")
+    model = ThumbnailModel()
+    strip = ThumbnailStrip(model)
+    qtbot.addWidget(strip)
+    nav = Navigator(model, strip)
+    try:
+        assert nav.step(+1) is None and strip.isHidden()
+        first = nav.open([tmp_path / "b.jpg"])  # one file: among its folder's photos, by name
+        assert [os.path.basename(f) for f in nav.files] == ["a.jpg", "b.jpg", "c.png"]
+        assert first == str(tmp_path / "b.jpg") and not strip.isHidden()
+        assert nav.move_to(nav.files.index(first)) and nav.current == first and strip.currentIndex().row() == 1
+        assert not nav.move_to(1)  # already there: nothing changes
+        assert nav.step(+1) == 2 and nav.step(-1) == 0
+        assert nav.move_to(99) and nav.index == 2 and nav.step(+1) == 2  # clamped at the end
+        assert nav.move_to(-1) and (nav.index, nav.current) == (-1, None)
+    finally:
+        model.loader.close()
+
+    down = waiting_message(DOWN, "ipc:///run/<me>/ase.sock", 0)
+    assert "daemon down" in down and "&lt;me&gt;" in down  # the endpoint is named, escaped
+    assert "loading" in waiting_message("loading", "e", 0) and "failed" in waiting_message("error", "e", 0)
+    assert "asking" in waiting_message("ready", "e", 0)
+    assert waiting_message("ready", "e", 3) is None  # text is streaming in: the line stays as it is
+
+    assert critique_text(None, "/p/x.jpg") == ""
+    text = critique_text({"text": " Tight framing. ", "score": 7.5, "tags": ["aesthetics|exposure|underexposed"],
+                          "attributes": {"exposure": "Dark.", "composition": "Tight.", "focus": ""}}, "/p/x.jpg")
+    assert text.splitlines() == ["x.jpg", "Score: 7.5 / 10", "", "Tight framing.", "", "Composition: Tight.",
+                                 "Exposure: Dark.", "", "Tags: exposure › underexposed"]
+
+
 def test_overlay_toggle_opacity_and_export(qtbot, daemon, photo_files, tmp_path, monkeypatch):
     w = open_window(qtbot, daemon.ipc)
     with qtbot.waitSignal(w.critique_shown, timeout=CRITIQUE_MS):
