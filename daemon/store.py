@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .protocol import CANCELLED, DONE, FAILED, QUEUED, RUNNING
+from .contract import CANCELLED, DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
 
 SCHEMA_VERSION = 3  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner. Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
@@ -93,7 +93,7 @@ def content_hash(data: bytes) -> str:
 
 @dataclass
 class StoredCritique:
-    result: dict  # text, attributes, score, tags, saliency (summary), timings, model, hash
+    result: CritiqueResult  # cached=True, image=None (see CritiqueResult.for_request)
     saliency_png: bytes | None
 
 
@@ -171,21 +171,29 @@ class Store:
         if row is None:
             return None
         text, attributes, score, tags, png, summary, timings, created = row
-        result = {"text": text, "attributes": json.loads(attributes), "score": score, "tags": json.loads(tags),
-                  "saliency": json.loads(summary) if summary else None, "timings": json.loads(timings or "{}"),
-                  "model": model, "hash": hash, "created": created}
+        result = CritiqueResult(text=text, attributes=json.loads(attributes), score=score, tags=json.loads(tags),
+                                saliency=json.loads(summary) if summary else None,
+                                timings=json.loads(timings or "{}"), model=model, hash=hash, cached=True,
+                                created=created)
         return StoredCritique(result, png)
 
-    def put_critique(self, hash: str, model: str, max_new_tokens: int, result: dict, saliency_png: bytes | None) -> None:
+    def put_critique(self, hash: str, model: str, max_new_tokens: int, result: CritiqueResult | dict,
+                     saliency_png: bytes | None) -> None:
+        """Store (or replace) a critique. `result` is a CritiqueResult, or a dict with its keys (text and score
+        required); its `created` is kept when it has one."""
         with self._lock, self._tx():
             self._put_critique(hash, model, max_new_tokens, result, saliency_png)
 
     def _put_critique(self, hash, model, max_new_tokens, result, png):
+        if isinstance(result, CritiqueResult):
+            result = result.to_dict()
+        created = result.get("created")
         self._db.execute(
             "INSERT OR REPLACE INTO critiques VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (hash, model, max_new_tokens, result["text"], json.dumps(result.get("attributes", {}), ensure_ascii=False),
              float(result["score"]), json.dumps(result.get("tags", []), ensure_ascii=False), png,
-             json.dumps(result.get("saliency")), json.dumps(result.get("timings", {})), time.time()))
+             json.dumps(result.get("saliency")), json.dumps(result.get("timings", {})),
+             float(created) if isinstance(created, (int, float)) else time.time()))
 
     def count_critiques(self, model: str | None = None) -> int:
         with self._lock:
@@ -195,7 +203,7 @@ class Store:
 
     # ---- jobs ------------------------------------------------------------------------------------------------
     def add_job(self, *, path: str | None = None, data: bytes | None = None, name: str | None = None,
-                priority: int = 0, kind: str = "critique", origin: str = "client", meta: dict | None = None,
+                priority: int = 0, kind: str = KIND_CRITIQUE, origin: str = "client", meta: dict | None = None,
                 max_new_tokens: int | None = None, request_id: str | None = None,
                 max_queued: int | None = None, owner: str | None = None) -> tuple[Job, bool]:
         """Persist a queued job; returns (job, created). A request_id seen before returns that job (created False).
@@ -222,8 +230,8 @@ class Store:
                     raise QueueFull(f"{queued} jobs are queued (limit {max_queued})")
             job_id = uuid.uuid4().hex[:16]
             self._db.execute(
-                "INSERT INTO jobs (id, request_id, state, priority, kind, origin, path, blob, name, max_new_tokens, meta,"
-                " created, updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO jobs (id, request_id, state, priority, kind, origin, path, blob, name, max_new_tokens,"
+                " meta, created, updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, request_id, QUEUED, priority, kind, origin, path, data, name or path, max_new_tokens,
                  json.dumps(meta or {}, ensure_ascii=False), now, now, owner))
             row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -239,7 +247,7 @@ class Store:
             row = self._db.execute("SELECT blob FROM jobs WHERE id=?", (job_id,)).fetchone()
         return row[0] if row else None
 
-    def claim_jobs(self, limit: int, kind: str = "critique") -> list[Job]:
+    def claim_jobs(self, limit: int, kind: str = KIND_CRITIQUE) -> list[Job]:
         """Move up to `limit` queued jobs (highest priority, then oldest) to running and return them."""
         if limit <= 0:
             return []
@@ -250,11 +258,13 @@ class Store:
             jobs = [_job(r) for r in rows]
             now = time.time()
             for j in jobs:
-                self._db.execute("UPDATE jobs SET state=?, attempts=attempts+1, updated=? WHERE id=?", (RUNNING, now, j.id))
+                self._db.execute("UPDATE jobs SET state=?, attempts=attempts+1, updated=? WHERE id=?",
+                                 (RUNNING, now, j.id))
                 j.state, j.attempts, j.updated = RUNNING, j.attempts + 1, now
         return jobs
 
-    def finish_job(self, job_id: str, hash: str, model: str, max_new_tokens: int, result: dict | None = None,
+    def finish_job(self, job_id: str, hash: str, model: str, max_new_tokens: int,
+                   result: CritiqueResult | dict | None = None,
                    saliency_png: bytes | None = None) -> bool:
         """Mark a job done (storing its critique in the same transaction when given). False if it was not running
         (e.g. cancelled meanwhile); the critique is stored either way, it is a valid result."""
@@ -416,9 +426,9 @@ class Store:
                     meta = {"path": it["path"], "size": it["size"], "mtime": it["mtime_ns"] / 1e9,
                             "folder": it["folder"], "sidecar": True}
                     self._db.execute(
-                        "INSERT INTO jobs (id, state, priority, kind, origin, path, name, max_new_tokens, meta, created,"
-                        " updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (job_id, QUEUED, priority, "critique", origin_of(it["folder"]), it["path"], it["path"],
+                        "INSERT INTO jobs (id, state, priority, kind, origin, path, name, max_new_tokens, meta,"
+                        " created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (job_id, QUEUED, priority, KIND_CRITIQUE, origin_of(it["folder"]), it["path"], it["path"],
                          max_new_tokens, json.dumps(meta, ensure_ascii=False), now, now))
                     if room is not None:
                         room -= 1
@@ -465,8 +475,8 @@ class Store:
         now = time.time()
         with self._lock, self._tx():
             self._db.execute(
-                "INSERT INTO watched_files (path, folder, size, mtime_ns, hash, job_id, state, error, attempts, updated)"
-                " VALUES (?,?,?,?,?,NULL,?,?,1,?) ON CONFLICT(path) DO UPDATE SET folder=excluded.folder, "
+                "INSERT INTO watched_files (path, folder, size, mtime_ns, hash, job_id, state, error, attempts,"
+                " updated) VALUES (?,?,?,?,?,NULL,?,?,1,?) ON CONFLICT(path) DO UPDATE SET folder=excluded.folder, "
                 "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, job_id=NULL, state=excluded.state,"
                 " error=excluded.error, attempts=attempts+1, updated=excluded.updated",
                 (path, folder, size, mtime_ns, hash, FAILED, json.dumps(error), now))
@@ -493,7 +503,8 @@ class Store:
     def watched_counts(self) -> dict[str, dict[str, int]]:
         """{folder: {"queued", "done", "failed"}}."""
         with self._lock:
-            rows = self._db.execute("SELECT folder, state, COUNT(*) FROM watched_files GROUP BY folder, state").fetchall()
+            rows = self._db.execute(
+                "SELECT folder, state, COUNT(*) FROM watched_files GROUP BY folder, state").fetchall()
         out: dict[str, dict[str, int]] = {}
         for folder, state, n in rows:
             out.setdefault(folder, dict.fromkeys((QUEUED, DONE, FAILED), 0))[state] = n
