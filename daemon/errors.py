@@ -21,7 +21,7 @@ from .contract import (
 )
 
 __all__ = ["DaemonFault", "Busy", "NotReady", "Cancelled", "NotFound", "BadImage", "TooLarge", "BadArgument",
-           "ModelFailure", "wire_error"]
+           "ModelFailure", "QueueFull", "wire_error"]
 
 
 class DaemonFault(Exception):
@@ -91,6 +91,10 @@ class ModelFailure(DaemonFault):
     """The model failed on an image (a bug or a broken model; the daemon's log has the traceback)."""
 
     code = INTERNAL
+
+
+class QueueFull(Exception):
+    """The job table holds max_jobs queued jobs (the server answers `busy`; the watcher waits and tries again)."""
 
 
 def wire_error(exc: BaseException) -> WireError:
