@@ -23,7 +23,17 @@ import zmq
 from . import contract as P
 from .config import Config, ConfigError, is_local, load_config, resolve_endpoint
 
-__all__ = ["Client", "DaemonError", "DaemonUnavailable", "start_daemon", "ensure_daemon"]
+__all__ = ["Client", "DaemonError", "DaemonUnavailable", "start_daemon", "ensure_daemon", "load_client_config",
+           "resolve_endpoint", "is_local"]
+
+
+def load_client_config() -> Config:
+    """The config file's settings a client needs (endpoint, CURVE keys); the defaults when it is missing or broken
+    (a client must still reach the default endpoint)."""
+    try:
+        return load_config()
+    except ConfigError:
+        return Config()
 
 
 class DaemonUnavailable(ConnectionError):
@@ -70,10 +80,7 @@ class Client:
                  client_keys: str | os.PathLike | tuple[bytes, bytes] | None = None, context: zmq.Context | None = None,
                  config: Config | None = None):
         if config is None:
-            try:
-                config = load_config()
-            except ConfigError:
-                config = Config()
+            config = load_client_config()
         self.endpoint = resolve_endpoint(endpoint, config)
         self.timeout, self.retries = timeout, retries
         if server_key is None and not is_local(self.endpoint):  # configured keys are for remote daemons
@@ -291,10 +298,7 @@ def ensure_daemon(endpoint: str | None = None, timeout: float = 180.0,
                   say: Callable[[str], None] | None = None) -> dict:
     """The daemon at `endpoint` (default resolution), started if none answers; waits for its model.
     Returns its ping result plus the resolved "endpoint"."""
-    try:
-        config = load_config()
-    except ConfigError:
-        config = Config()
+    config = load_client_config()
     resolved = resolve_endpoint(endpoint, config)
     try:
         with Client(resolved, timeout=2.0, retries=0, config=config) as c:

@@ -48,12 +48,9 @@ class DaemonLink(QObject):
         or the config file for non-loopback endpoints)."""
         super().__init__(parent)
         self._keys = {"server_key": server_key, "client_keys": client_keys} if server_key else {}
-        from ase_daemon.config import Config, ConfigError, is_local, load_config, resolve_endpoint
+        from ase_daemon.client import is_local, load_client_config, resolve_endpoint
 
-        try:
-            self._config = load_config()
-        except ConfigError:
-            self._config = Config()
+        self._config = load_client_config()
         self._explicit = endpoint or os.environ.get("ASE_ENDPOINT")
         self.endpoint = resolve_endpoint(endpoint, self._config)
         self.local = is_local(self.endpoint)
