@@ -31,41 +31,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SIZES = {
-    "tiny": {},
-    "small": dict(hidden=256, layers=4, image_size=224, patch_size=16, iasm_channels=[16, 32, 64],
-                  iasm_num_tokens=8, score_head_hidden=64),
-}
-
-
-def build_model(out: Path, size: str) -> Path:
-    from ase_model.testing import build_tiny
-
-    return build_tiny(out, open_gates=0.5, **SIZES[size])
-
-
-def make_photos(folder: Path, n: int) -> list[Path]:
-    """n distinct camera-sized JPEGs (1600 x 1067): real photos, shifted and tinted so every hash differs."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        import skimage.data as data
-
-        base = [getattr(data, name)() for name in ("astronaut", "coffee", "chelsea", "rocket")]
-    except ImportError:  # the GPU machines have no scikit-image: smooth synthetic scenes
-        yy, xx = np.mgrid[0:512, 0:768]
-        base = [np.stack([(xx * (k + 1)) % 256, (yy * (k + 2)) % 256, (xx + yy) % 256], -1).astype(np.uint8)
-                for k in range(4)]
-    paths = []
-    for i in range(n):
-        im = Image.fromarray(base[i % len(base)]).convert("RGB").resize((1600, 1067))
-        arr = np.asarray(im).astype(np.int16)
-        arr = np.clip(np.roll(arr, 7 * i, axis=1) + (i % 5) - 2, 0, 255).astype(np.uint8)
-        path = folder / f"photo{i:03d}.jpg"
-        Image.fromarray(arr).save(path, quality=90)
-        paths.append(path)
-    return paths
+from _daemon_harness import SIZES, build_model, make_photos, start_daemon  # noqa: E402  (bench/ is sys.path[0])
 
 
 def mean_batch(before: dict, after: dict) -> float:
@@ -86,28 +52,6 @@ def cold_process(model: Path, photos: list[Path], max_new_tokens: int, env: dict
                         str(max_new_tokens), str(p)], env=env, check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
     return times
-
-
-def start_daemon(model: Path, tmp: Path, args, env: dict, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
-    """An ase-daemon process with everything (socket, store) under tmp; returns once its model is ready."""
-    from ase_daemon.client import Client, DaemonUnavailable
-
-    endpoint = f"ipc://{tmp}/bench.sock"
-    cmd = [sys.executable, "-m", "ase_daemon.cli", "--model", str(model), "--endpoint", endpoint, "--db",
-           str(tmp / "bench.db"), "--threads", str(args.threads), "--max-new-tokens", str(args.max_new_tokens),
-           "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "daemon.log", "wb"))
-    with Client(endpoint, timeout=1.0, retries=0) as c:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if c.ping()["state"] == "ready":
-                    return proc, endpoint
-            except DaemonUnavailable:
-                pass
-            assert proc.poll() is None, (tmp / "daemon.log").read_text()
-            time.sleep(0.1)
-    raise RuntimeError("daemon not ready")
 
 
 def throughput(endpoint: str, photos: list[Path], clients: int) -> float:
@@ -252,7 +196,8 @@ def worker_mode(args) -> None:
         ("load + warm-up (static cache compile on CUDA)", f"{load_s:9.1f} s", ""),
         ("warm worker, per image", f"{median_ms(singles):9.1f} ms", ""),
         ("throughput, sequential", f"{seq:9.2f} img/s", ""),
-        ("throughput, 8 at once", f"{par:9.2f} img/s", f"{par / seq:6.2f}x  (mean batch {mean_batch(before, after):.2f})"),
+        ("throughput, 8 at once", f"{par:9.2f} img/s",
+         f"{par / seq:6.2f}x  (mean batch {mean_batch(before, after):.2f})"),
     ]
     if mem:
         rows.append(("CUDA allocated: loaded -> after unload", f"{mem['before']:7.0f} -> {mem['after']:.0f} MiB", ""))

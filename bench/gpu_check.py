@@ -147,7 +147,7 @@ def run_worker(worker, n: int, seed: int, size: int) -> tuple[float, list[dict]]
     errors: list[str] = []
 
     def finished(outcome):
-        (results.append(outcome.result) if outcome.ok else errors.append(str(outcome.error)))
+        (results.append(outcome.result.to_dict()) if outcome.ok else errors.append(str(outcome.error)))
         done.release()
 
     images = [jpeg(seed + i, size) for i in range(n)]

@@ -23,16 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon import start_daemon  # bench/daemon.py: this folder is sys.path[0]
+from _daemon_harness import SIZES, start_daemon  # bench/ is sys.path[0]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-SIZES = {
-    "tiny": {},
-    "small": dict(hidden=256, layers=4, image_size=224, patch_size=16, iasm_channels=[16, 32, 64],
-                  iasm_num_tokens=8, score_head_hidden=64),
-}
 
 
 def make_photos(folder: Path, n: int, start: int) -> list[Path]:

@@ -20,8 +20,20 @@ from pathlib import Path
 
 import zmq
 
-from . import protocol as P
+from . import contract as P
 from .config import Config, ConfigError, is_local, load_config, resolve_endpoint
+
+__all__ = ["Client", "DaemonError", "DaemonUnavailable", "start_daemon", "ensure_daemon", "load_client_config",
+           "resolve_endpoint", "is_local"]
+
+
+def load_client_config() -> Config:
+    """The config file's settings a client needs (endpoint, CURVE keys); the defaults when it is missing or broken
+    (a client must still reach the default endpoint)."""
+    try:
+        return load_config()
+    except ConfigError:
+        return Config()
 
 
 class DaemonUnavailable(ConnectionError):
@@ -32,11 +44,22 @@ class DaemonUnavailable(ConnectionError):
 
 
 class DaemonError(RuntimeError):
-    """An error reply: `code` is one of protocol.ERROR_CODES; busy/not_ready carry `retry_after` seconds."""
+    """An error reply: `code` is one of contract.ERROR_CODES; busy/not_ready carry `retry_after` seconds.
+
+    Args:
+        code: the error code.
+        message: the daemon's message.
+        retry_after: seconds to wait before retrying (busy, not_ready), else None.
+        **extra: the code's other fields (contract.ERROR_FIELDS).
+    """
 
     def __init__(self, code: str, message: str, retry_after: float | None = None, **extra):
         super().__init__(f"{code}: {message}")
         self.code, self.message, self.retry_after, self.extra = code, message, retry_after, extra
+
+    @classmethod
+    def from_wire(cls, error: P.WireError) -> DaemonError:
+        return cls(error.code, error.message, error.retry_after, **error.extra)
 
 
 def _read_key(value, secret: bool) -> tuple[bytes, bytes | None]:
@@ -57,10 +80,7 @@ class Client:
                  client_keys: str | os.PathLike | tuple[bytes, bytes] | None = None, context: zmq.Context | None = None,
                  config: Config | None = None):
         if config is None:
-            try:
-                config = load_config()
-            except ConfigError:
-                config = Config()
+            config = load_client_config()
         self.endpoint = resolve_endpoint(endpoint, config)
         self.timeout, self.retries = timeout, retries
         if server_key is None and not is_local(self.endpoint):  # configured keys are for remote daemons
@@ -135,9 +155,7 @@ class Client:
                         on_event(reply)
                     continue
                 if not reply.ok:
-                    err = dict(reply.error or {})
-                    code, msg = err.pop("code", P.INTERNAL), err.pop("message", "")
-                    raise DaemonError(code, msg, **err)
+                    raise DaemonError.from_wire(P.WireError.from_dict(reply.error))
                 return reply
             self._reset()  # Lazy Pirate: the socket may be wedged; reopen it and send the same id again
         raise DaemonUnavailable(self.endpoint)
@@ -147,10 +165,10 @@ class Client:
 
     # ---- ops ---------------------------------------------------------------------------------------------------
     def ping(self) -> dict:
-        return self._call("ping")
+        return self._call(P.OP_PING)
 
     def status(self) -> dict:
-        return self._call("status")
+        return self._call(P.OP_STATUS)
 
     @staticmethod
     def _image(path, data, name, max_new_tokens, force) -> tuple[dict, list[bytes]]:
@@ -189,7 +207,7 @@ class Client:
             elif ev.event == P.PROGRESS and on_progress is not None:
                 on_progress(ev.data)
 
-        reply = self.request("critique", args, frames, on_event=on_event, request_id=request_id)
+        reply = self.request(P.OP_CRITIQUE, args, frames, on_event=on_event, request_id=request_id)
         return reply.result, (reply.frames[0] if reply.frames else None)
 
     def submit(self, path=None, data: bytes | None = None, priority: int = 0, meta: dict | None = None,
@@ -200,24 +218,24 @@ class Client:
             args["priority"] = int(priority)
         if meta:
             args["meta"] = meta
-        return self.request("submit", args, frames).result
+        return self.request(P.OP_SUBMIT, args, frames).result
 
     def job(self, job_id: str, saliency: bool = False) -> tuple[dict, bytes | None]:
-        reply = self.request("job", {"job": job_id, "saliency": saliency})
+        reply = self.request(P.OP_JOB, {"job": job_id, "saliency": saliency})
         return reply.result, (reply.frames[0] if reply.frames else None)
 
     def cancel(self, job_id: str | None = None, request: str | None = None) -> dict:
         args = {"job": job_id} if job_id is not None else {"request": request}
-        return self._call("cancel", args)
+        return self._call(P.OP_CANCEL, args)
 
     def load(self) -> dict:
-        return self._call("load")
+        return self._call(P.OP_LOAD)
 
     def unload(self) -> dict:
-        return self._call("unload")
+        return self._call(P.OP_UNLOAD)
 
     def shutdown(self) -> dict:
-        return self._call("shutdown")
+        return self._call(P.OP_SHUTDOWN)
 
     def wait_ready(self, timeout: float = 120.0, poll: float = 0.2) -> dict:
         """Ping until the model is ready. Raises DaemonError(not_ready) if loading failed, TimeoutError if slow."""
@@ -237,7 +255,8 @@ class Client:
 
 # ---- starting a local daemon ------------------------------------------------------------------------------------
 def start_daemon(endpoint: str, config: Config | None = None, config_path: str | os.PathLike | None = None,
-                 explicit_endpoint: bool = True, timeout: float = 180.0, say: Callable[[str], None] | None = None) -> dict:
+                 explicit_endpoint: bool = True, timeout: float = 180.0,
+                 say: Callable[[str], None] | None = None) -> dict:
     """Start `ase-daemon` detached (it outlives the caller; log in the runtime dir) and wait until its model is
     ready or failed. Returns the ping result. Local endpoints only."""
     import subprocess
@@ -275,13 +294,11 @@ def start_daemon(endpoint: str, config: Config | None = None, config_path: str |
     raise DaemonUnavailable(endpoint, f" (started, but not ready within {timeout:.0f} s)")
 
 
-def ensure_daemon(endpoint: str | None = None, timeout: float = 180.0, say: Callable[[str], None] | None = None) -> dict:
+def ensure_daemon(endpoint: str | None = None, timeout: float = 180.0,
+                  say: Callable[[str], None] | None = None) -> dict:
     """The daemon at `endpoint` (default resolution), started if none answers; waits for its model.
     Returns its ping result plus the resolved "endpoint"."""
-    try:
-        config = load_config()
-    except ConfigError:
-        config = Config()
+    config = load_client_config()
     resolved = resolve_endpoint(endpoint, config)
     try:
         with Client(resolved, timeout=2.0, retries=0, config=config) as c:
@@ -293,5 +310,5 @@ def ensure_daemon(endpoint: str | None = None, timeout: float = 180.0, say: Call
             raise
         info = start_daemon(resolved, config, explicit_endpoint=endpoint is not None, timeout=timeout, say=say)
         if info.get("state") != P.READY:
-            raise DaemonError(P.NOT_READY, "the daemon's model failed to load (see the daemon log)")
+            raise DaemonError(P.NOT_READY, "the daemon's model failed to load (see the daemon log)") from None
     return {**info, "endpoint": resolved}

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import protocol as P
+from . import contract as P
 from .client import Client, DaemonError, DaemonUnavailable, start_daemon
 from .config import ConfigError, is_local, load_config, names_paths, resolve_endpoint
 
@@ -61,11 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-key", help="CURVE: this client's .key_secret file")
     p.add_argument("--send-bytes", action="store_true", help="send image bytes even to a local daemon")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("ping", help="is the daemon there; its state")
-    st = sub.add_parser("status", help="queue, batches, memory, counters, watched folders")
+    sub.add_parser(P.OP_PING, help="is the daemon there; its state")
+    st = sub.add_parser(P.OP_STATUS, help="queue, batches, memory, counters, watched folders")
     st.add_argument("--format", choices=("json", "text"), default="json",
                     help="json (default, for scripts) or text (a summary for people)")
-    c = sub.add_parser("critique", help="critique images and print the results")
+    c = sub.add_parser(P.OP_CRITIQUE, help="critique images and print the results")
     c.add_argument("images", nargs="+", metavar="IMAGE")
     c.add_argument("--format", choices=("text", "json", "lines"), default="text")
     c.add_argument("--stream", action="store_true", help="print the critique as it is written (one image at a time)")
@@ -74,19 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="ignore the daemon's stored critique")
     c.add_argument("--parallel", type=int, default=8, help="requests in flight at once (default %(default)s)")
     c.add_argument("--wait-ready", type=float, default=300.0, help="seconds to wait for a loading model")
-    s = sub.add_parser("submit", help="queue background critiques; prints the job ids")
+    s = sub.add_parser(P.OP_SUBMIT, help="queue background critiques; prints the job ids")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("--priority", type=int, default=0)
     s.add_argument("--max-new-tokens", type=int)
-    j = sub.add_parser("job", help="a background job's state and result")
+    j = sub.add_parser(P.OP_JOB, help="a background job's state and result")
     j.add_argument("id")
     j.add_argument("--saliency-out", metavar="DIR")
-    k = sub.add_parser("cancel", help="cancel a background job")
+    k = sub.add_parser(P.OP_CANCEL, help="cancel a background job")
     k.add_argument("id")
-    ld = sub.add_parser("load", help="load the model and wait until it is ready")
+    ld = sub.add_parser(P.OP_LOAD, help="load the model and wait until it is ready")
     ld.add_argument("--no-wait", action="store_true")
-    sub.add_parser("unload", help="free the model (the next request loads it again)")
-    sub.add_parser("shutdown", help="stop the daemon")
+    sub.add_parser(P.OP_UNLOAD, help="free the model (the next request loads it again)")
+    sub.add_parser(P.OP_SHUTDOWN, help="stop the daemon")
     w = sub.add_parser("watch", help="folders whose new photos are critiqued into XMP sidecars (docs/watcher.md)")
     wsub = w.add_subparsers(dest="watch_command", required=True, metavar="ACTION")
     wa = wsub.add_parser("add", help="watch a folder (remembered across restarts)")
@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     wt.add_argument("path", nargs="?")
     wf = wsub.add_parser("files", help="per-file state (queued/done/failed, error, sidecar) as JSON lines")
     wf.add_argument("path", nargs="?")
-    wf.add_argument("--state", choices=("queued", "done", "failed"))
+    wf.add_argument("--state", choices=P.WATCH_FILE_STATES)
     return p
 
 
@@ -117,12 +117,8 @@ def _err(msg: str) -> None:
 
 
 def _rating(score: float) -> int | None:
-    try:  # the XMP module owns the score -> stars mapping
-        from .xmp import rating_from_score
-    except ImportError:
-        return None
-    try:
-        return rating_from_score(score)
+    try:  # the contract owns the score -> stars mapping (the XMP sidecars and the plugin use the same)
+        return P.rating_from_score(score)
     except ValueError:
         return None
 
@@ -164,12 +160,12 @@ class App:
     def simple(self, op: str) -> int:
         with self.client() as c:
             result = c.request(op).result
-            if op == "load" and not self.args.no_wait:
+            if op == P.OP_LOAD and not self.args.no_wait:
                 result = c.wait_ready(self.args.start_timeout)
-        if op == "status" and self.args.format == "text":
+        if op == P.OP_STATUS and self.args.format == "text":
             print(_status_text(result), end="")
         else:
-            print(json.dumps(result, indent=2 if op == "status" else None))
+            print(json.dumps(result, indent=2 if op == P.OP_STATUS else None))
         return EXIT_OK
 
     def watch(self) -> int:
@@ -181,35 +177,34 @@ class App:
         with self.client(timeout=max(self.args.timeout, 30.0)) as c:
             if cmd == "add":
                 args = {"path": os.path.abspath(a.folder)}
-                for key in ("recursive", "polling", "write_description", "write_tags", "write_rating",
-                            "overwrite_description", "overwrite_rating"):
+                for key in P.WATCH_OPTIONS:
                     if getattr(a, key) is not None:
                         args[key] = getattr(a, key)
-                r = c.request("watch_add", args).result
+                r = c.request(P.OP_WATCH_ADD, args).result
                 said = ("watching" if r.get("added") else
                         "already watching (options changed)" if r.get("changed") else "already watching")
                 print(f"{said} {r['path']}  ({_folder_flags(r)})")
             elif cmd == "remove":
-                r = c.request("watch_remove", {"path": os.path.abspath(a.folder)}).result
+                r = c.request(P.OP_WATCH_REMOVE, {"path": os.path.abspath(a.folder)}).result
                 print(f"stopped watching {r['path']}" + (f"; {r['cancelled']} queued critique(s) cancelled"
                                                          if r.get("cancelled") else ""))
                 if r.get("note"):
                     print(f"note: {r['note']}")
             elif cmd == "list":
-                r = c.request("watch_list").result
+                r = c.request(P.OP_WATCH_LIST).result
                 if a.json:
                     print(json.dumps(r, indent=2))
                 else:
                     print(_folders_text(r["folders"]), end="")
             elif cmd == "retry":
                 args = {"path": os.path.abspath(a.path)} if a.path else {}
-                r = c.request("watch_retry", args).result
+                r = c.request(P.OP_WATCH_RETRY, args).result
                 print(f"{r['retried']} failed file(s) queued again")
             elif cmd == "files":
                 args = {"path": os.path.abspath(a.path)} if a.path else {}
                 if a.state:
                     args["state"] = a.state
-                for f in c.request("watch_files", args).result["files"]:
+                for f in c.request(P.OP_WATCH_FILES, args).result["files"]:
                     print(json.dumps(f, ensure_ascii=False))
         return EXIT_OK
 
@@ -294,9 +289,10 @@ class App:
 
         def emit(text: str) -> None:
             if fmt == "lines":
-                sys.stdout.write(f"token\t{P.escape(text)}\n")
+                sys.stdout.write(P.format_token(text))
             elif fmt == "json":
-                sys.stdout.write(json.dumps({"image": image, "event": "token", "text": text}, ensure_ascii=False) + "\n")
+                event = {"image": image, "event": P.TOKEN, "text": text}
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
             else:
                 sys.stdout.write(text)
             sys.stdout.flush()
@@ -439,10 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = App(args)
         info = app.check()
-        if args.command == "ping":
+        if args.command == P.OP_PING:
             print(json.dumps(info))
             return EXIT_OK
-        if args.command in ("status", "load", "unload", "shutdown"):
+        if args.command in (P.OP_STATUS, P.OP_LOAD, P.OP_UNLOAD, P.OP_SHUTDOWN):
             return app.simple(args.command)
         return getattr(app, args.command)()
     except DaemonUnavailable as e:

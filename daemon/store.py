@@ -20,7 +20,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .protocol import CANCELLED, DONE, FAILED, QUEUED, RUNNING
+from .contract import CANCELLED, DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
+from .errors import QueueFull
+from .store_watched import WatchedFile, _WatchedTables
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
 SCHEMA_VERSION = 3  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner. Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
@@ -93,7 +97,7 @@ def content_hash(data: bytes) -> str:
 
 @dataclass
 class StoredCritique:
-    result: dict  # text, attributes, score, tags, saliency (summary), timings, model, hash
+    result: CritiqueResult  # cached=True, image=None (see CritiqueResult.for_request)
     saliency_png: bytes | None
 
 
@@ -139,7 +143,13 @@ def _job(row) -> Job:
                json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob), owner)
 
 
-class Store:
+class Store(_WatchedTables):
+    """The daemon's SQLite store: critiques, the job queue, and (store_watched.py) the folder watcher's tables.
+
+    Args:
+        path: the database file, or ":memory:".
+    """
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if str(path) != ":memory:":
@@ -171,21 +181,29 @@ class Store:
         if row is None:
             return None
         text, attributes, score, tags, png, summary, timings, created = row
-        result = {"text": text, "attributes": json.loads(attributes), "score": score, "tags": json.loads(tags),
-                  "saliency": json.loads(summary) if summary else None, "timings": json.loads(timings or "{}"),
-                  "model": model, "hash": hash, "created": created}
+        result = CritiqueResult(text=text, attributes=json.loads(attributes), score=score, tags=json.loads(tags),
+                                saliency=json.loads(summary) if summary else None,
+                                timings=json.loads(timings or "{}"), model=model, hash=hash, cached=True,
+                                created=created)
         return StoredCritique(result, png)
 
-    def put_critique(self, hash: str, model: str, max_new_tokens: int, result: dict, saliency_png: bytes | None) -> None:
+    def put_critique(self, hash: str, model: str, max_new_tokens: int, result: CritiqueResult | dict,
+                     saliency_png: bytes | None) -> None:
+        """Store (or replace) a critique. `result` is a CritiqueResult, or a dict with its keys (text and score
+        required); its `created` is kept when it has one."""
         with self._lock, self._tx():
             self._put_critique(hash, model, max_new_tokens, result, saliency_png)
 
     def _put_critique(self, hash, model, max_new_tokens, result, png):
+        if isinstance(result, CritiqueResult):
+            result = result.to_dict()
+        created = result.get("created")
         self._db.execute(
             "INSERT OR REPLACE INTO critiques VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (hash, model, max_new_tokens, result["text"], json.dumps(result.get("attributes", {}), ensure_ascii=False),
              float(result["score"]), json.dumps(result.get("tags", []), ensure_ascii=False), png,
-             json.dumps(result.get("saliency")), json.dumps(result.get("timings", {})), time.time()))
+             json.dumps(result.get("saliency")), json.dumps(result.get("timings", {})),
+             float(created) if isinstance(created, (int, float)) else time.time()))
 
     def count_critiques(self, model: str | None = None) -> int:
         with self._lock:
@@ -195,7 +213,7 @@ class Store:
 
     # ---- jobs ------------------------------------------------------------------------------------------------
     def add_job(self, *, path: str | None = None, data: bytes | None = None, name: str | None = None,
-                priority: int = 0, kind: str = "critique", origin: str = "client", meta: dict | None = None,
+                priority: int = 0, kind: str = KIND_CRITIQUE, origin: str = "client", meta: dict | None = None,
                 max_new_tokens: int | None = None, request_id: str | None = None,
                 max_queued: int | None = None, owner: str | None = None) -> tuple[Job, bool]:
         """Persist a queued job; returns (job, created). A request_id seen before returns that job (created False).
@@ -222,8 +240,8 @@ class Store:
                     raise QueueFull(f"{queued} jobs are queued (limit {max_queued})")
             job_id = uuid.uuid4().hex[:16]
             self._db.execute(
-                "INSERT INTO jobs (id, request_id, state, priority, kind, origin, path, blob, name, max_new_tokens, meta,"
-                " created, updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO jobs (id, request_id, state, priority, kind, origin, path, blob, name, max_new_tokens,"
+                " meta, created, updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, request_id, QUEUED, priority, kind, origin, path, data, name or path, max_new_tokens,
                  json.dumps(meta or {}, ensure_ascii=False), now, now, owner))
             row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -239,7 +257,7 @@ class Store:
             row = self._db.execute("SELECT blob FROM jobs WHERE id=?", (job_id,)).fetchone()
         return row[0] if row else None
 
-    def claim_jobs(self, limit: int, kind: str = "critique") -> list[Job]:
+    def claim_jobs(self, limit: int, kind: str = KIND_CRITIQUE) -> list[Job]:
         """Move up to `limit` queued jobs (highest priority, then oldest) to running and return them."""
         if limit <= 0:
             return []
@@ -250,11 +268,13 @@ class Store:
             jobs = [_job(r) for r in rows]
             now = time.time()
             for j in jobs:
-                self._db.execute("UPDATE jobs SET state=?, attempts=attempts+1, updated=? WHERE id=?", (RUNNING, now, j.id))
+                self._db.execute("UPDATE jobs SET state=?, attempts=attempts+1, updated=? WHERE id=?",
+                                 (RUNNING, now, j.id))
                 j.state, j.attempts, j.updated = RUNNING, j.attempts + 1, now
         return jobs
 
-    def finish_job(self, job_id: str, hash: str, model: str, max_new_tokens: int, result: dict | None = None,
+    def finish_job(self, job_id: str, hash: str, model: str, max_new_tokens: int,
+                   result: CritiqueResult | dict | None = None,
                    saliency_png: bytes | None = None) -> bool:
         """Mark a job done (storing its critique in the same transaction when given). False if it was not running
         (e.g. cancelled meanwhile); the critique is stored either way, it is a valid result."""
@@ -340,192 +360,6 @@ class Store:
         counts = dict.fromkeys((QUEUED, RUNNING, DONE, FAILED, CANCELLED), 0)
         counts.update(dict(rows))
         return counts
-
-
-    # ---- the folder watcher's tables -----------------------------------------------------------------------
-    def watch_folders(self) -> dict[str, dict]:
-        """Folders added at run time: {path: options}."""
-        with self._lock:
-            rows = self._db.execute("SELECT path, options FROM watch_folders ORDER BY added").fetchall()
-        return {path: json.loads(options) for path, options in rows}
-
-    def save_watch_folder(self, path: str, options: dict) -> None:
-        with self._lock, self._tx():
-            self._db.execute("INSERT INTO watch_folders (path, options, added) VALUES (?,?,?) ON CONFLICT(path) DO "
-                             "UPDATE SET options=excluded.options", (path, json.dumps(options), time.time()))
-
-    def delete_watch_folder(self, path: str) -> bool:
-        with self._lock, self._tx():
-            return self._db.execute("DELETE FROM watch_folders WHERE path=?", (path,)).rowcount == 1
-
-    def watched_file(self, path: str) -> WatchedFile | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_WF_COLUMNS} FROM watched_files WHERE path=?", (path,)).fetchone()
-        return WatchedFile(*row[:7], json.loads(row[7]) if row[7] else None, *row[8:]) if row else None
-
-    def watched_files(self, *, folder: str | None = None, state: str | None = None, job_id: str | None = None,
-                      under: str | None = None) -> list[WatchedFile]:
-        where, params = [], []
-        for column, value in (("folder", folder), ("state", state), ("job_id", job_id)):
-            if value is not None:
-                where.append(f"{column}=?")
-                params.append(value)
-        if under is not None:  # a folder and everything below it
-            where.append("(path = ? OR substr(path, 1, ?) = ?)")
-            prefix = under.rstrip("/") + "/"
-            params += [under, len(prefix), prefix]
-        sql = f"SELECT {_WF_COLUMNS} FROM watched_files"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY path", params).fetchall()
-        return [WatchedFile(*r[:7], json.loads(r[7]) if r[7] else None, *r[8:]) for r in rows]
-
-    def watched_signatures(self, folder: str) -> dict[str, tuple[int, int, str]]:
-        """path -> (size, mtime_ns, state) for a folder's files: what a rescan compares the disk against."""
-        with self._lock:
-            rows = self._db.execute("SELECT path, size, mtime_ns, state FROM watched_files WHERE folder=?",
-                                    (folder,)).fetchall()
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-    def enqueue_watched(self, items: list[dict], *, origin_of, priority: int = -1, max_queued: int | None = None,
-                        max_new_tokens: int | None = None) -> list[tuple[str, str, bool]]:
-        """Queue critiques for arrived files, in ONE transaction with their watched_files rows (a crash between
-        "job queued" and "file recorded" would otherwise critique the file twice after a restart).
-
-        items: {"path", "folder", "size", "mtime_ns", "hash"}. A file whose content (hash) is already being
-        critiqued for the watcher joins that job instead of starting another: copies go through the model once.
-        Returns (path, job id, created) for the files queued; files beyond max_queued are left out (retry later).
-        """
-        out = []
-        now = time.time()
-        with self._lock, self._tx():
-            room = None
-            if max_queued is not None:
-                room = max_queued - self._db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (QUEUED,)).fetchone()[0]
-            for it in items:
-                row = self._db.execute(
-                    "SELECT w.job_id FROM watched_files w JOIN jobs j ON j.id = w.job_id WHERE w.hash=? AND "
-                    "w.state=? AND j.state IN (?, ?) LIMIT 1", (it["hash"], QUEUED, QUEUED, RUNNING)).fetchone()
-                if row is not None:
-                    job_id, created = row[0], False
-                else:
-                    if room is not None and room <= 0:
-                        continue
-                    job_id, created = uuid.uuid4().hex[:16], True
-                    meta = {"path": it["path"], "size": it["size"], "mtime": it["mtime_ns"] / 1e9,
-                            "folder": it["folder"], "sidecar": True}
-                    self._db.execute(
-                        "INSERT INTO jobs (id, state, priority, kind, origin, path, name, max_new_tokens, meta, created,"
-                        " updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (job_id, QUEUED, priority, "critique", origin_of(it["folder"]), it["path"], it["path"],
-                         max_new_tokens, json.dumps(meta, ensure_ascii=False), now, now))
-                    if room is not None:
-                        room -= 1
-                self._db.execute(
-                    "INSERT INTO watched_files (path, folder, size, mtime_ns, hash, job_id, state, error, sidecar, "
-                    "written, attempts, updated) VALUES (?,?,?,?,?,?,?,NULL,NULL,NULL,1,?) ON CONFLICT(path) DO UPDATE "
-                    "SET folder=excluded.folder, size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, "
-                    "job_id=excluded.job_id, state=excluded.state, error=NULL, attempts=attempts+1, "
-                    "updated=excluded.updated",
-                    (it["path"], it["folder"], it["size"], it["mtime_ns"], it["hash"], job_id, QUEUED, now))
-                out.append((it["path"], job_id, created))
-        return out
-
-    def update_watched(self, updates: list[dict]) -> int:
-        """Finish files in one transaction: {"path", "state", "job_id" (only a row still on this job changes),
-        "error", "sidecar", "size", "mtime_ns"} (absent keys stay). Returns the rows changed."""
-        n = 0
-        now = time.time()
-        with self._lock, self._tx():
-            for u in updates:
-                sets, params = ["state=?", "updated=?"], [u["state"], now]
-                if "error" in u:
-                    sets.append("error=?")
-                    params.append(json.dumps(u["error"]) if u["error"] else None)
-                if u.get("sidecar"):
-                    sets += ["sidecar=?", "written=?"]
-                    params += [u["sidecar"], now]
-                for key in ("size", "mtime_ns"):
-                    if key in u:
-                        sets.append(f"{key}=?")
-                        params.append(u[key])
-                sql = f"UPDATE watched_files SET {', '.join(sets)} WHERE path=?"
-                params.append(u["path"])
-                if u.get("job_id") is not None:
-                    sql += " AND job_id=?"
-                    params.append(u["job_id"])
-                n += self._db.execute(sql, params).rowcount
-        return n
-
-    def record_watched_failure(self, path: str, folder: str, size: int, mtime_ns: int, hash: str | None,
-                               error: dict) -> None:
-        """A file that failed before it got a job (never decoded): remembered with its size and mtime so that
-        it is not tried again until it changes (or `watch retry`)."""
-        now = time.time()
-        with self._lock, self._tx():
-            self._db.execute(
-                "INSERT INTO watched_files (path, folder, size, mtime_ns, hash, job_id, state, error, attempts, updated)"
-                " VALUES (?,?,?,?,?,NULL,?,?,1,?) ON CONFLICT(path) DO UPDATE SET folder=excluded.folder, "
-                "size=excluded.size, mtime_ns=excluded.mtime_ns, hash=excluded.hash, job_id=NULL, state=excluded.state,"
-                " error=excluded.error, attempts=attempts+1, updated=excluded.updated",
-                (path, folder, size, mtime_ns, hash, FAILED, json.dumps(error), now))
-
-    def delete_watched(self, paths, only_states=(DONE, FAILED)) -> int:
-        """Forget files (deleted from disk, or their folder was removed); rows still queued stay unless asked."""
-        n = 0
-        marks = ",".join("?" * len(only_states))
-        with self._lock, self._tx():
-            for path in paths:
-                n += self._db.execute(f"DELETE FROM watched_files WHERE path=? AND state IN ({marks})",
-                                      (path, *only_states)).rowcount
-        return n
-
-    def watched_jobs_ended(self) -> list[str]:
-        """Jobs that ended (done/failed/cancelled) or vanished while files waiting on them are still `queued`."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT w.job_id FROM watched_files w LEFT JOIN jobs j ON j.id = w.job_id WHERE w.state=? "
-                "AND w.job_id IS NOT NULL AND (j.id IS NULL OR j.state IN (?, ?, ?))",
-                (QUEUED, DONE, FAILED, CANCELLED)).fetchall()
-        return [r[0] for r in rows]
-
-    def watched_counts(self) -> dict[str, dict[str, int]]:
-        """{folder: {"queued", "done", "failed"}}."""
-        with self._lock:
-            rows = self._db.execute("SELECT folder, state, COUNT(*) FROM watched_files GROUP BY folder, state").fetchall()
-        out: dict[str, dict[str, int]] = {}
-        for folder, state, n in rows:
-            out.setdefault(folder, dict.fromkeys((QUEUED, DONE, FAILED), 0))[state] = n
-        return out
-
-
-class QueueFull(Exception):
-    pass
-
-
-@dataclass
-class WatchedFile:
-    path: str
-    folder: str
-    size: int
-    mtime_ns: int
-    hash: str | None
-    job_id: str | None
-    state: str
-    error: dict | None
-    sidecar: str | None
-    written: float | None
-    attempts: int
-    updated: float
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "folder": self.folder, "state": self.state, "error": self.error,
-                "sidecar": self.sidecar, "job": self.job_id, "hash": self.hash, "size": self.size,
-                "mtime": self.mtime_ns / 1e9, "attempts": self.attempts, "updated": self.updated}
-
-
-_WF_COLUMNS = "path, folder, size, mtime_ns, hash, job_id, state, error, sidecar, written, attempts, updated"
 
 
 class _Transaction:

@@ -44,6 +44,7 @@ from typing import Any
 
 import pyexiv2
 
+from .contract.lines import rating_from_score  # the score -> stars map is part of the contract (the plugin copies it)
 from .sidecar_files import MAX_SIDECAR_BYTES, SidecarError, commit, read_existing, remove_stale_temp_files
 
 __all__ = ["NAMESPACE_URI", "NAMESPACE_PREFIX", "PYEXIV2_LOCK", "MAX_SIDECAR_BYTES", "SidecarOptions", "SidecarError",
@@ -115,29 +116,6 @@ def sidecar_path(image_path) -> Path:
     """darktable's sidecar name: the full file name plus ".xmp" (IMG_0001.JPG -> IMG_0001.JPG.xmp)."""
     p = Path(image_path)
     return p.with_name(p.name + ".xmp")
-
-
-def rating_from_score(score: float) -> int:
-    """Map a 0..10 aesthetic score to xmp:Rating stars, 1..5.
-
-    Five equal bands of two points, lower bound included (the score is first rounded to the two
-    decimals stored in asecritic:Score, so the stars always agree with the stored score):
-
-        score (0..10)    stars
-        [0, 2)           1
-        [2, 4)           2
-        [4, 6)           3
-        [6, 8)           4
-        [8, 10]          5
-
-    Scores outside 0..10 are clamped. The result is never 0 (unrated) and never -1 (rejected):
-    the critic rates, it does not cull. NaN raises ValueError.
-    """
-    s = float(score)
-    if math.isnan(s):
-        raise ValueError("score is NaN")
-    s = min(10.0, max(0.0, round(s, 2)))
-    return min(5, int(s // 2) + 1)
 
 
 # --------------------------------------------------------------------------------------- helpers

@@ -18,27 +18,20 @@ from these threads are queued to the GUI thread (the bridge QObject lives there)
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import sys
 import threading
 
-import numpy as np
+from ase_daemon import contract as P
+from ase_daemon.contract import DOWN, decode_saliency
 from PySide6.QtCore import QObject, QProcess, Signal
 
-DOWN = "down"  # ours: nobody answered (the daemon's own states are loading/ready/unloaded/error)
+__all__ = ["DaemonLink", "DOWN"]
 
-
-def _decode_saliency(png: bytes | None) -> np.ndarray | None:
-    """The daemon's 8-bit grayscale PNG (ase_model.saliency.to_png) -> float32 [0, 1]; same as its from_png,
-    without importing the model package."""
-    if not png:
-        return None
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as im:
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+# DOWN (contract.DOWN, a client-side code): nobody answered. It is the link's state then (beside the daemon's own
+# loading/ready/unloaded/error) and the code of critique_failed; UNREADABLE: the photo could not be read here.
+# Any other code of critique_failed is the daemon's (contract.ERROR_CODES); INTERNAL also covers a bug in the link.
 
 
 class DaemonLink(QObject):
@@ -46,7 +39,7 @@ class DaemonLink(QObject):
     _pinged = Signal(str, dict)  # thread -> GUI thread; re-emitted there as state_changed (see _on_pinged)
     token = Signal(str, str)
     critique_ready = Signal(str, dict, object)  # saliency: float32 ndarray or None
-    critique_failed = Signal(str, str, str)  # code ("down", "bad_image", "cancelled", …), message
+    critique_failed = Signal(str, str, str)  # code (contract.DOWN, UNREADABLE, or an ERROR_CODES code), message
 
     def __init__(self, endpoint: str | None = None, parent=None, *, server_key=None, client_keys=None,
                  ping_interval: float = 2.0, max_backoff: float = 5.0, ping_timeout: float = 1.5,
@@ -55,12 +48,9 @@ class DaemonLink(QObject):
         or the config file for non-loopback endpoints)."""
         super().__init__(parent)
         self._keys = {"server_key": server_key, "client_keys": client_keys} if server_key else {}
-        from ase_daemon.config import Config, ConfigError, is_local, load_config, resolve_endpoint
+        from ase_daemon.client import is_local, load_client_config, resolve_endpoint
 
-        try:
-            self._config = load_config()
-        except ConfigError:
-            self._config = Config()
+        self._config = load_client_config()
         self._explicit = endpoint or os.environ.get("ASE_ENDPOINT")
         self.endpoint = resolve_endpoint(endpoint, self._config)
         self.local = is_local(self.endpoint)
@@ -120,7 +110,7 @@ class DaemonLink(QObject):
         args = ["-m", "ase_daemon.client_cli"]
         if self._explicit:  # otherwise ase-client resolves the same default (ipc + tcp) itself
             args += ["--endpoint", self.endpoint]
-        args += ["--start", "ping"]
+        args += ["--start", P.OP_PING]
         ok = QProcess.startDetached(sys.executable, args)
         ok = ok[0] if isinstance(ok, tuple) else ok
         self.poke()
@@ -173,20 +163,20 @@ class DaemonLink(QObject):
                     pass
             try:
                 info = client.ping()
-                state = info.get("state") or "error"
+                state = info.get("state") or P.ERROR
             except DaemonUnavailable as e:
                 state, info = DOWN, {"message": str(e)}
             except DaemonError as e:
-                state, info = "error", {"message": str(e), "code": e.code}
+                state, info = P.ERROR, {"message": str(e), "code": e.code}
             except Exception as e:  # a malformed endpoint, a zmq error: report it, keep trying
                 state, info = DOWN, {"message": f"{type(e).__name__}: {e}"}
             info = {**info, "endpoint": self.endpoint}
-            if (state, info.get("model")) != last or state != "ready":
+            if (state, info.get("model")) != last or state != P.READY:
                 self._emit(self._pinged, state, info)
             last = (state, info.get("model"))
-            if state in ("ready", "unloaded"):  # unloaded (idle unload) may last hours; a critique reloads it
+            if state in (P.READY, P.UNLOADED):  # unloaded (idle unload) may last hours; a critique reloads it
                 backoff, wait = 0.0, self._ping_interval
-            elif state == "loading":
+            elif state == P.LOADING:
                 backoff, wait = 0.0, 0.5  # it is coming: look again soon
             else:  # down or failed: back off so a dead endpoint costs almost nothing
                 backoff = min(self._max_backoff, max(0.25, backoff * 2))
@@ -201,7 +191,6 @@ class DaemonLink(QObject):
         return self._wanted == rid and not self._stop.is_set()
 
     def _critique_loop(self) -> None:
-        from ase_daemon import protocol as P
         from ase_daemon.client import DaemonError, DaemonUnavailable
 
         client = self._client(self._critique_timeout, 1)
@@ -227,7 +216,7 @@ class DaemonLink(QObject):
                     else:
                         result, png = client.critique(path=path, request_id=pid,
                                                       stream=lambda text, rid=rid: self._emit(self.token, rid, text))
-                    self._emit(self.critique_ready, rid, result, _decode_saliency(png))
+                    self._emit(self.critique_ready, rid, result, decode_saliency(png))
                     break
                 except DaemonError as e:
                     if e.code == P.FORBIDDEN and not self._send_bytes:
@@ -244,10 +233,10 @@ class DaemonLink(QObject):
                     self._poke.set()  # let the status indicator say so at once
                     break
                 except OSError as e:
-                    self._emit(self.critique_failed, rid, "io", f"{path}: {e.strerror or e}")
+                    self._emit(self.critique_failed, rid, P.UNREADABLE, f"{path}: {e.strerror or e}")
                     break
                 except Exception as e:  # never let the thread die: the viewer would silently stop critiquing
-                    self._emit(self.critique_failed, rid, "internal", f"{type(e).__name__}: {e}")
+                    self._emit(self.critique_failed, rid, P.INTERNAL, f"{type(e).__name__}: {e}")
                     break
                 finally:
                     self._active = None

@@ -323,11 +323,11 @@ def run_daemon_cli(args, env, timeout=30):
 def test_refusals(shared_daemon, tiny_model_dir, tmp_path):
     env = daemon_env(tmp_path)
     # a second daemon on the same endpoint
-    r = run_daemon_cli(["--model", str(tiny_model_dir), "--endpoint", shared_daemon.ipc, "--db", str(tmp_path / "x.db")],
-                       env)
+    r = run_daemon_cli(["--model", str(tiny_model_dir), "--endpoint", shared_daemon.ipc,
+                        "--db", str(tmp_path / "x.db")], env)
     assert r.returncode == 1 and "already serving" in r.stderr and str(shared_daemon.proc.pid) in r.stderr
-    r = run_daemon_cli(["--model", str(tiny_model_dir), "--endpoint", shared_daemon.tcp, "--db", str(tmp_path / "x.db")],
-                       env)
+    r = run_daemon_cli(["--model", str(tiny_model_dir), "--endpoint", shared_daemon.tcp,
+                        "--db", str(tmp_path / "x.db")], env)
     assert r.returncode == 1 and "already serving" in r.stderr
     # a non-loopback bind without CURVE
     r = run_daemon_cli(["--model", str(tiny_model_dir), "--endpoint", f"tcp://0.0.0.0:{free_port()}",
@@ -485,11 +485,51 @@ def test_worker_without_zmq_and_job_hook(tiny_model_dir, tmp_path):
         for i in range(3):
             worker.submit(Task(data=jpeg(80 + i), on_done=lambda o, i=i: (outcomes.__setitem__(i, o), done[i].set())))
         assert all(e.wait(30) for e in done) and hook.wait(30)
-        assert all(o.ok and o.result["text"] is not None and o.saliency_png for o in outcomes)
+        assert all(o.ok and o.result.text is not None and o.saliency_png for o in outcomes)
         (j, outcome), = finished
         assert j.id == job.id and j.state == "done" and j.origin == "watch:/photos" and j.meta == {"sidecar": True}
-        assert outcome.ok and outcome.result["image"] == "w.jpg"
+        assert outcome.ok and outcome.result.image == "w.jpg"
         assert worker.snapshot()["batches"]["max_size"] > 1  # the three interactive ones went together
+    finally:
+        worker.stop()
+        store.close()
+
+
+def test_worker_and_store_results_are_one_record(tiny_model_dir, tmp_path):
+    """The critique a model run answers and the one the store answers later are the same record: same keys, same
+    values; only `cached` differs, and the record's constructor sets it (the model ran: False; the store: True)."""
+    from ase_daemon.contract import CritiqueResult, decode_saliency
+    from ase_daemon.store import Store
+    from ase_daemon.worker import Task, Worker
+
+    store = Store(tmp_path / "r.db")
+    worker = Worker(tiny_model_dir, store, max_new_tokens=6, batch_window_ms=5).start()
+    try:
+        deadline = time.monotonic() + 60
+        while worker.state != P.READY:
+            assert worker.state != P.ERROR and time.monotonic() < deadline, worker.load_error
+            time.sleep(0.05)
+
+        def run(data: bytes):
+            got, done = [], threading.Event()
+            worker.submit(Task(data=data, name="r.jpg", on_done=lambda o: (got.append(o), done.set())))
+            assert done.wait(30)
+            assert got[0].ok, got[0].error
+            return got[0]
+
+        data = jpeg(5)
+        fresh, stored = run(data), run(data)
+        assert isinstance(fresh.result, CritiqueResult) and isinstance(stored.result, CritiqueResult)
+        assert fresh.result.cached is False and stored.result.cached is True
+        a, b = fresh.result.to_dict(), stored.result.to_dict()
+        assert set(a) == set(b)
+        assert {**a, "cached": None} == {**b, "cached": None}
+        hit = store.get_critique(fresh.result.hash, worker.model_id, 6)
+        assert hit.result.cached is True and hit.result.image is None
+        assert hit.result.for_request("r.jpg").to_dict() == b
+        # the client's side reads the same record back from the wire form
+        assert CritiqueResult.from_dict(json.loads(json.dumps(a))) == fresh.result
+        assert stored.saliency_png == fresh.saliency_png and decode_saliency(fresh.saliency_png).ndim == 2
     finally:
         worker.stop()
         store.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,13 +243,67 @@ def test_runtime_dir_is_private(tmp_path, monkeypatch):
 
 def test_lines_golden_fixture_parses_to_its_blocks_and_ratings():
     """tests/fixtures/lines_golden.txt is shared with the Lua plugin's tests: both parsers must agree with it."""
-    from ase_daemon.xmp import rating_from_score
+    from ase_daemon.contract import rating_from_score
 
     fixtures = Path(__file__).parent / "fixtures"
     golden = json.loads((fixtures / "lines_golden.json").read_text(encoding="utf-8"))
     text = (fixtures / "lines_golden.txt").read_text(encoding="utf-8")
     assert P.parse_lines(text) == golden["blocks"]
-    assert "".join(P.format_lines(b["image"], error=(b["error"]["code"], b["error"]["message"])) for b in golden["blocks"]
-                   if "error" in b) in text
+    assert "".join(P.format_lines(b["image"], error=(b["error"]["code"], b["error"]["message"]))
+                   for b in golden["blocks"] if "error" in b) in text
     for score, stars in golden["ratings_from_score"]:
         assert rating_from_score(score) == stars, score
+    # token lines are written by the contract's formatter, exactly as the fixture has them
+    tokens = [line + "\n" for line in text.splitlines() if line.startswith(P.TOKEN_KEY + "\t")]
+    assert tokens and [P.format_token(P.unescape(t[len(P.TOKEN_KEY) + 1:-1])) for t in tokens] == tokens
+
+
+def test_contract_imports_only_the_standard_library():
+    code = ("import sys; import ase_daemon.contract, ase_daemon.protocol; "
+            "bad = [m for m in ('numpy', 'PIL', 'zmq', 'torch', 'ase_model') if m in sys.modules]; "
+            "sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_contract_is_the_one_home_of_ops_codes_and_rating():
+    from ase_daemon import xmp
+    from ase_daemon.config import WATCH_FOLDER_OPTIONS
+    from ase_daemon.contract import rating_from_score
+
+    assert xmp.rating_from_score is rating_from_score  # the sidecars' stars are the contract's
+    assert set(P.WATCH_OPTIONS) == set(WATCH_FOLDER_OPTIONS)  # every folder option is a watch_add argument
+    assert set(P.ALL_OPS) == set(P.OPS) | set(P.WATCH_OPS) and not set(P.OPS) & set(P.WATCH_OPS)
+    assert all(spec.local_only for spec in P.WATCH_OPS.values())
+    assert set(P.ERROR_FIELDS) <= set(P.ERROR_CODES) and not set(P.CLIENT_CODES) & set(P.ERROR_CODES)
+
+
+def test_wire_error_record_and_the_edge_mapping():
+    from ase_daemon.errors import BadImage, Busy, DaemonFault, NotReady, TooLarge, wire_error
+
+    e = P.WireError.from_dict({"code": P.BUSY, "message": "full", "retry_after": 0.5})
+    assert e.retry_after == 0.5 and e.to_dict() == {"code": P.BUSY, "message": "full", "retry_after": 0.5}
+    assert P.WireError.from_dict(None).code == P.INTERNAL
+    assert wire_error(Busy("full", 1.234)).to_dict() == {"code": P.BUSY, "message": "full", "retry_after": 1.23}
+    assert wire_error(NotReady("loading")).to_dict() == {"code": P.NOT_READY, "message": "loading"}
+    assert wire_error(TooLarge("big", needed_mb=3.0, limit_mb=1.0)).extra == {"needed_mb": 3.0, "limit_mb": 1.0}
+    assert wire_error(BadImage("x")).code == P.BAD_IMAGE and wire_error(DaemonFault("bug")).code == P.INTERNAL
+    assert wire_error(P.ProtocolError(P.NOT_FOUND, "gone")).code == P.NOT_FOUND
+    assert wire_error(KeyError("k")).code == P.INTERNAL  # anything unexpected is a bug: internal
+    reply = P.decode_reply(P.encode_error("r1", **wire_error(Busy("full", 2)).to_dict()))
+    assert P.WireError.from_dict(reply.error) == P.WireError(P.BUSY, "full", 2.0)
+
+
+def test_peek_id_and_saliency_frame_codec():
+    import numpy as np
+
+    from ase_model.saliency import from_png, to_png
+
+    assert P.peek_id(b'{"id": "abc", "v": 1}') == "abc" and P.peek_id(b"not json") is None
+    assert P.peek_id(b'{"id": 5}') is None and P.peek_id(b" " * (P.MAX_HEADER_BYTES + 1)) is None
+    sal = np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)
+    frame = P.encode_saliency(sal)
+    back = P.decode_saliency(frame)
+    assert back.shape == (48, 64) and back.dtype == np.float32 and np.abs(back - sal).max() <= 0.5 / 255 + 1e-6
+    assert P.decode_saliency(None) is None and P.decode_saliency(b"") is None
+    # the model's own PNG form (ase-mllm's --saliency-out) is the same bytes: one format, two writers
+    assert to_png(sal) == frame and np.array_equal(from_png(frame), back)

@@ -30,14 +30,16 @@ def test_critique_round_trip_and_key(store):
     store.put_critique(h, "m@1", 160, RESULT, b"PNG")
     hit = store.get_critique(h, "m@1", 160)
     assert hit.saliency_png == b"PNG"
+    stored = hit.result.to_dict()
     for k in ("text", "attributes", "score", "tags", "saliency", "timings"):
-        assert hit.result[k] == RESULT[k]
-    assert hit.result["hash"] == h and hit.result["model"] == "m@1"
+        assert stored[k] == RESULT[k]
+    assert hit.result.hash == h and hit.result.model == "m@1"
+    assert hit.result.cached is True  # set by the record's constructor in the store, not patched by a caller
     # another model or another length is another critique
     assert store.get_critique(h, "m@2", 160) is None
     assert store.get_critique(h, "m@1", 8) is None
     store.put_critique(h, "m@1", 160, {**RESULT, "text": "new"}, None)  # force: replaces
-    assert store.get_critique(h, "m@1", 160).result["text"] == "new"
+    assert store.get_critique(h, "m@1", 160).result.text == "new"
     assert store.count_critiques() == 1
 
 

@@ -259,7 +259,7 @@ def test_worker_isolates_the_item_that_fails_its_batch(tmp_path, tiny_model_dir)
     assert [done[i].ok for i in range(len(items))] == [False, True, True, True, True, True, False]
     for i in (0, len(items) - 1):  # the failure recorded is the culprit's own
         assert done[i].error.code == P.INTERNAL and "quantile" in done[i].error.message
-    assert all(isinstance(done[i].result["warnings"], list) for i in range(1, 6))
+    assert all(isinstance(done[i].result.warnings, list) for i in range(1, 6))
 
 
 def test_file_and_budget_limits_in_the_config(tmp_path):
