@@ -1,4 +1,8 @@
-"""`ase-mllm`: build, critique, info, train, eval, demo."""
+"""`ase-mllm`: build, critique, info, train, eval.
+
+The installed `ase-mllm` script is ase_daemon.mllm_cli, which adds `demo` (it drives the daemon, so it lives
+there: ase_model never imports ase_daemon). Nothing here imports torch until a command runs.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ def _layers(text: str | None):
 
 # ---- build ---------------------------------------------------------------------------------------------------
 def cmd_build(args) -> int:
-    import ase_model  # noqa: F401  (registers the Auto classes)
+    from . import register_auto_classes
 
+    register_auto_classes()
     from .modeling_ase import ASEForConditionalGeneration
     from .processing_ase import ASEProcessor, make_image_processor, num_image_tokens
 
@@ -152,7 +157,12 @@ def _delegate(module: str, argv: list[str]) -> int:
     return int(importlib.import_module(module).main(argv) or 0)
 
 
+# commands handed to another module's main(argv) untouched (their own parsers and --help)
+DELEGATED = {"train": "ase_model.training", "eval": "ase_model.evaluation"}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `ase-mllm` parser (build, critique, info; train and eval are listed and delegated)."""
     p = argparse.ArgumentParser(prog="ase-mllm", description="ASE-MLLM aesthetic critic: build, critique, train, evaluate")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -184,31 +194,39 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
-    for name, module, text in (
-        ("train", "ase_model.training", "train (stages saliency, align, finetune); also under accelerate launch"),
-        ("eval", "ase_model.evaluation", "evaluate on a captioning benchmark"),
-        ("demo", "ase_daemon.demo", "critique sample photos through the daemon into an HTML report"),
+    for name, text in (
+        ("train", "train (stages saliency, align, finetune); also under accelerate launch"),
+        ("eval", "evaluate on a captioning benchmark"),
     ):
-        s = sub.add_parser(name, help=text, add_help=False)
-        s.set_defaults(module=module)
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None,
+         delegated: dict[str, str] | None = None) -> int:
+    """Runs `ase-mllm`.
+
+    Args:
+        argv: the arguments (default: sys.argv[1:]).
+        parser: the parser to use (default: build_parser()); a front may add subcommands to it.
+        delegated: subcommand -> module whose main(argv) runs it (default: DELEGATED).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    delegated = DELEGATED if delegated is None else delegated
+    if argv and argv[0] in delegated:
+        _quiet_transformers()
+        return _delegate(delegated[argv[0]], argv[1:])
+    args = (parser or build_parser()).parse_args(argv)
     _quiet_transformers()
-    parser = build_parser()
-    if argv and argv[0] in ("train", "eval", "demo"):
-        # demo drives the whole product (daemon, client, sidecars): it lives in the daemon package.
-        module = {"train": "ase_model.training", "eval": "ase_model.evaluation", "demo": "ase_daemon.demo"}[argv[0]]
-        return _delegate(module, argv[1:])
-    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except FileNotFoundError as e:
         print(f"ase-mllm: {e}", file=sys.stderr)
         return 2
+
+
+__all__ = ["DELEGATED", "build_parser", "main"]
 
 
 if __name__ == "__main__":

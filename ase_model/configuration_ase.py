@@ -154,4 +154,7 @@ class ASEConfig(PreTrainedConfig):
             )
 
 
+# registered on import, so `from_pretrained` through AutoConfig knows "ase_mllm" (see ase_model/__init__.py)
+AutoConfig.register("ase_mllm", ASEConfig, exist_ok=True)
+
 __all__ = ["ASEConfig"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForImageTextToText, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
@@ -546,5 +546,9 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
 
         return from_parts(cls, vision, llm, torch_dtype=torch_dtype, **ase_kwargs)
 
+
+# registered on import (see ase_model/__init__.py)
+AutoModel.register(ASEConfig, ASEModel, exist_ok=True)
+AutoModelForImageTextToText.register(ASEConfig, ASEForConditionalGeneration, exist_ok=True)
 
 __all__ = ["ASEAttributeHead", "ASEAttributeScoreHead", "calibrate_score", "ASEForConditionalGeneration", "ASEModel", "ASEPreTrainedModel", "IASM", "IASViT", "GatedCrossAttention", "ASEImageOutput"]

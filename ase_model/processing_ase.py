@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BatchFeature, ProcessorMixin
+from transformers import AutoProcessor, BatchFeature, ProcessorMixin
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
+from .configuration_ase import ASEConfig
 from .saliency import spectral_residual
 
 DEFAULT_PROMPT = (
@@ -167,5 +168,8 @@ class ASEProcessor(ProcessorMixin):
     def decode(self, *args, **kwargs):
         return self.tokenizer.decode(*args, **kwargs)
 
+
+# registered on import (see ase_model/__init__.py)
+AutoProcessor.register(ASEConfig, ASEProcessor, exist_ok=True)
 
 __all__ = ["ASEProcessor", "DEFAULT_PROMPT", "IGNORE_INDEX", "make_image_processor", "num_image_tokens", "pad_box"]

@@ -16,9 +16,8 @@ RAW through the camera's preview or a demosaic).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import os
-import sys
 import threading
 from collections import OrderedDict, deque
 from pathlib import Path
@@ -27,40 +26,20 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRunnable, 
 from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
 
 THUMB_SIZE = 160  # long side, pixels (the strip shows them at ~96; the extra is for HiDPI)
-_lock = threading.Lock()
-_modules: dict[str, object] = {}
 
 
 def model_module(name: str):
-    """ase_model.<name> for the modules that need only numpy/Pillow/rawpy (imageio, attributes, overlay). Importing the
-    ase_model package pulls in torch + transformers (5-15 s) that the viewer never needs, so the module's file is
-    loaded on its own (~0.3 s). If the package is imported already, or the file can't be loaded alone, the real
-    module is used."""
-    with _lock:
-        mod = _modules.get(name)
-        if mod is None:
-            mod = sys.modules.get(f"ase_model.{name}")
-            if mod is None and "ase_model" not in sys.modules:
-                alias = f"ase_gui._model_{name}"
-                try:
-                    spec = importlib.util.find_spec("ase_model")  # finds the package without running it
-                    origin = Path(spec.submodule_search_locations[0]) / f"{name}.py"
-                    light = importlib.util.spec_from_file_location(alias, origin)
-                    mod = importlib.util.module_from_spec(light)
-                    sys.modules[alias] = mod
-                    light.loader.exec_module(mod)
-                except Exception:
-                    sys.modules.pop(alias, None)
-                    mod = None
-            if mod is None:
-                mod = importlib.import_module(f"ase_model.{name}")
-            _modules[name] = mod
-        return mod
+    """ase_model.<name> (imageio, attributes, overlay: the light modules, which import without torch).
+
+    Args:
+        name: the module's name inside ase_model.
+    """
+    return importlib.import_module(f"ase_model.{name}")
 
 
 def imageio():
-    """ase_model.imageio, THE image loader (see model_module for why it is loaded on its own)."""
-    return model_module("imageio")
+    """ase_model.imageio, THE image loader."""
+    return importlib.import_module("ase_model.imageio")
 
 
 def image_extensions() -> frozenset[str]:

@@ -18,7 +18,7 @@ def test_demo_writes_report_and_sidecars(tmp_path, tiny_model_dir):
     endpoint = f"ipc://{tmp_path}/demo.sock"
     out = tmp_path / "out"
     try:
-        r = subprocess.run([sys.executable, "-m", "ase_model.cli", "demo", "--out", str(out), "--endpoint", endpoint],
+        r = subprocess.run([sys.executable, "-m", "ase_daemon.mllm_cli", "demo", "--out", str(out), "--endpoint", endpoint],
                            env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         rows = json.loads((out / "results.json").read_text())
@@ -35,7 +35,7 @@ def test_demo_writes_report_and_sidecars(tmp_path, tiny_model_dir):
             assert abs(sidecar["score"] - row["result"]["score"]) < 0.01
         assert "Open the report" in r.stdout and "ase-viewer" in r.stdout
         # a second run reuses the running daemon (and its stored critiques)
-        r2 = subprocess.run([sys.executable, "-m", "ase_model.cli", "demo", "--out", str(out), "--endpoint", endpoint],
+        r2 = subprocess.run([sys.executable, "-m", "ase_daemon.mllm_cli", "demo", "--out", str(out), "--endpoint", endpoint],
                             env=env, capture_output=True, text=True, timeout=600)
         assert r2.returncode == 0, r2.stderr
         assert "starting ase-daemon" not in r2.stdout + r2.stderr

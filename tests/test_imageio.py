@@ -215,7 +215,7 @@ def test_pa_and_rgb_colour_key_transparency(tmp_path):
     pa = Image.new("PA", (2, 1))
     pa.putpalette([10, 20, 30, 200, 100, 0])
     pa.putdata([(0, 0), (1, 255)])
-    out = np.asarray(imageio._finish(pa, "<test>", None, None, None))
+    out = np.asarray(imageio.decoding._finish(pa, "<test>", None, None, None))
     assert out[0, 0].tolist() == [128, 128, 128] and out[0, 1].tolist() == [200, 100, 0]
 
     rgb = Image.new("RGB", (2, 1), (0, 255, 0))
@@ -598,13 +598,13 @@ def test_preview_own_exif_orientation_wins(chelsea):
     exif[0x0112] = 3
     buf = io.BytesIO()
     Image.fromarray(chelsea).save(buf, "JPEG", quality=90, exif=exif.tobytes())
-    img = imageio._decode_pillow(io.BytesIO(buf.getvalue()), "t", "", None, fallback_orientation=6)
+    img = imageio.decoding._decode_pillow(io.BytesIO(buf.getvalue()), "t", "", None, fallback_orientation=6)
     assert img.size == (451, 300) and mad(arr(img), chelsea[::-1, ::-1]) < 4
     # ... but an explicit Orientation=1 in a preview means "not specified": the raw's flip applies
     exif[0x0112] = 1
     buf = io.BytesIO()
     Image.fromarray(chelsea).save(buf, "JPEG", quality=90, exif=exif.tobytes())
-    img = imageio._decode_pillow(io.BytesIO(buf.getvalue()), "t", "", None, fallback_orientation=6)
+    img = imageio.decoding._decode_pillow(io.BytesIO(buf.getvalue()), "t", "", None, fallback_orientation=6)
     assert img.size == (300, 451)
 
 

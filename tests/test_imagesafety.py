@@ -155,10 +155,10 @@ def test_blockwise_scaling_matches_the_whole_array_formula(dtype, monkeypatch):
         want = (a.astype(np.int16) + 128).astype(np.uint8)
     else:
         want = (a >> 8).astype(np.uint8)
-    monkeypatch.setattr(imageio, "_CHUNK_BYTES", 4096)  # many blocks
-    assert np.array_equal(imageio._to_uint8(a), want)
+    monkeypatch.setattr(imageio.decoding, "_CHUNK_BYTES", 4096)  # many blocks
+    assert np.array_equal(imageio.decoding._to_uint8(a), want)
     hdr = a.astype(np.float32) * 40 - 3  # outside 0..1: stretched over the finite range
-    got = imageio._to_uint8(hdr)
+    got = imageio.decoding._to_uint8(hdr)
     finite = np.where(np.isfinite(hdr), hdr, 0)
     lo, hi = finite.min(), finite.max()
     assert np.abs(got.astype(int) - np.rint((finite - lo) * 255 / (hi - lo))).max() <= 1
