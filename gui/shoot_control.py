@@ -112,6 +112,9 @@ class ShootControl(QObject):
             self._rearrange.start()
 
     def _start_pass(self) -> None:
+        if self._pass_due and self.w.link.state != "ready":  # a dead daemon: no thread waiting on it; look later
+            self._pass_timer.start()
+            return
         if self._pass_due:
             self._pass_due = False
             self._pass_timer.stop()

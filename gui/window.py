@@ -119,8 +119,7 @@ class MainWindow(QMainWindow):
         self.critiques.shown.connect(self._on_critique_shown)
         self.compare_view = CompareView()
         self.stack = QStackedWidget()  # one photo, or two side by side
-        self.stack.addWidget(self.view)
-        self.stack.addWidget(self.compare_view)
+        self.stack.addWidget(self.view), self.stack.addWidget(self.compare_view)
         self.shoot = ShootControl(self)
         self.splitter = central_splitter(self.stack, self.strip, self.panel)
         self.setCentralWidget(self.splitter)
@@ -234,11 +233,8 @@ class MainWindow(QMainWindow):
         self.image = image
         self.view.set_message("")
         self.view.set_photo(image)
-        rgb = qimage_to_rgb(image)
-        self.panel.set_photo_info(histogram(rgb[::2, ::2]), exif_line(self.current))  # every 4th pixel is plenty
+        self.panel.set_photo_info(histogram(qimage_to_rgb(image)[::2, ::2]), exif_line(self.current))
         self._update_overlay()
-        if self.shoot.comparing:
-            self.shoot.refresh_compare()
         self.photo_shown.emit(self.current)
 
     # ---- critique and daemon state --------------------------------------------------------------------------------
@@ -246,8 +242,6 @@ class MainWindow(QMainWindow):
         self.overlay.invalidate()
         self._update_overlay()
         self.shoot.known(self.current, self.result)
-        if self.shoot.comparing:
-            self.shoot.refresh_compare()
         self.critique_shown.emit(self.current or "")
 
     def _on_state(self, state: str, info: dict) -> None:
@@ -313,8 +307,8 @@ class MainWindow(QMainWindow):
 
     def _update_overlay(self) -> None:
         self.overlay.show(self.image, self.saliency)
-        if self.shoot.comparing:
-            self.compare_view.set_overlay(self.overlay.opacity, self.overlay.mode, self.overlay.on)
+        if self.shoot.comparing:  # a photo, a critique or the overlay's settings changed: the pair follows
+            self.shoot.refresh_compare()
 
     def composed_image(self) -> QImage | None:
         """What the view shows, at the displayed photo's size: the photo, with the overlay when it is on."""

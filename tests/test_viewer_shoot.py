@@ -245,6 +245,12 @@ def test_shoot_sort_filter_badges_stars_compare(qtbot, daemon, photo_files, tmp_
     w.set_opacity(0.8)  # the window's overlay settings apply to both sides
     assert all(v.overlay_item.opacity() == pytest.approx(0.8) for v in w.compare_view.views)
     save_shot(w, "viewer-compare.png")
+    if DOCS_IMG:  # heat | contour of the photo on screen, at the default opacity, for choosing the default mode
+        from ase_gui.overlay import compose_overlay, qimage_to_rgb
+        photo = qimage_to_rgb(w.image)
+        pair = [compose_overlay(photo, w.saliency, 0.6, m) for m in ("heat", "contour")]
+        gap = np.full((photo.shape[0], 12, 3), 24, np.uint8)
+        Image.fromarray(np.concatenate([pair[0], gap, pair[1]], 1)).save(os.path.join(DOCS_IMG, "overlay-modes.png"))
     qtbot.keyClick(w, Qt.Key.Key_Escape)
     assert not w.shoot.comparing
 
