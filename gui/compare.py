@@ -67,7 +67,7 @@ class CompareView(QWidget):
             lay.addLayout(col, 1)
             self.views.append(view)
             self.captions.append(caption)
-        self._overlay = (0.6, "heat", True)
+        self._overlay = (0.6, "contour", True)
 
     def show_pair(self, left: Side, right: Side) -> None:
         """Show two frames.
