@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .photo_info import Histogram, HistogramWidget
 from .thumbnails import model_module
 from .widgets import FlowLayout, Legend, Prose
 
@@ -128,6 +129,13 @@ class CritiquePanel(QWidget):
 
         self.title = self._small_label()
         lay.addWidget(self.title)
+        self.exif = self._small_label()  # camera · lens · exposure
+        lay.addWidget(self.exif)
+        self.histogram = HistogramWidget()
+        lay.addWidget(self.histogram)
+        self.clipping = QLabel("")
+        self.clipping.setStyleSheet("color: #f85149; font-size: 11px;")
+        lay.addWidget(self.clipping)
         lay.addLayout(self._score_row())
         self.legend = Legend()
         lay.addWidget(self.legend)
@@ -214,6 +222,7 @@ class CritiquePanel(QWidget):
             title: the line at the top (the photo's file name).
         """
         self.title.setText(title)
+        self.set_photo_info(None, "")
         self.score.setText("–")
         self.score_bar.setValue(0)
         self.text.clear()
@@ -225,6 +234,21 @@ class CritiquePanel(QWidget):
         self.set_tags([])
         self.meta.clear()
         self.copy_button.setEnabled(False)
+
+    def set_photo_info(self, hist: Histogram | None, exif: str) -> None:
+        """Show the photo's histogram, its clipping warning and its EXIF line.
+
+        Args:
+            hist: the displayed photo's histogram (None: not decoded yet).
+            exif: "camera · lens · exposure" ("" hides the line).
+        """
+        self.histogram.set_histogram(hist)
+        self.histogram.setVisible(hist is not None)
+        warning = hist.warning() if hist is not None else ""
+        self.clipping.setText(f"⚠ {warning}" if warning else "")
+        self.clipping.setVisible(bool(warning))
+        self.exif.setText(exif)
+        self.exif.setVisible(bool(exif))
 
     def append_token(self, text: str) -> None:
         """Add streamed text at the end of the critique.
@@ -270,12 +294,13 @@ class CritiquePanel(QWidget):
             self.score.setText(f"{score:.1f}")
             self.score_bar.setValue(int(round(score * 10)))
         self.text.setPlainText((result.get("text") or "").strip())
-        self.text_heading.show()
-        self.text.show()
         attrs = {k: v for k, v in (result.get("attributes") or {}).items() if v}
         parts = [f"<p style='margin:0 0 8px 0'><b>{html.escape(attribute_label(k))}</b>"
                  f"<br>{html.escape(str(attrs[k]))}</p>" for k in attribute_order(attrs)]
         self.attributes.setHtml("".join(parts))
+        # the critique once: by attribute when the model gave them (the paragraph says the same), else the paragraph
+        self.text_heading.setVisible(not parts)
+        self.text.setVisible(not parts)
         self.attr_heading.setVisible(bool(parts))
         self.attributes.setVisible(bool(parts))
         self.set_tags(list(result.get("tags") or []))

@@ -147,6 +147,24 @@ class CritiqueController(QObject):
         self._remember(self.path, result, saliency)
         self._show(result, saliency)
 
+    def remembered(self, path: str) -> tuple[dict, np.ndarray | None] | None:
+        """A photo's critique and saliency map if one is in memory (its content unchanged), else None.
+
+        Args:
+            path: the photo's path.
+        """
+        return self._cache.get(content_key(path))
+
+    def remember(self, path: str, result: dict, saliency) -> None:
+        """Keep a critique got elsewhere (the shoot's background pass): the photo then shows it at once.
+
+        Args:
+            path: the photo's path.
+            result: the daemon's critique.
+            saliency: its saliency map, or None.
+        """
+        self._remember(path, result, saliency)
+
     def _remember(self, path, result, saliency) -> None:
         self._cache[content_key(path)] = (result, saliency)
         while len(self._cache) > REMEMBERED:

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QLabel,
+    QLineEdit,
     QListView,
     QMainWindow,
     QSizePolicy,
@@ -24,7 +25,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .badges import BadgeDelegate
 from .overlay_control import OPACITY_STEP
+from .shoot import SORT_KEYS
 from .thumbnails import ThumbnailModel
 
 __all__ = ["ThumbnailStrip", "ViewerToolbar", "central_splitter"]
@@ -54,6 +57,7 @@ class ThumbnailStrip(QListView):
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setItemDelegate(BadgeDelegate(self))  # the score on each thumbnail
         self.setStyleSheet("QListView { background: #161618; border: none; }"
                            "QScrollBar:horizontal { height: 8px; }")
         model.dataChanged.connect(lambda *a: self.viewport().update())
@@ -100,8 +104,8 @@ class ViewerToolbar(QToolBar):
 
     Args:
         window: the viewer's window; the actions call its open_dialog, set_overlay_visible, set_mode,
-            set_opacity, toggle_fit, export_overlay, copy_critique, next, prev, show_index and close, and read its
-            mode, opacity and files.
+            set_opacity, toggle_fit, export_overlay, copy_critique, next, prev, show_index and close, its `shoot`'s
+            set_sort, set_filter, rate, toggle_compare and leave_compare, and read its mode, opacity and files.
     """
 
     def __init__(self, window: QMainWindow):
@@ -131,6 +135,9 @@ class ViewerToolbar(QToolBar):
         self.slider.valueChanged.connect(lambda v: w.set_opacity(v / 100))
         self.addWidget(QLabel(" opacity "))
         self.addWidget(self.slider)
+        self.opacity_label = QLabel("60 %")  # the slider's value, in words
+        self.opacity_label.setMinimumWidth(40)
+        self.addWidget(self.opacity_label)
         self._add("more", "More opacity", ["+", "=", "Ctrl++"], lambda: w.set_opacity(w.opacity + OPACITY_STEP),
                   toolbar=False)
         self._add("less", "Less opacity", ["-", "Ctrl+-"], lambda: w.set_opacity(w.opacity - OPACITY_STEP),
@@ -144,6 +151,25 @@ class ViewerToolbar(QToolBar):
         self._add("first", "First", ["Home"], lambda: w.show_index(0), toolbar=False)
         self._add("last", "Last", ["End"], lambda: w.show_index(len(w.files) - 1), toolbar=False)
         self._add("quit", "Quit", ["Ctrl+Q"], w.close, toolbar=False)
+        self._add("compare", "Compare", ["X"], w.shoot.toggle_compare)
+        self._add("leave_compare", "Leave compare", ["Escape"], w.shoot.leave_compare, toolbar=False)
+        for n in range(6):  # darktable's keys: 0 clears the stars, 1…5 set them
+            self._add(f"rate{n}", f"{n} stars", [str(n)], lambda _=False, n=n: w.shoot.rate(n), toolbar=False)
+        self.addSeparator()
+        self.sort_box = QComboBox()
+        self.sort_box.addItems(list(SORT_KEYS))
+        self.sort_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.sort_box.setToolTip("Sort the photos by name, date or score (best first)")
+        self.sort_box.currentTextChanged.connect(w.shoot.set_sort)
+        self.addWidget(QLabel(" sort "))
+        self.addWidget(self.sort_box)
+        self.filter_box = QLineEdit()
+        self.filter_box.setPlaceholderText("filter: tag words, >=7")
+        self.filter_box.setClearButtonEnabled(True)
+        self.filter_box.setFixedWidth(170)
+        self.filter_box.setToolTip("Show only photos whose tags contain every word, within score bounds (>=7, <5)")
+        self.filter_box.textChanged.connect(w.shoot.set_filter)
+        self.addWidget(self.filter_box)
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.addWidget(spacer)
@@ -177,6 +203,7 @@ class ViewerToolbar(QToolBar):
         for w in (self.slider, self.mode_box, overlay):
             w.blockSignals(True)
         self.slider.setValue(int(round(opacity * 100)))
+        self.opacity_label.setText(f"{int(round(opacity * 100))} %")
         self.mode_box.setCurrentText(mode)
         overlay.setChecked(overlay_on)
         for w in (self.slider, self.mode_box, overlay):

@@ -64,6 +64,25 @@ class Navigator:
         self.strip.setVisible(len(files) > 1)
         return first
 
+    def arrange(self, files: list[str]) -> int:
+        """Show the photos in another order, or fewer of them (a sort, a filter); the photo on screen stays.
+
+        Args:
+            files: the new list (paths from the opened ones).
+
+        Returns:
+            The index of the photo on screen in the new list, -1 if it is not in it.
+        """
+        self.files = list(files)
+        self.model.set_paths(self.files)
+        self.strip.setVisible(len(self.files) > 1)
+        if self.current in self.files:
+            self.index = self.files.index(self.current)
+            self.strip.select(self.index)
+            return self.index
+        self.index = -1
+        return -1
+
     def move_to(self, i: int) -> bool:
         """Go to a photo.
 
@@ -138,6 +157,14 @@ class PhotoLoader(QObject):
         self._pool.setMaxThreadCount(1)
         self._signals = _PhotoSignals(self)
         self._signals.loaded.connect(self._on_loaded)
+
+    def peek(self, path: str) -> QImage | None:
+        """A photo if it was decoded lately, else None (nothing is asked).
+
+        Args:
+            path: the photo's path.
+        """
+        return self._photos.get(path)
 
     def request(self, path: str) -> QImage | None:
         """Ask for a photo; what was asked before and is not decoded yet is dropped.

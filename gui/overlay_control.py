@@ -30,7 +30,7 @@ class OverlayControl:
     def __init__(self, view: PhotoView):
         self.view = view
         self.opacity = 0.6
-        self.mode = "heat"
+        self.mode = "contour"  # reads better than heat side by side (docs/img/overlay-modes.png): lines, not a haze
         self.on = True
         self._layer_key = None
 

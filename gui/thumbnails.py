@@ -203,14 +203,17 @@ class _Drain(QRunnable):
 
 
 class ThumbnailModel(QAbstractListModel):
-    """Paths -> thumbnails (the name is the tooltip: a strip of captions cut to "IMG_12…" helps nobody). Thumbnails are requested from `data(DecorationRole)`, i.e. only for the
+    """Paths -> thumbnails (the name is the tooltip: a strip of captions cut to "IMG_12…" helps nobody), and the
+    score badges' scores (ScoreRole). Thumbnails are requested from `data(DecorationRole)`, i.e. only for the
     items a view paints; the memory LRU keeps the last `memory_items` thumbnails."""
 
     PathRole = Qt.ItemDataRole.UserRole + 1
+    ScoreRole = Qt.ItemDataRole.UserRole + 2  # the critique's score (float) for the badge, or None
 
     def __init__(self, parent=None, loader: ThumbnailLoader | None = None, memory_items: int = 600):
         super().__init__(parent)
         self.paths: list[str] = []
+        self.scores: dict[str, float] = {}  # by path; kept across set_paths (a re-sort or filter keeps badges)
         self._rows: dict[str, int] = {}
         self._cache: OrderedDict[str, QIcon] = OrderedDict()
         self._broken: set[str] = set()
@@ -253,7 +256,25 @@ class ThumbnailModel(QAbstractListModel):
             return path
         if role == self.PathRole:
             return path
+        if role == self.ScoreRole:
+            return self.scores.get(path)
         return None
+
+    def set_score(self, path: str, score: float | None) -> None:
+        """The score a thumbnail's badge shows.
+
+        Args:
+            path: the photo.
+            score: its critique's score, 0…10 (None: no badge).
+        """
+        if score is None:
+            self.scores.pop(path, None)
+        else:
+            self.scores[path] = float(score)
+        row = self._rows.get(path)
+        if row is not None:
+            idx = self.index(row)
+            self.dataChanged.emit(idx, idx, [self.ScoreRole])
 
     def _on_ready(self, path: str, image: QImage) -> None:
         # QIcon (not QPixmap): the view scales icons to its iconSize keeping the aspect; QPixmap is GUI-thread only

@@ -10,6 +10,8 @@ MainWindow wires its parts together and keeps what is on screen (the photo, its 
     daemon_state.py    DaemonStatus (toolbar dot, words, Start daemon), the panel's line while a critique is missing
     overlay_control.py OverlayControl: on/off, mode, opacity, the layer over the photo, export
     memory.py          ViewerMemory: geometry, splitter, overlay settings, last folder and photo, export folder
+    shoot_control.py   ShootControl: background scores (badges), sort, filter, star keys, compare (compare.py)
+    photo_info.py      the histogram with clipping, the EXIF line (shown in the panel)
 
 Threads: photos decode in PhotoLoader's one-thread pool, thumbnails in ThumbnailLoader's pool, the daemon is spoken
 to by DaemonLink's threads. The GUI thread only composes and paints, so nothing here blocks on a file or a socket.
@@ -23,8 +25,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QImage
-from PySide6.QtWidgets import QFileDialog, QMainWindow
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QStackedWidget
 
+from .compare import CompareView
 from .critique_panel import CritiquePanel
 from .critique_panel import critique_text as format_critique
 from .critiques import CritiqueController
@@ -33,7 +36,10 @@ from .daemon_state import DaemonStatus
 from .layout import ThumbnailStrip, ViewerToolbar, central_splitter
 from .memory import ViewerMemory
 from .navigation import Navigator, PhotoLoader, display_max_side
+from .overlay import qimage_to_rgb
 from .overlay_control import OverlayControl
+from .photo_info import exif_line, histogram
+from .shoot_control import ShootControl
 from .thumbnails import ThumbnailModel, imageio
 from .widgets import PhotoView
 
@@ -111,7 +117,11 @@ class MainWindow(QMainWindow):
         self.panel.start_requested.connect(self.start_daemon)
         self.critiques = CritiqueController(self.link, self.panel, lambda path: path in self.files, self)
         self.critiques.shown.connect(self._on_critique_shown)
-        self.splitter = central_splitter(self.view, self.strip, self.panel)
+        self.compare_view = CompareView()
+        self.stack = QStackedWidget()  # one photo, or two side by side
+        self.stack.addWidget(self.view), self.stack.addWidget(self.compare_view)
+        self.shoot = ShootControl(self)
+        self.splitter = central_splitter(self.stack, self.strip, self.panel)
         self.setCentralWidget(self.splitter)
 
         self.toolbar = ViewerToolbar(self)
@@ -143,12 +153,13 @@ class MainWindow(QMainWindow):
             How many photos were found.
         """
         first = self.nav.open(paths)
+        self.shoot.opened(self.files)
         files = self.files
         if not files:
             self.show_index(-1)
             self.view.set_message("No photos there.")
             return 0
-        self.show_index(files.index(first) if first else 0)
+        self.show_index(files.index(first) if first in files else 0)
         return len(files)
 
     def restore_last(self) -> bool:
@@ -200,6 +211,7 @@ class MainWindow(QMainWindow):
             return
         self.overlay.invalidate()
         name = os.path.basename(path)
+        self.shoot.shown(path)
         self.setWindowTitle(f"{name} — ASE-MLLM viewer")
         self.statusBar().showMessage(f"{name}   {self.index + 1} / {len(self.files)}")
         self.panel.clear(name)
@@ -221,6 +233,7 @@ class MainWindow(QMainWindow):
         self.image = image
         self.view.set_message("")
         self.view.set_photo(image)
+        self.panel.set_photo_info(histogram(qimage_to_rgb(image)[::2, ::2]), exif_line(self.current))
         self._update_overlay()
         self.photo_shown.emit(self.current)
 
@@ -228,6 +241,7 @@ class MainWindow(QMainWindow):
     def _on_critique_shown(self) -> None:
         self.overlay.invalidate()
         self._update_overlay()
+        self.shoot.known(self.current, self.result)
         self.critique_shown.emit(self.current or "")
 
     def _on_state(self, state: str, info: dict) -> None:
@@ -282,6 +296,8 @@ class MainWindow(QMainWindow):
         """
         self.overlay.set_opacity(value)
         self._sync_controls()
+        if self.shoot.comparing:
+            self.compare_view.set_overlay(self.overlay.opacity, self.overlay.mode, self.overlay.on)
 
     def toggle_fit(self) -> None:
         """Fit the photo to the window, or show it at 100 %."""
@@ -291,6 +307,8 @@ class MainWindow(QMainWindow):
 
     def _update_overlay(self) -> None:
         self.overlay.show(self.image, self.saliency)
+        if self.shoot.comparing:  # a photo, a critique or the overlay's settings changed: the pair follows
+            self.shoot.refresh_compare()
 
     def composed_image(self) -> QImage | None:
         """What the view shows, at the displayed photo's size: the photo, with the overlay when it is on."""
@@ -334,6 +352,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.memory.save(self, self.splitter, self.overlay, self.current)
+        self.shoot.scores.stop()
         self.link.close()
         self.model.loader.close()
         super().closeEvent(event)

@@ -214,6 +214,8 @@ def test_overlay_toggle_opacity_and_export(qtbot, daemon, photo_files, tmp_path,
     with qtbot.waitSignal(w.critique_shown, timeout=CRITIQUE_MS):
         w.open_paths([photo_files["astronaut"]])
     qtbot.waitUntil(lambda: w.image is not None, timeout=20_000)
+    assert w.mode == "contour"  # the default (issue 18: it reads better than heat, side by side)
+    w.set_mode("heat")  # the fill: its strength is measurable where the map is high
     photo = qimage_to_rgb(w.image)
     h, w_ = photo.shape[:2]
     m = upsample(w.saliency, w_, h)
