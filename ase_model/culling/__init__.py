@@ -1,7 +1,7 @@
 """Culling a shoot: group bursts and near-duplicates, pick the best of each, flag the rejects, with reasons.
 
-    feats = features_for(critic, paths)          # new photos: one critique each, plus ~20 ms of measurements
-    for d in cull(feats):                        # known photos: no decoding, ~1 ms a photo
+    feats = features_for(critic, paths)          # new photos: one critique each, plus ~30-60 ms of measurements
+    for d in cull(feats):                        # known photos: no decoding, < 0.1 ms a photo
         print(d.path, d.group, d.decision, d.reason)
 
 See docs/culling.md for the rule, its limits and the measured table.

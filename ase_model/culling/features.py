@@ -1,6 +1,6 @@
 """Per-photo culling features: what cull() needs to group and rank a photo, computed once, kept as JSON.
 
-    feats = features_for(critic, ["IMG_0001.jpg", "IMG_0002.jpg"])   # one critique each, plus ~20 ms
+    feats = features_for(critic, ["IMG_0001.jpg", "IMG_0002.jpg"])   # one critique each, plus ~30-60 ms
     json.dumps(feats[0].to_dict())                                   # the store keeps this beside the critique
 
 A `CullFeatures` holds the capture time (EXIF DateTimeOriginal + SubSecTimeOriginal, else the file's mtime;
@@ -241,7 +241,7 @@ def _grid(image: Image.Image, saliency: np.ndarray) -> dict[str, list[float]]:
 
 
 def features_from(path: str | os.PathLike, image: Image.Image, critique) -> CullFeatures:
-    """CullFeatures of a decoded photo and its Critique (no model call; ~20 ms at 1024 px).
+    """CullFeatures of a decoded photo and its Critique (no model call; ~30-60 ms at 1024 px on a busy CPU).
 
     Args:
         path: the photo's file (for its capture time).
