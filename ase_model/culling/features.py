@@ -204,6 +204,11 @@ def measure(image: Image.Image, saliency: np.ndarray) -> dict[str, float]:
         image: the decoded photo.
         saliency: a float map in [0, 1] at the photo's aspect ratio (any resolution).
     """
+    return _measure(image, saliency)[0]
+
+
+def _measure(image: Image.Image, saliency: np.ndarray) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """(measurements, grid) from one downscaled copy."""
     from ase_model.starter.analytic import _noise, _sharpness, _subject_mask, working_copy
 
     rgb = working_copy(image, MEASURE_SIZE)
@@ -230,14 +235,7 @@ def measure(image: Image.Image, saliency: np.ndarray) -> dict[str, float]:
         "exposure_ev": math.log2(float(lin.mean()) + 1e-4),
         "subject_ev": math.log2(float(lin[subject].mean() if subject.any() else lin.mean()) + 1e-4),
     }
-    return {k: round(float(v), 4) for k, v in m.items()}
-
-
-def _grid(image: Image.Image, saliency: np.ndarray) -> dict[str, list[float]]:
-    from ase_model.starter.analytic import working_copy
-
-    y = (working_copy(image, MEASURE_SIZE).astype(np.float32) / 255.0) @ _LUMA
-    return grid_stats(y, np.asarray(saliency, np.float32))
+    return {k: round(float(v), 4) for k, v in m.items()}, grid_stats(y, np.asarray(saliency, np.float32))
 
 
 def features_from(path: str | os.PathLike, image: Image.Image, critique) -> CullFeatures:
@@ -249,10 +247,11 @@ def features_from(path: str | os.PathLike, image: Image.Image, critique) -> Cull
         critique: its ase_model.critic.Critique (score, saliency, verdicts).
     """
     t, source = capture_time(path)
+    measurements, grid = _measure(image, critique.saliency)
     return CullFeatures(
         path=str(path), capture_time=t, time_source=source, descriptor=descriptor(image),
         score=round(float(critique.score), 4), verdicts=dict(critique.verdicts or {}),
-        measurements=measure(image, critique.saliency), grid=_grid(image, critique.saliency),
+        measurements=measurements, grid=grid,
     )
 
 

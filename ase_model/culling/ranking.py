@@ -5,7 +5,7 @@ The rule (docs/culling.md):
   frame below `soft_ratio` of the group's most detailed frame that is neither noisy, off in exposure nor blown;
   "focus on the background" when the rest keeps its detail or the subject lost clearly more; else "motion
   blur" when the edges' anisotropy moved `motion_anisotropy` off the group's median), exposure
-  (`exposure_stops` or more off the group's median), noise (`noise_factor` times the group's least and above
+  (`exposure_stops` or more off the group's median), noise (`noise_factor` times the group's median and above
   `noise_floor`), blown highlights (`clip_excess` more of the frame than the group's median).
 - A frame with a defect is rejected; a frame without one is kept, however much better the pick is. So a clean
   frame is never rejected for sharing a group with a better one, and every reject names what is wrong with it.
@@ -41,7 +41,7 @@ class CullConfig:
             frame) is soft.
         motion_anisotropy: a soft frame whose edge anisotropy is this far off the group's median is motion blur.
         exposure_stops: this many stops or more off the group's median exposure is a defect.
-        noise_factor: noise this many times the group's least ...
+        noise_factor: noise this many times the group's median ...
         noise_floor: ... and above this (0..255 units) is a defect.
         clip_excess: this share of the frame more blown than the group's median is a defect.
         sharpness_weight: the weight of the subject's relative detail (0..1) against the critic's score.
@@ -51,7 +51,7 @@ class CullConfig:
     soft_ratio: float = 0.85
     motion_anisotropy: float = 0.2
     exposure_stops: float = 1.0
-    noise_factor: float = 2.0
+    noise_factor: float = 1.6
     noise_floor: float = 4.0
     clip_excess: float = 0.05
     sharpness_weight: float = 3.0
@@ -148,10 +148,11 @@ def _defects(m: dict[str, float], ref: dict[str, float], cfg: CullConfig) -> lis
 
 
 def _reference(ms: Sequence[dict[str, float]], cfg: CullConfig) -> dict[str, float]:
-    """The group's reference: the median exposure, anisotropy and clipping, the least noise, and the most
+    """The group's reference: the median exposure, anisotropy, clipping and noise, and the most
     detail among the frames neither noisy, nor off the median exposure, nor blown (noise and clipping move
     detail)."""
-    noise = min(m["noise_sigma"] for m in ms)
+    # The median, not the least: a blurred or darkened frame reads less noise (texture is read as noise too).
+    noise = statistics.median(m["noise_sigma"] for m in ms)
     ev = statistics.median(m["exposure_ev"] for m in ms)
     clip = statistics.median(m["highlight_clip"] for m in ms)
     fair = [m for m in ms if m["noise_sigma"] < max(cfg.noise_factor * noise, cfg.noise_floor)
