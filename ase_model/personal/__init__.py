@@ -17,8 +17,17 @@ See docs/personal.md.
 
 from .features import FEATURES_VERSION, FeatureCache, PhotoFeatures, content_hash, feature_names, photo_features
 from .learn import MIN_RATINGS, LearnResult, LinearTaste, NotEnoughRatings, learn, srcc
-from .profiles import (Profile, ProfileError, ProfileInfo, ProfileModelMismatch, list_profiles, load_profile,
-                       personal_score, profiles_dir, save_profile)
+from .profiles import (
+                       Profile,
+                       ProfileError,
+                       ProfileInfo,
+                       ProfileModelMismatch,
+                       list_profiles,
+                       load_profile,
+                       personal_score,
+                       profiles_dir,
+                       save_profile,
+)
 from .ratings import Rating, ratings_from_darktable, ratings_from_xmp, read_sidecar_rating
 
 __all__ = ["FEATURES_VERSION", "FeatureCache", "PhotoFeatures", "content_hash", "feature_names", "photo_features",
