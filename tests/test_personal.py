@@ -179,7 +179,7 @@ def test_all_equal_ratings(rated_set):
 def test_learns_a_taste_and_round_trips_a_profile(critic, rated_set, tmp_path, monkeypatch):
     _, ratings, feats = rated_set
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    result = learn(feats.vectors, feats.scores, ratings)
+    result = learn(feats.vectors, feats.scores, ratings, image_dims=feats.image_dims)
     assert result.n_ratings == 24 and sum(result.histogram.values()) == 24
     # brightness is easy to see in the features: held out (24 ratings, 5 folds) and on the ratings learnt from
     assert result.personal_srcc > 0.3
@@ -212,3 +212,25 @@ def test_learns_a_taste_and_round_trips_a_profile(critic, rated_set, tmp_path, m
         load_profile("bob")
     with pytest.raises(ProfileError, match="bad profile name"):
         save_profile("../evil", result, model=critic.model_id)
+
+
+def test_ridge_path_equals_the_penalised_solve():
+    """fit_path (score profiled out, one eigendecomposition) is the ridge with a free generic-score weight."""
+    from scipy.stats import rankdata
+
+    from ase_model.personal.learning import fit_path
+
+    rng = np.random.default_rng(0)
+    for n in (200, 40):  # more ratings than features, and fewer
+        x, s = rng.normal(size=(n, 60)), rng.normal(size=n)
+        r = np.clip(np.round(x[:, 0] + s + rng.normal(size=n)), -1, 5)
+        [t] = fit_path(x, s, r, [10.0])
+        xs, ss = (x - x.mean(0)) / x.std(0), (s - s.mean()) / s.std()
+        y = rankdata(r)
+        y = (y - y.mean()) / y.std()
+        z = np.column_stack([ss, xs])
+        penalty = np.full(61, 10.0)
+        penalty[0] = 0.0
+        beta = np.linalg.solve(z.T @ z + np.diag(penalty), z.T @ y)
+        assert t.a == pytest.approx(beta[0], abs=1e-8)
+        assert np.allclose(t.w, beta[1:], atol=1e-8)

@@ -7,7 +7,7 @@
     critic = Critic.from_pretrained()
     rated = ratings_from_xmp(["~/Photos"])                       # or ratings_from_darktable(library.db)
     feats = photo_features(critic, [r.path for r in rated], cache=FeatureCache(work, critic.model_id))
-    result = learn(feats.vectors, feats.scores, [r.rating for r in rated])
+    result = learn(feats.vectors, feats.scores, [r.rating for r in rated], image_dims=feats.image_dims)
     print(result.summary())                                      # personal vs generic, cross-validated
     save_profile("me", result, model=critic.model_id)
     load_profile("me", model=critic.model_id).personal_score(feats.vectors, feats.scores)
@@ -16,7 +16,7 @@ See docs/personal.md.
 """
 
 from .features import FEATURES_VERSION, FeatureCache, PhotoFeatures, content_hash, feature_names, photo_features
-from .learn import MIN_RATINGS, LearnResult, LinearTaste, NotEnoughRatings, learn, srcc
+from .learning import MIN_RATINGS, LearnResult, LinearTaste, NotEnoughRatings, learn, srcc
 from .profiles import (
                        Profile,
                        ProfileError,

@@ -59,11 +59,13 @@ class PhotoFeatures:
         vectors: (n, d) float32 feature vectors (the generic score is the last column).
         scores: (n,) the generic score of each photo (0..10).
         model: the fingerprint of the model that computed them.
+        image_dims: how many leading columns are the pooled image features (for `learn(image_dims=...)`).
     """
 
     vectors: np.ndarray
     scores: np.ndarray
     model: str
+    image_dims: int = 0
 
 
 def feature_names(critic) -> list[str]:
@@ -172,4 +174,5 @@ def photo_features(critic, photos: Sequence[str | os.PathLike | Image.Image], ca
                 cache.put(keys[i], v)
     vectors = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
     scores = vectors[:, -1].copy() if len(rows) else np.zeros(0, np.float32)
-    return PhotoFeatures(vectors=vectors, scores=scores, model=critic.model_id)
+    return PhotoFeatures(vectors=vectors, scores=scores, model=critic.model_id,
+                         image_dims=int(critic.model.config.text_config.hidden_size))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .features import FEATURES_VERSION
-from .learn import LearnResult, LinearTaste
+from .learning import LearnResult, LinearTaste
 
 __all__ = ["Profile", "ProfileInfo", "ProfileError", "ProfileModelMismatch", "profiles_dir", "save_profile",
            "load_profile", "list_profiles", "personal_score"]

@@ -109,7 +109,7 @@ def test_learn_from_a_real_darktable_library(tmp_path, photos, monkeypatch):
         feats = photo_features(critic, [r.path for r in rated], cache=FeatureCache(tmp_path / "cache", critic.model_id))
     finally:
         torch.set_num_threads(before)
-    result = learn(feats.vectors, feats.scores, np.array([r.rating for r in rated]))
+    result = learn(feats.vectors, feats.scores, np.array([r.rating for r in rated]), image_dims=feats.image_dims)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     save_profile("darktable", result, model=critic.model_id, sources=[f"darktable:{library}"])
     [info] = list_profiles()
