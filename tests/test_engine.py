@@ -45,7 +45,7 @@ def _generate(model, ids, feats, n):
 def _check(model, prompts, n, stagger=0):
     engine = DecodeEngine(model, slots=8, max_len=256)
     handles = []
-    for i, (ids, feats) in enumerate(prompts):
+    for ids, feats in prompts:
         handles.append(engine.submit(Request(ids, feats, max_new_tokens=n)))
         for _ in range(stagger):
             engine.step()

@@ -106,6 +106,7 @@ class DecodeEngine:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         B, T, _ = x.shape
         L = mask.shape[-1]
+        dense = bool((slots == torch.arange(B, device=slots.device)).all())
         for i, layer in enumerate(self.lm.layers):
             a = layer.self_attn
             h = layer.input_layernorm(x)
@@ -116,7 +117,10 @@ class DecodeEngine:
             # write the new K/V at each slot's own positions, in place (the cache is never reallocated)
             self.k[i][slots[:, None], :, positions] = k.transpose(1, 2)
             self.v[i][slots[:, None], :, positions] = v.transpose(1, 2)
-            kc, vc = self.k[i][slots, :, :L], self.v[i][slots, :, :L]
+            if dense:  # slots 0..B-1: a view, no gather copy
+                kc, vc = self.k[i][:B, :, :L], self.v[i][:B, :, :L]
+            else:
+                kc, vc = self.k[i][slots, :, :L], self.v[i][slots, :, :L]
             o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, enable_gqa=self.n_heads != self.kv_heads)
             x = x + a.o_proj(o.transpose(1, 2).reshape(B, T, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
