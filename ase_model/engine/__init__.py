@@ -1,0 +1,5 @@
+"""A decode engine for ASEForConditionalGeneration: slot KV cache, prefill, batched decode step (see docs/engine.md)."""
+
+from .core import DecodeEngine, Request, UnsupportedArchitecture
+
+__all__ = ["DecodeEngine", "Request", "UnsupportedArchitecture"]
