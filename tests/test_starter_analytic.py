@@ -156,7 +156,8 @@ def test_rotation_flips_to_tilted(photos):
     got = {d: analyze(jpeg(rotate(photos["camera"], d))) for d in (-5, -4, 4, 5)}
     for d, a in got.items():
         assert a.verdicts["tilt"] == "tilted", (d, a.measurements["tilt_deg"])
-        assert abs(abs(a.measurements["tilt_deg"]) - abs(d)) < 1.5 and math.copysign(1, a.measurements["tilt_deg"]) == math.copysign(1, d)
+        deg = a.measurements["tilt_deg"]
+        assert abs(abs(deg) - abs(d)) < 1.5 and math.copysign(1, deg) == math.copysign(1, d)
 
 
 @pytest.mark.parametrize("name", ["camera", "astronaut", "china", "rocket"])
@@ -178,6 +179,87 @@ def test_no_lines_no_tilt_verdict(photos):
         for d in (0, 8):
             a = analyze(jpeg(rotate(photos[name], d) if d else photos[name]))
             assert a.verdicts["tilt"] == "n/a", (name, d, a.measurements["tilt_deg"])
+
+
+def facade(size=(600, 400)) -> Image.Image:
+    """Rows of small dark windows on a light wall: many short straight edges, none long."""
+    import cv2
+
+    a = np.full((size[1], size[0], 3), 200, np.uint8)
+    for y in range(15, size[1] - 30, 32):
+        for x in range(15, size[0] - 30, 32):
+            cv2.rectangle(a, (x, y), (x + 14, y + 18), (60, 60, 70), -1)
+    return Image.fromarray(a)
+
+
+def test_edge_orientation_reads_the_rotation():
+    """The edge-orientation histogram reads a rotation from short edges the line segment detector drops (within
+    1.5 degrees, counter-clockwise positive), and level when level."""
+    level = analyze(jpeg(facade())).measurements
+    assert abs(level["tilt_hist_deg"]) < 1.0 and level["tilt_hist_level"] == 1.0, level
+    for d in (-9, -6, 6, 9):
+        m = analyze(jpeg(rotate(facade(), d))).measurements
+        assert abs(m["tilt_hist_deg"] - d) < 1.5, (d, m["tilt_hist_deg"])
+        assert m["tilt_hist_peak"] > 4 and m["tilt_hist_level"] < 0.3, (d, m)
+
+
+def test_no_lines_no_orientation_peak(photos, originals):
+    """Without straight lines the histogram has no peak to speak of (1 = every orientation alike)."""
+    from ase_model.starter.analytic import TILT_HIST_PEAK
+
+    for name in ("moon", "flower"):
+        assert originals[name].measurements["tilt_hist_peak"] < TILT_HIST_PEAK, originals[name].measurements
+
+
+def test_segments_and_histogram_agreeing_is_a_tilt():
+    """Weak line support (below TILT_MIN_SUPPORT) is enough when the histogram reads the same angle; a
+    disagreeing or flat histogram is not."""
+    from ase_model.starter.analytic import TILT_MIN_SUPPORT, judge
+
+    base = analyze(jpeg(facade())).measurements
+    weak = dict(base, tilt_deg=7.0, tilt_support=0.4 * TILT_MIN_SUPPORT, tilt_share=0.4, tilt_level_support=0.0,
+                tilt_hist_deg=7.8, tilt_hist_peak=2.5, tilt_hist_level=0.3)
+    assert judge(weak)["tilt"] == "tilted"
+    assert judge(dict(weak, tilt_hist_deg=-7.0))["tilt"] == "n/a"  # opposite sign
+    assert judge(dict(weak, tilt_hist_peak=1.1))["tilt"] == "n/a"  # no preferred orientation
+    assert judge(dict(weak, tilt_hist_level=1.0))["tilt"] == "n/a"  # level competes
+
+
+def test_blue_cast_keeps_blown_highlights_blown(photos):
+    """A blue cast lowers the luma of a blown sky, but green and blue stay clipped: still overexposed."""
+    from ase_model.starter.dataset import channel_gains
+
+    bright = stops(photos["astronaut"], 2)
+    plain = analyze(jpeg(bright))
+    cast = analyze(jpeg(channel_gains(bright, (math.exp(-0.35), 1.0, math.exp(0.35)))))
+    assert plain.verdicts["exposure"] == cast.verdicts["exposure"] == "overexposed"
+    assert cast.measurements["highlight_clip"] >= 0.8 * plain.measurements["highlight_clip"]
+    assert cast.score < plain.score
+
+
+def test_a_cast_earns_no_colour_credit(photos, originals):
+    """A blue cast on a black and white photo adds chroma but no colour: the cast-discounted chroma stays well
+    below the raw one, the cast is named, and the score falls."""
+    from ase_model.starter.dataset import channel_gains
+
+    a = analyze(jpeg(channel_gains(photos["camera"], (math.exp(-0.35), 1.0, math.exp(0.35)))))
+    assert a.measurements["chroma_p99"] > 15
+    assert a.measurements["balanced_chroma_p99"] < 0.7 * a.measurements["chroma_p99"]
+    assert a.verdicts["white_balance"] == "cool cast"
+    assert a.score < originals["camera"].score - 1
+
+
+def test_blue_near_neutrals_name_a_cool_cast(originals):
+    """Near-neutral surfaces clearly blue say cool even when gray-edge reads neutral (a cast on warm content),
+    and green content does not out-vote them."""
+    from ase_model.starter.analytic import COOL_BY_NEUTRALS_B, judge
+
+    m = dict(originals["astronaut"].measurements, wb_warm=0.05, wb_green=0.0, neutral_a=0.5,
+             neutral_b=1.2 * COOL_BY_NEUTRALS_B)
+    assert judge(m)["white_balance"] == "cool cast"
+    assert judge(dict(m, wb_green=0.2, neutral_a=-2.0))["white_balance"] == "cool cast"
+    assert judge(dict(m, neutral_b=-2.0))["white_balance"] == "neutral"
+    assert judge(dict(m, wb_warm=0.3))["white_balance"] != "cool cast"  # gray-edge warm: no cool verdict
 
 
 def test_crop_that_moves_the_subject_changes_composition(photos, originals):
@@ -280,7 +362,7 @@ def test_dataset_scale_degradations(photos):
 
 
 def test_score_follows_the_faults(photos, originals):
-    bad = analyze(jpeg(stops(photos["astronaut"], -2).filter(ImageFilter.GaussianBlur(2.5))))
+    bad = analyze(jpeg(stops(photos["astronaut"], -2.5).filter(ImageFilter.GaussianBlur(2.5))))
     assert bad.score <= originals["astronaut"].score - 3
     assert 1.0 <= bad.score <= 9.5
     assert bad.score == score_of(bad.measurements, bad.verdicts)

@@ -8,15 +8,19 @@ noise, a crop through the subject), measured at 512 px and at the 224 px JPEG th
 bench/teacher_edits.py (the table per edit) and tests/test_starter_analytic.py.
 
 Measurements (on a copy downscaled to at most WORK_SIZE px on the long side):
-- exposure: Rec.709 luma of the sRGB values: mean, percentiles, fraction of clipped highlights (luma >= 0.97)
-  and shadows (<= 0.03), and the clipped fraction inside the salient region (a blown subject).
+- exposure: Rec.709 luma of the sRGB values: mean, percentiles, fraction of clipped highlights (luma >= 0.97, or
+  two of the three channels at >= 0.97: a blown sky under a blue cast stays blown) and shadows (<= 0.03), and the
+  clipped fraction inside the salient region (a blown subject).
 - contrast: luma spread p95 - p5 (and RMS contrast, reported only).
-- colour: Hasler-Süsstrunk colourfulness, 99th percentile of CIELAB chroma, mean HSV saturation.
+- colour: Hasler-Süsstrunk colourfulness, 99th percentile of CIELAB chroma, mean HSV saturation, and the chroma
+  measured around the near-neutral point instead of grey (balanced_chroma_p99: the colour left once a cast is
+  discounted; the score's colour credit uses it, so a cast never earns colour).
 - white balance: gray-edge illuminant estimate (van de Weijer et al. 2007, Minkowski p=6, sigma=1, on linear
   light, clipped pixels excluded) as log(R/B) ("warm") and log(G/sqrt(RB)) ("green"), and as one vector in
   that plane (cast_strength in units of the thresholds, cast_angle: 0 warm, 90 green, 180 cool, -90 magenta);
   beside it the CIELAB a*, b* of the least chromatic 30% of mid-tones (neutral_a, neutral_b: where the
-  near-neutral surfaces lean, which a warm subject such as skin or fur does not move). Gray-edge is equivariant
+  near-neutral surfaces lean, which a warm subject such as skin or fur does not move; clearly blue near-neutrals
+  name a cool cast on their own where gray-edge is not warm). Gray-edge is equivariant
   to channel gains, so a cast shifts it by the gain's log ratio; its value on scenes whose content is warm
   (an orange cat, an orange flower filling the frame) is warm too, which no no-reference estimator avoids.
 - sharpness: RMS Laplacian / RMS gradient over the 10% strongest-gradient pixels. For an edge blurred by a
@@ -28,6 +32,9 @@ Measurements (on a copy downscaled to at most WORK_SIZE px on the long side):
 - tilt: OpenCV's line segment detector; segments near an axis vote with their length for their deviation from
   it (verticals double: perspective bends receding horizontals, not verticals of a level shot); the winning
   2-degree window gives the angle, its votes and share the confidence, and it must beat the level window.
+  Beside it, an edge-orientation histogram (Canny edges' gradient directions folded onto 0..90 degrees, weighted
+  by magnitude) reads the dominant axis from short edges too; where both readings agree on the angle, weaker
+  line support suffices. Neither reads the rotate-and-crop edit's artefacts: it leaves no fill, no border.
 - framing: saliency density in a band along each side of the frame against the frame's: a salient region
   running into an edge ("cut off").
 - composition: centroid of the top 10% of the spectral-residual saliency map against the centre and the four
@@ -45,6 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+
+from .tilt import tilt
 
 WORK_SIZE = 512
 
@@ -75,6 +84,9 @@ COOL_CAST = -0.28
 COOL_CAST_CONFIRMED = -0.18  # cool from here when the near-neutral pixels lean blue (neutral_b at most ...)
 COOL_NEUTRAL_B = -1.5        # ... this); originals -0.16 (china) .. ; blurring china reads -0.26 with b* -0.3
 GREEN_NEUTRAL_A = -1.0  # and the near-neutral pixels' a* at most this
+COOL_BY_NEUTRALS_B = -8.0    # cool also when the near-neutrals' b* reaches this (strength 1) ...
+COOL_BY_NEUTRALS_WARM = 0.1  # ... and gray-edge reads at most this warm
+GREEN_OVER_COOL = 1.5        # green must beat the cool reading by this to name the cast
 NEUTRAL_CHROMA_MAX = 40.0  # the near-neutral pixels' mean (a*, b*) farther than this from grey: no cast verdict
 GREEN_CAST = 0.15       # gray-edge log(G/sqrt(RB)); originals -0.09..0.09
 MAGENTA_CAST = -0.20     # (warm-skin portraits read down to -0.15)
@@ -82,11 +94,14 @@ MAGENTA_OVER_COOL = 1.5  # in the cool-magenta quarter, magenta must beat the co
 FLAT_SPREAD = 0.30      # luma p95 - p5
 HARSH_SPREAD = 0.94     # and at least HARSH_CLIP of clipped highlights + shadows
 HARSH_CLIP = 0.10
-TILT_RANGE_DEG = 15.0   # lines this far off an axis vote; a steeper "tilt" is a diagonal, not a crooked frame
 TILT_MIN_SUPPORT = 1.0  # votes in the winning window (see _tilt; about one long line across the frame)
 TILT_MIN_SHARE = 0.2    # the winning window's share of all near-axis votes
 TILT_OVER_LEVEL = 1.5   # a tilt's votes over the level window's
 TILT_DEG = 3.0          # tilted at or beyond (a smaller reading is within perspective and line noise)
+TILT_AGREE_DEG = 4.0    # or: segments and edge-orientation histogram within this of each other (same sign) ...
+TILT_HIST_PEAK = 1.6    # ... the histogram's peak this far over its mean (1 = no preferred orientation) ...
+TILT_HIST_LEVEL = 0.9   # ... the level bin below this share of the peak ...
+TILT_AGREE_SUPPORT = 0.1  # ... and a little line support (on the training sources: +8 points named, +1 alarm)
 EDGE_BAND = 0.06        # the border band for framing, a share of the short side
 CUT_EDGE_PEAK = 0.98     # ... and holds the frame's most salient point (on the wallpaper photos: 12 % of the
                          # originals fire, half of edits.py's cut crops; the saliency is no subject detector)
@@ -97,6 +112,14 @@ CENTRE_RADIUS = 0.10    # saliency centroid within this (fractions of the frame)
 THIRDS_RADIUS = 0.08    # ... of a power point: rule of thirds
 EDGE_OFFSET = 0.30      # ... this far from the centre on either axis: off balance
 BASE_SCORE = 7.0
+# Score weights (tuned on the training sources' edits only, bench/teacher_edits.py; see score_terms).
+TILT_STEP = 1.2           # a "tilted" verdict (small: a false alarm on an original must not outweigh the rest)
+TILT_EVIDENCE_COST = 0.5  # tilt evidence short of a verdict (the edge-orientation histogram, see score_terms)
+FRAMING_COST = 1.5        # a band up to twice as salient as the frame ...
+FRAMING_STEP = 1.8        # ... and a "cut off" verdict
+SATURATION_CREDIT = 2.0   # colour credit at SATURATION_FULL cast-discounted chroma p99 and above
+SATURATION_FULL = 45.0
+COOL_NEUTRAL_COST = 0.5   # the near-neutrals' b* from +4 down to -12 (turning blue) costs up to this
 
 # Every label judge() can give, per verdict (the phrasing templates and the tag map cover all of them).
 VERDICT_LABELS: dict[str, tuple[str, ...]] = {
@@ -140,9 +163,15 @@ _V = np.arange(256, dtype=np.float64) / 255.0
 _LINEAR_LUT = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
-def _exposure(rgbf: np.ndarray, y: np.ndarray, y_salient: np.ndarray) -> dict[str, float]:
+def _blown(rgbf: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Blown highlights: luma at white, or two of the three channels at their top (a white sky under a blue cast
+    keeps green and blue clipped while its luma drops below white)."""
+    return (y >= 0.97) | (np.sort(rgbf, axis=-1)[..., 1] >= 0.97)
+
+
+def _exposure(rgbf: np.ndarray, y: np.ndarray, blown_salient: np.ndarray) -> dict[str, float]:
     p01, p05, p50, p95, p99 = np.percentile(y[::2, ::2], [1, 5, 50, 95, 99])  # a quarter of the pixels is plenty
-    blown = y >= 0.97
+    blown = _blown(rgbf, y)
     return {
         "mean_luminance": float(y.mean()),
         "median_luminance": float(p50),
@@ -150,7 +179,7 @@ def _exposure(rgbf: np.ndarray, y: np.ndarray, y_salient: np.ndarray) -> dict[st
         "p99_luminance": float(p99),
         "highlight_clip": float(blown.mean()),
         "shadow_clip": float((y <= 0.03).mean()),
-        "subject_highlight_clip": float((y_salient >= 0.97).mean()) if y_salient.size else 0.0,
+        "subject_highlight_clip": float(blown_salient.mean()) if blown_salient.size else 0.0,
         "contrast_spread": float(p95 - p05),
         "contrast_rms": float(y.std()),
     }
@@ -173,9 +202,13 @@ def _colour(rgb: np.ndarray, rgbf: np.ndarray) -> dict[str, float]:
         neutral_a, neutral_b = float(lab[..., 1][low].mean()), float(lab[..., 2][low].mean())
     else:
         neutral_a = neutral_b = 0.0
+    # Chroma around the near-neutral point instead of around grey: a cast moves every colour, neutrals too, so
+    # this is the colour the scene has once the cast is discounted (a blue cast adds chroma, not colour).
+    balanced = np.hypot(lab[..., 1] - neutral_a, lab[..., 2] - neutral_b)
     return {
         "colorfulness": float(colourfulness),
         "chroma_p99": float(np.percentile(chroma, 99)),
+        "balanced_chroma_p99": float(np.percentile(balanced, 99)),
         "mean_saturation": float(hsv_s.mean() / 255.0),
         "neutral_a": neutral_a,
         "neutral_b": neutral_b,
@@ -265,61 +298,6 @@ def _noise(y: np.ndarray) -> dict[str, float]:
     return {"noise_sigma": sigma}
 
 
-def _line_segments(gray: np.ndarray) -> np.ndarray:
-    """(N, 4) straight segments x1, y1, x2, y2 (OpenCV's line segment detector; Hough as a fallback)."""
-    import cv2
-
-    try:
-        lines = cv2.createLineSegmentDetector(cv2.LSD_REFINE_STD).detect(gray)[0]
-    except (AttributeError, cv2.error):  # builds without LSD
-        edges = cv2.Canny(cv2.GaussianBlur(gray, (0, 0), 1.5), 30, 90)
-        n = int(0.1 * min(gray.shape))
-        lines = cv2.HoughLinesP(edges, 1, np.pi / 360, threshold=n // 2, minLineLength=n, maxLineGap=3)
-    return np.zeros((0, 4), np.float32) if lines is None else np.asarray(lines, np.float32).reshape(-1, 4)
-
-
-_TILT_GRID = np.arange(-TILT_RANGE_DEG, TILT_RANGE_DEG + 1e-6, 0.25)
-
-
-def _tilt(rgb: np.ndarray) -> dict[str, float]:
-    """The frame's rotation from its dominant near-horizontal and near-vertical lines.
-
-    Every segment at least 6 % of the short side long votes, with its length (in frame widths for horizontals,
-    heights for verticals) times its length in quarters of the short side, for its deviation from the nearest axis; the 2-degree window with the most votes is
-    the tilt. Perspective bends receding horizontals but leaves verticals upright in a level shot, so verticals
-    count double. Confidence: the winning window's votes (support) and their share of all near-axis votes, and
-    how much it beats the level hypothesis (the window around 0).
-    """
-    import cv2
-
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    h, w = gray.shape
-    seg = _line_segments(gray)
-    dx, dy = seg[:, 2] - seg[:, 0], seg[:, 3] - seg[:, 1]
-    length = np.hypot(dx, dy)
-    ang = (np.degrees(np.arctan2(-dy, dx)) + 90.0) % 180.0 - 90.0  # counter-clockwise positive, -90..90
-    horizontal = np.abs(ang) <= TILT_RANGE_DEG + 1
-    dev = np.where(horizontal, ang, np.where(ang > 0, ang - 90.0, ang + 90.0))
-    keep = (np.abs(dev) <= TILT_RANGE_DEG + 1) & (length >= 0.06 * min(h, w))
-    # Long lines are the reliable ones (short segments at small sizes are mostly texture): a vote grows with
-    # the square of the length.
-    wt = (np.where(horizontal, length / w, 2.0 * length / h) * length / (0.25 * min(h, w)))[keep]
-    dev, horizontal = dev[keep], horizontal[keep]
-    none = {"tilt_deg": 0.0, "tilt_support": 0.0, "tilt_share": 0.0, "tilt_level_support": 0.0,
-            "tilt_agreement": 0.0}
-    if not wt.size:
-        return none
-    votes = np.array([wt[np.abs(dev - c) <= 1.0].sum() for c in _TILT_GRID])
-    i = int(np.argmax(votes))
-    near = np.abs(dev - _TILT_GRID[i]) <= 1.0
-    deg = float(np.average(dev[near], weights=wt[near]))
-    level = float(wt[np.abs(dev) <= 1.0].sum())
-    # Both families agreeing on the angle is the strongest evidence (a rotated frame turns them together).
-    agree = min(float(wt[near & horizontal].sum()), float(wt[near & ~horizontal].sum()) / 2.0)
-    return {"tilt_deg": deg, "tilt_support": float(votes[i]), "tilt_share": float(votes[i] / wt.sum()),
-            "tilt_level_support": level, "tilt_agreement": agree}
-
-
 def _framing(sal: np.ndarray) -> dict[str, float]:
     """Is the salient region cut by the frame's edge? Saliency density in a band along each side.
 
@@ -368,9 +346,9 @@ def measure(image: Image.Image) -> dict[str, float]:
     small = working_copy(Image.fromarray(rgb), 128)
     sal = spectral_residual(small, size=128)
     salient = sal >= np.percentile(sal, 90)
-    y_small = (small.astype(np.float32) / 255.0) @ _LUMA
+    small_f = small.astype(np.float32) / 255.0
     m: dict[str, float] = {"width": float(rgb.shape[1]), "height": float(rgb.shape[0])}
-    m.update(_exposure(rgbf, y, y_small[salient]))
+    m.update(_exposure(rgbf, y, _blown(small_f, small_f @ _LUMA)[salient]))
     m.update(_colour(rgb, rgbf))
     m.update(_white_balance(rgb))
     # The cast as one vector in the gray-edge opponent plane (warm-cool, green-magenta), each axis in units of
@@ -381,14 +359,25 @@ def measure(image: Image.Image) -> dict[str, float]:
     m["cast_angle"] = math.degrees(math.atan2(cg, cw))
     m.update(_sharpness(y, sal))
     m.update(_noise(y))
-    m.update(_tilt(rgb))
+    m.update(tilt(rgb))
     m.update(_framing(sal))
     m.update(_composition(sal))
     return m
 
 
+def _tilt_agrees(m: dict[str, float]) -> bool:
+    """The line segments and the edge-orientation histogram agree on one tilt, and the histogram is peaked."""
+    deg, hist = m["tilt_deg"], m.get("tilt_hist_deg", 0.0)
+    return (min(abs(deg), abs(hist)) >= TILT_DEG and deg * hist > 0 and abs(deg - hist) <= TILT_AGREE_DEG
+            and m.get("tilt_hist_peak", 0.0) >= TILT_HIST_PEAK and m.get("tilt_hist_level", 1.0) <= TILT_HIST_LEVEL
+            and m["tilt_support"] >= TILT_AGREE_SUPPORT and m["tilt_support"] >= TILT_OVER_LEVEL
+            * m["tilt_level_support"])
+
+
 def _tilt_verdict(m: dict[str, float]) -> str:
     deg, support, level = abs(m["tilt_deg"]), m["tilt_support"], m["tilt_level_support"]
+    if _tilt_agrees(m):
+        return "tilted"  # two independent readings of the same angle: fewer, shorter lines suffice
     if support < TILT_MIN_SUPPORT or m["tilt_share"] < TILT_MIN_SHARE:
         return "n/a"  # no clear lines: say nothing
     if deg < TILT_DEG:
@@ -467,12 +456,15 @@ def _cast_verdict(m: dict[str, float]) -> str:
     # Near-neutral surfaces that lean blue confirm a weaker cool reading (gray-edge alone moves with content).
     cool_at = COOL_CAST_CONFIRMED if m["neutral_b"] <= COOL_NEUTRAL_B else COOL_CAST
     cool = warm / cool_at if warm < 0 else 0.0
+    if warm <= COOL_BY_NEUTRALS_WARM:  # gray-edge not warm and the near-neutrals clearly blue: cool on their own
+        cool = max(cool, m["neutral_b"] / COOL_BY_NEUTRALS_B)
     axes = []
     if warm > 0 and m["neutral_b"] >= WARM_NEUTRAL_B:
         axes.append((warm / WARM_CAST, "warm cast"))
-    elif warm < 0:
+    elif cool > 0:
         axes.append((cool, "cool cast"))
-    if green > 0 and m["neutral_a"] <= GREEN_NEUTRAL_A:  # green content (foliage) reads green on gray-edge too
+    # Green content (foliage) reads green on gray-edge too: green needs near-neutrals that lean green, not blue.
+    if green > 0 and m["neutral_a"] <= GREEN_NEUTRAL_A and green / GREEN_CAST >= GREEN_OVER_COOL * cool:
         axes.append((green / GREEN_CAST, "green cast"))
     elif m["neutral_a"] > 0 and green / MAGENTA_CAST >= MAGENTA_OVER_COOL * cool:
         axes.append((green / MAGENTA_CAST, "magenta cast"))
@@ -507,7 +499,9 @@ def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
     t["noise"] = -2.0 * _ramp(m["noise_sigma"], 1.0, 20.0) - (2.0 if v["noise"] == "noisy" else 0.0)
     # Colour is one continuous credit, with no step at "muted": a muted photo desaturated further, down to black
     # and white, always loses (a black and white original simply earns no colour credit).
-    t["saturation"] = (2.0 * _ramp(m["chroma_p99"], MONO_CHROMA, 55.0)
+    # The cast-discounted chroma: a cast adds chroma but no colour, and must not earn colour credit.
+    chroma = m.get("balanced_chroma_p99", m["chroma_p99"])
+    t["saturation"] = (SATURATION_CREDIT * _ramp(chroma, MONO_CHROMA, SATURATION_FULL)
                        - 1.0 * _ramp(m["colorfulness"], OVERSAT_CF - 10, OVERSAT_CF + 40))
     # Warm renderings are widely accepted (and warm content reads warm), so warmth costs less than coolness or a
     # green/magenta tint. A black and white photo reads neutral here (R = G = B), so it pays nothing.
@@ -515,14 +509,21 @@ def score_terms(m: dict[str, float], v: dict[str, str]) -> dict[str, float]:
     judgeable = math.hypot(m["neutral_a"], m["neutral_b"]) <= NEUTRAL_CHROMA_MAX
     cast = judgeable * (-1.0 * _ramp(warm, 0.0, -0.60)
             - 0.5 * _ramp(warm, 0.45, 1.30) * (m["neutral_b"] >= WARM_NEUTRAL_B)
-            - 0.8 * _ramp(abs(green), 0.08, 0.40))
+            - 0.8 * _ramp(abs(green), 0.08, 0.40)
+            - COOL_NEUTRAL_COST * _ramp(m["neutral_b"], 4.0, -12.0))  # near-neutral surfaces turning blue
     t["white_balance"] = cast - {"neutral": 0.0, "warm cast": 0.3}.get(v["white_balance"], 1.0)
     t["contrast"] = 0.5 * _ramp(m["contrast_spread"], 0.35, 0.75) - 1.0 * _ramp(m["contrast_spread"], 0.35, 0.10)
     if v["contrast"] == "harsh":
         t["contrast"] -= 0.6
+    # Tilt evidence short of a verdict still costs a little: a peaked edge-orientation histogram whose peak
+    # sits off level, with little at level.
+    evidence = (_ramp(abs(m.get("tilt_hist_deg", 0.0)), 2.0, 6.0) * _ramp(m.get("tilt_hist_peak", 0.0), 1.2, 2.5)
+                * _ramp(m.get("tilt_hist_level", 1.0), 0.9, 0.4))
+    t["tilt"] = -TILT_EVIDENCE_COST * evidence
     if v["tilt"] == "tilted":
-        t["tilt"] = -1.8 - 0.8 * _ramp(abs(m["tilt_deg"]), TILT_DEG, 12.0)
-    t["framing"] = -1.5 * _ramp(m["edge_saliency"], 1.5, 3.0) - (1.8 if v["framing"] == "cut off" else 0.0)
+        t["tilt"] += -TILT_STEP - 0.8 * _ramp(abs(m["tilt_deg"]), TILT_DEG, 12.0)
+    t["framing"] = (-FRAMING_COST * _ramp(m["edge_saliency"], 1.5, 3.0)
+                    - (FRAMING_STEP if v["framing"] == "cut off" else 0.0))
     t["composition"] = {"off balance": -0.4, "rule of thirds": 0.5, "centered": 0.3}.get(v["composition"], 0.0)
     return {k: round(x, 3) for k, x in t.items() if abs(x) >= 1e-3}
 
