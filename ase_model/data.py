@@ -684,7 +684,7 @@ def _load_dpc2022(path: Path, split: str, col: _Collector, idx: _Indexes) -> Non
 
         def texts(key: str) -> list[str]:
             out = []
-            for c in rec.get(key) or []:
+            for c in rec.get(key) or []:  # noqa: B023 - called at once, inside the loop
                 if isinstance(c, list):
                     c = " ".join(str(x) for x in c if isinstance(x, str))
                 c = clean_comment(c)

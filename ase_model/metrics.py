@@ -116,8 +116,7 @@ def tokenize_captions(captions: Sequence[str]) -> list[str]:
             f.write(text)
         proc = subprocess.run(
             ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", path],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             check=False,
         )
     finally:

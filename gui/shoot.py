@@ -15,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 
+from ase_daemon.contract import BUSY, FORBIDDEN, NOT_READY
 from PySide6.QtCore import QObject, Signal
 
 __all__ = ["SORT_KEYS", "Query", "ScorePass", "filter_paths", "matches", "parse_query", "sort_paths"]
@@ -207,10 +208,10 @@ class ScorePass(QObject):
                     else:
                         result, png = client.critique(path=path)
                 except DaemonError as e:
-                    if e.code == "forbidden" and not send_bytes:  # a remote daemon: send the bytes from now on
+                    if e.code == FORBIDDEN and not send_bytes:  # a remote daemon: send the bytes from now on
                         send_bytes = True
                         paths.append(path)
-                    elif e.code in ("busy", "not_ready") and tries.get(path, 0) < 20:  # the viewer's own comes first
+                    elif e.code in (BUSY, NOT_READY) and tries.get(path, 0) < 20:  # the viewer's own comes first
                         tries[path] = tries.get(path, 0) + 1
                         self._stop.wait(min(max(e.retry_after or 1.0, 0.2), 5.0))
                         paths.append(path)
