@@ -70,7 +70,9 @@ def run(tree: Path | None, code: str) -> tuple[float, bool, int]:
     """Wall seconds of one fresh process, whether it imported torch, its exit code."""
     env = dict(os.environ, PYTHONPATH=str(tree) if tree else "", HF_HUB_OFFLINE="1")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True)
+    # a neutral working folder: `python -c` puts it first on sys.path, where the repository's own ase_model would win
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True,
+                       cwd=tempfile.gettempdir())
     wall = time.perf_counter() - t0
     torch = any(line.rsplit("|", 1)[-1].strip() == "torch" for line in r.stderr.splitlines())
     return wall, torch, r.returncode
@@ -99,8 +101,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ase-cold-") as tmp:
         tmp = Path(tmp)
         before = extract(args.before, tmp)
-        where = subprocess.run([sys.executable, "-c", "import ase_daemon; print(ase_daemon.__file__)"], text=True,
-                               env=dict(os.environ, PYTHONPATH=str(before)), capture_output=True).stdout
+        where = subprocess.run([sys.executable, "-c", "import ase_model; print(ase_model.__file__)"], text=True,
+                               env=dict(os.environ, PYTHONPATH=str(before)), capture_output=True,
+                               cwd=tempfile.gettempdir()).stdout
         assert where.startswith(str(before)), f"the earlier tree is not the one imported: {where}"
         photo = tmp / "photo.jpg"
         Image.new("RGB", (640, 480), (120, 90, 60)).save(photo, quality=90)
