@@ -22,7 +22,7 @@ TORCH_FREE = ("ase_model.imageio", "ase_model.imagesafety", "ase_model.overlay",
               "ase_model.saliency")
 MAX_FILE_LINES, MAX_CLASS_LINES, MAX_LUA_LINES = 600, 300, 400
 # Rooms still too big (issue 16 left them open): each may shrink, none may grow. Remove a line once it is split.
-KNOWN_BIG = {"ase_model/data.py": 1088, "tests/test_xmp.py": 632, "tests/test_imageio.py": 629}
+KNOWN_BIG = {"tests/test_xmp.py": 632, "tests/test_imageio.py": 629}
 # Lines over 120 characters left from before ruff: the count may only fall (ruff format would fix most at once).
 MAX_LONG_LINES = 87
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-LIGHT = ["ase_model", "ase_model.imageio", "ase_model.imagesafety", "ase_model.overlay", "ase_model.attributes",
-         "ase_model.saliency", "ase_model.cli", "ase_daemon.mllm_cli"]
+LIGHT = ["ase_model", "ase_model.data", "ase_model.imageio", "ase_model.imagesafety", "ase_model.overlay",
+         "ase_model.attributes", "ase_model.saliency", "ase_model.cli", "ase_daemon.mllm_cli"]
 
 
 @pytest.mark.parametrize("module", LIGHT)
