@@ -7,7 +7,7 @@ SubIFD = raw CFA image), then times ``ase_model.imageio.load_image`` both ways.
     python bench/raw_decode.py [--repeats 3] [--mp 24]
 
 ``run(repeats=3) -> dict`` is imported by bench/model_overhead.py; importing this module has
-no side effects. ``write_dng`` is also used by tests/test_imageio.py, because pidng cannot
+no side effects. ``write_dng`` is also used by tests/test_imageio_raw_and_limits.py, because pidng cannot
 embed a preview image.
 """
 

@@ -44,6 +44,18 @@ def photos() -> dict[str, Image.Image]:
     return {k: v.convert("RGB") for k, v in out.items()}
 
 
+@pytest.fixture(scope="module")
+def chelsea() -> np.ndarray:
+    """skimage's cat as an array, 300x451: not square, so orientation errors show (the imageio tests)."""
+    return pytest.importorskip("skimage.data").chelsea()
+
+
+@pytest.fixture(scope="module")
+def coffee() -> np.ndarray:
+    """skimage's coffee cup as an array, 400x600 (the imageio tests)."""
+    return pytest.importorskip("skimage.data").coffee()
+
+
 @pytest.fixture()
 def photo_files(tmp_path, photos):
     """The sample photos as JPEG files in a temp folder: {name: path}."""

@@ -430,7 +430,7 @@ def test_existing_sidecar_kept_exiftool_and_changed_photo(wd, photos, tmp_path):
 
 @contextmanager
 def tmpfs(mountpoint: Path):
-    """A small tmpfs (as tests/test_xmp.py does): the honest read-only folder when tests run as root."""
+    """A small tmpfs (as tests/test_xmp_failures.py does): the honest read-only folder when tests run as root."""
     mountpoint.mkdir()
     if not IS_ROOT or shutil.which("mount") is None:
         pytest.skip("cannot mount a tmpfs here (needs root): the simulated-failure test covers sidecar failures")

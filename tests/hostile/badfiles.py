@@ -119,7 +119,7 @@ def _dng(rgb: np.ndarray, path: Path) -> bytes | None:
         import pidng  # noqa: F401
     except ImportError:
         return None
-    from tests.test_imageio import pidng_dng
+    from tests.imageio_helpers import pidng_dng
 
     dng = pidng_dng(path.with_suffix(".dng"), rgb)
     data = dng.read_bytes()
