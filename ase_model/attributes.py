@@ -45,10 +45,13 @@ ALIASES: dict[str, str] = {
 }
 
 _KEYWORDS: dict[str, tuple[str, ...]] = {
-    "composition": ("compos", "frame", "framing", "third", "crop", "horizon", "balance", "lines", "symmetr", "placement", "tilt", "centre", "center"),
+    "composition": ("compos", "frame", "framing", "third", "crop", "horizon", "balance", "lines", "symmetr",
+                    "placement", "tilt", "centre", "center"),
     "subject": ("subject", "story", "moment", "expression", "interesting"),
-    "color_lighting": ("colour", "color", "light", "tone", "saturat", "cast", "white balance", "hue", "contrast", "vibrant", "muted"),
-    "exposure": ("expos", "bright", "dark", "highlight", "shadow", "clipped", "blown", "noise", "noisy", "grain", "iso"),
+    "color_lighting": ("colour", "color", "light", "tone", "saturat", "cast", "white balance", "hue", "contrast",
+                       "vibrant", "muted"),
+    "exposure": ("expos", "bright", "dark", "highlight", "shadow", "clipped", "blown", "noise", "noisy", "grain",
+                 "iso"),
     "focus": ("focus", "sharp", "soft", "blur", "detail", "crisp"),
     "depth_of_field": ("depth of field", "bokeh", "background", "aperture", "shallow", "isolat"),
 }
@@ -78,7 +81,8 @@ def format_critique(attributes: dict[str, str]) -> str:
 
 
 _LABEL_RE = re.compile(
-    r"(?:^|\n)\s*(?:[-*]\s*)?(" + "|".join(re.escape(label) for label in ATTRIBUTES.values()) + r")\s*:\s*", re.IGNORECASE
+    r"(?:^|\n)\s*(?:[-*]\s*)?(" + "|".join(re.escape(label) for label in ATTRIBUTES.values()) + r")\s*:\s*",
+    re.IGNORECASE,
 )
 
 

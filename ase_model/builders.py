@@ -21,7 +21,8 @@ from transformers import (
 
 from .configuration_ase import ASEConfig
 
-_VISION_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel, "siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel}
+_VISION_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel,
+                   "siglip": SiglipVisionModel, "siglip_vision_model": SiglipVisionModel}
 
 LLAVA_FIELDS = (
     "image_token_index",
@@ -42,7 +43,8 @@ def _materialize(model: PreTrainedModel, module: nn.Module, device, dtype) -> No
     module.to(dtype)
 
 
-def _assemble(cls, config: ASEConfig, vision_tower: nn.Module, language_model: nn.Module, lm_head: nn.Module, projector=None):
+def _assemble(cls, config: ASEConfig, vision_tower: nn.Module, language_model: nn.Module, lm_head: nn.Module,
+              projector=None):
     """Build the ASE skeleton on the meta device and plug the given modules in (no weight copies)."""
     with torch.device("meta"):
         model = cls(config)
@@ -105,7 +107,10 @@ def from_parts(cls, vision, llm, torch_dtype=None, image_token_index=None, token
     else a new id past the LLM's vocabulary. The LLM's embeddings grow to hold it.
     """
     tower = _load_vision(vision, torch_dtype)
-    lm = llm if isinstance(llm, PreTrainedModel) else AutoModelForCausalLM.from_pretrained(llm, dtype=torch_dtype or "auto")
+    if isinstance(llm, PreTrainedModel):
+        lm = llm
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(llm, dtype=torch_dtype or "auto")
     if image_token_index is None and tokenizer is not None:
         if "<image>" not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})

@@ -128,7 +128,8 @@ class ASEConfig(PreTrainedConfig):
             if not self.attribute_labels or any(len(v) < 2 for v in self.attribute_labels.values()):
                 raise ValueError("attribute_labels: every attribute needs at least two labels")
         if self.score_from_attributes and not self.attribute_labels:
-            raise ValueError("score_from_attributes needs attribute_labels (the score reads the attribute head's inputs)")
+            raise ValueError(
+                "score_from_attributes needs attribute_labels (the score reads the attribute head's inputs)")
         if self.score_calibration is not None:
             knots = [[float(a), float(b)] for a, b in self.score_calibration]
             if len(knots) < 2 or any(b[0] <= a[0] or b[1] < a[1] for a, b in zip(knots, knots[1:])):
@@ -139,7 +140,8 @@ class ASEConfig(PreTrainedConfig):
     def vision_layers_used(self) -> int:
         """How many encoder layers the selected vision feature layer(s) depend on."""
         n = self.vision_config.num_hidden_layers
-        layers = [self.vision_feature_layer] if isinstance(self.vision_feature_layer, int) else self.vision_feature_layer
+        layers = self.vision_feature_layer
+        layers = [layers] if isinstance(layers, int) else layers
         # hidden_states has n + 1 entries: the embeddings, then each layer's output.
         return max((i if i >= 0 else n + 1 + i) for i in layers)
 

@@ -151,8 +151,8 @@ class _BatchStreamer(BaseStreamer):
 
 
 class Critic:
-    def __init__(self, model: ASEForConditionalGeneration, processor: ASEProcessor, model_id: str, tag_root: str = "aesthetics",
-                 static_cache: bool | None = None, repair: bool = True):
+    def __init__(self, model: ASEForConditionalGeneration, processor: ASEProcessor, model_id: str,
+                 tag_root: str = "aesthetics", static_cache: bool | None = None, repair: bool = True):
         self.model = model.eval()
         self.repair = repair  # make the text agree with the attribute head's verdicts (when the model has one)
         self.processor = processor
@@ -166,8 +166,9 @@ class Critic:
         processor.tokenizer.padding_side = "left"
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None, tag_root: str = "aesthetics",
-                        static_cache: bool | None = None, repair: bool = True) -> Critic:
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None,
+                        tag_root: str = "aesthetics", static_cache: bool | None = None,
+                        repair: bool = True) -> Critic:
         model_dir = Path(path) if path is not None else default_model_dir()
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(
@@ -177,7 +178,8 @@ class Critic:
         dev = pick_device(device)
         model = ASEForConditionalGeneration.from_pretrained(model_dir, dtype=pick_dtype(dev, dtype)).to(dev)
         processor = ASEProcessor.from_pretrained(model_dir)
-        return cls(model, processor, fingerprint(model_dir), tag_root=tag_root, static_cache=static_cache, repair=repair)
+        return cls(model, processor, fingerprint(model_dir), tag_root=tag_root, static_cache=static_cache,
+                   repair=repair)
 
     # ---- the API ------------------------------------------------------------------------------------------
     def load(self, source) -> Image.Image:
@@ -198,7 +200,8 @@ class Critic:
         inputs = self.processor(images=pil, text=[text_prompt] * len(pil)).to(self.device)
         with self._lock:
             t_prep = time.perf_counter()
-            image_out = self.model.get_image_features(inputs["pixel_values"].to(self.dtype), inputs.get("saliency_prior"))
+            image_out = self.model.get_image_features(inputs["pixel_values"].to(self.dtype),
+                                                      inputs.get("saliency_prior"))
             t_vision = time.perf_counter()
             gen_kwargs = dict(
                 input_ids=inputs["input_ids"],

@@ -66,7 +66,8 @@ def _load_images(paths: list[Path]) -> tuple[list, list[int], list[str]]:
     return images, ok, failed
 
 
-def _critique_split(critic, samples: list, batch_size: int, max_new_tokens: int | None, progress: bool) -> tuple[dict, list[str]]:
+def _critique_split(critic, samples: list, batch_size: int, max_new_tokens: int | None,
+                    progress: bool) -> tuple[dict, list[str]]:
     """id -> Critique for every sample whose image loads; and the failures."""
     from tqdm.auto import tqdm
 
@@ -128,7 +129,8 @@ def _fixation_metrics(critic, samples: list, batch_size: int) -> tuple[dict[str,
 def evaluate_model(model_dir: str | os.PathLike, samples: list, references: dict[str, list[str]], *,
                    label: str | None = None, saliency_labels: dict[str, Path] | None = None,
                    saliency_samples: list | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
-                   device: str | None = None, spice: bool | None = None, progress: bool = False) -> tuple[ModelResult, dict]:
+                   device: str | None = None, spice: bool | None = None,
+                   progress: bool = False) -> tuple[ModelResult, dict]:
     """Evaluate one model on already-loaded samples. Returns the result and id -> Critique."""
     from .critic import Critic
     from .metrics import caption_metrics, score_metrics
@@ -199,9 +201,10 @@ def _labels(model_dirs: list[str]) -> list[str]:
     return names
 
 
-def evaluate(model_dir: str | os.PathLike, data_spec: str, split: str = "test", *, compare: str | os.PathLike | None = None,
-             saliency_data: str | None = None, saliency_split: str | None = None, out: str | os.PathLike | None = None,
-             batch_size: int = 8, max_new_tokens: int | None = None, limit: int | None = None, device: str | None = None,
+def evaluate(model_dir: str | os.PathLike, data_spec: str, split: str = "test", *,
+             compare: str | os.PathLike | None = None, saliency_data: str | None = None,
+             saliency_split: str | None = None, out: str | os.PathLike | None = None, batch_size: int = 8,
+             max_new_tokens: int | None = None, limit: int | None = None, device: str | None = None,
              spice: bool | None = None, progress: bool = False) -> dict:
     """Evaluate a model (and optionally a second one, side by side) on one split of a captioning dataset.
 
@@ -340,12 +343,14 @@ def markdown_report(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ase-mllm eval", description="Evaluate ASE-MLLM critiques, scores and saliency maps")
+    p = argparse.ArgumentParser(prog="ase-mllm eval",
+                                description="Evaluate ASE-MLLM critiques, scores and saliency maps")
     p.add_argument("--model", required=True, metavar="DIR")
     p.add_argument("--data", required=True, metavar="FORMAT:PATH", help="pccd, ava, dpc, dpc2022, rpcd or jsonl")
     p.add_argument("--split", default="test")
     p.add_argument("--compare", metavar="DIR2", help="a second model, reported side by side (with B - A)")
-    p.add_argument("--saliency-data", metavar="SPEC", help="fixation data: salicon:PATH, mit1003:PATH, folder:IMGS,MAPS[,FIX]")
+    p.add_argument("--saliency-data", metavar="SPEC",
+                   help="fixation data: salicon:PATH, mit1003:PATH, folder:IMGS,MAPS[,FIX]")
     p.add_argument("--saliency-split", default=None, help="split of --saliency-data (default: --split)")
     p.add_argument("--out", metavar="DIR", help="write report.json, report.md and predictions here")
     p.add_argument("--batch-size", type=int, default=8)

@@ -217,7 +217,8 @@ def caption_metrics(
     out["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])
 
     if spice is None and not have_jars:
-        log.warning("SPICE skipped: Stanford CoreNLP jars not found at %s (%s, %s)", jars[0].parent, jars[0].name, jars[1].name)
+        log.warning("SPICE skipped: Stanford CoreNLP jars not found at %s (%s, %s)", jars[0].parent, jars[0].name,
+                    jars[1].name)
     elif spice is not False:
         from pycocoevalcap.spice.spice import Spice
 

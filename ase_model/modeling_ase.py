@@ -176,7 +176,8 @@ class IASViT(nn.Module):
         self.iasm = IASM(config)
         eps = getattr(config.vision_config, "layer_norm_eps", 1e-5)
         self.fusion = nn.ModuleDict(
-            {str(i): GatedCrossAttention(config.vision_config.hidden_size, config.fusion_num_heads, eps) for i in config.fusion_layers}
+            {str(i): GatedCrossAttention(config.vision_config.hidden_size, config.fusion_num_heads, eps)
+             for i in config.fusion_layers}
         )
         self.num_layers = config.vision_layers_used
 
@@ -225,7 +226,8 @@ class ASEScoreHead(nn.Module):
         dim = 2 * config.vision_config.hidden_size * layers
         self.score_max = config.score_max
         self.norm = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, config.score_head_hidden), nn.GELU(), nn.Linear(config.score_head_hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(dim, config.score_head_hidden), nn.GELU(),
+                                 nn.Linear(config.score_head_hidden, 1))
 
     def forward(self, features: torch.Tensor, saliency: torch.Tensor) -> torch.Tensor:
         batch, n, _ = features.shape
@@ -515,7 +517,8 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                      **kwargs)
         return ASECausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -530,7 +533,8 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
 
     # ---- builders -------------------------------------------------------------------------------------------
     @classmethod
-    def from_llava(cls, src, fusion_layers: list[int] | None = None, torch_dtype=None, **ase_kwargs) -> ASEForConditionalGeneration:
+    def from_llava(cls, src, fusion_layers: list[int] | None = None, torch_dtype=None,
+                   **ase_kwargs) -> ASEForConditionalGeneration:
         """Wrap a LLaVA-1.5-family checkpoint (folder, hub id or LlavaForConditionalGeneration object).
 
         The result computes exactly what the LLaVA model computes (all gates are 0) until it is trained.
@@ -551,4 +555,5 @@ class ASEForConditionalGeneration(ASEPreTrainedModel, GenerationMixin):
 AutoModel.register(ASEConfig, ASEModel, exist_ok=True)
 AutoModelForImageTextToText.register(ASEConfig, ASEForConditionalGeneration, exist_ok=True)
 
-__all__ = ["ASEAttributeHead", "ASEAttributeScoreHead", "calibrate_score", "ASEForConditionalGeneration", "ASEModel", "ASEPreTrainedModel", "IASM", "IASViT", "GatedCrossAttention", "ASEImageOutput"]
+__all__ = ["ASEAttributeHead", "ASEAttributeScoreHead", "calibrate_score", "ASEForConditionalGeneration", "ASEModel",
+           "ASEPreTrainedModel", "IASM", "IASViT", "GatedCrossAttention", "ASEImageOutput"]

@@ -42,7 +42,8 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], channels first (B, 3, H, W) -> CIELAB (L 0..100, a, b), as cv2.COLOR_RGB2LAB on floats."""
     lin = srgb_to_linear(rgb)
     m = torch.tensor(_RGB_TO_XYZ, dtype=rgb.dtype, device=rgb.device)
-    xyz = torch.einsum("ij,bjhw->bihw", m, lin) / torch.tensor(_WHITE, dtype=rgb.dtype, device=rgb.device)[:, None, None]
+    white = torch.tensor(_WHITE, dtype=rgb.dtype, device=rgb.device)[:, None, None]
+    xyz = torch.einsum("ij,bjhw->bihw", m, lin) / white
     eps = (6 / 29) ** 3
     f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     fx, fy, fz = f.unbind(1)

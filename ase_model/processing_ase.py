@@ -43,7 +43,8 @@ def num_image_tokens(config) -> int:
     token per attribute the attribute head judges."""
     vc = config.vision_config
     cls_token = vc.model_type.startswith("clip") and config.vision_feature_select_strategy == "full"
-    return ((vc.image_size // vc.patch_size) ** 2 + int(cls_token) + int(getattr(config, "iasm_photo_statistics", False))
+    return ((vc.image_size // vc.patch_size) ** 2 + int(cls_token)
+            + int(getattr(config, "iasm_photo_statistics", False))
             + len(getattr(config, "attribute_labels", None) or {}))
 
 
@@ -92,7 +93,8 @@ class ASEProcessor(ProcessorMixin):
         template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
         if template:
             return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": content}], chat_template=template, tokenize=False, add_generation_prompt=True
+                [{"role": "user", "content": content}], chat_template=template, tokenize=False,
+                add_generation_prompt=True,
             )
         return f"USER: {content} ASSISTANT:"
 
@@ -104,7 +106,8 @@ class ASEProcessor(ProcessorMixin):
         return int(self.image_processor.size["height"])
 
     def process_images(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        out = {"pixel_values": self.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]}
+        pixels = self.image_processor([im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        out = {"pixel_values": pixels}
         if self.use_saliency_prior:
             out["saliency_prior"] = torch.stack([torch.from_numpy(self.saliency_prior(im)) for im in images])[:, None]
         return out
@@ -119,7 +122,8 @@ class ASEProcessor(ProcessorMixin):
         return spectral_residual(square.resize((size, size), Image.BILINEAR))
 
     # ---- batches ----------------------------------------------------------------------------------------
-    def __call__(self, images=None, text=None, return_tensors="pt", padding_side: str = "left", **kwargs) -> BatchFeature:
+    def __call__(self, images=None, text=None, return_tensors="pt", padding_side: str = "left",
+                 **kwargs) -> BatchFeature:
         """Prompts (each with one image token per image) and images -> model inputs, left-padded for generation."""
         if text is None:
             text = [self.build_prompt()] * (len(images) if images is not None else 1)
@@ -138,8 +142,8 @@ class ASEProcessor(ProcessorMixin):
             data.update(self.process_images(images if isinstance(images, (list, tuple)) else [images]))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def training_batch(self, images: Sequence[Image.Image], targets: Sequence[str], prompts: Sequence[str] | None = None,
-                       max_length: int | None = None) -> BatchFeature:
+    def training_batch(self, images: Sequence[Image.Image], targets: Sequence[str],
+                       prompts: Sequence[str] | None = None, max_length: int | None = None) -> BatchFeature:
         """Inputs and labels for teacher forcing: prompt tokens are masked, the target ends with EOS."""
         prompts = prompts or [self.build_prompt()] * len(targets)
         eos = self.tokenizer.eos_token or ""

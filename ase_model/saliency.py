@@ -76,4 +76,5 @@ def summary(sal: np.ndarray) -> dict:
     py, px = np.unravel_index(int(np.argmax(p)), p.shape)
     ys, xs = np.mgrid[0:h, 0:w]
     spread = float(np.sqrt((p * (((xs + 0.5) / w - cx) ** 2 + ((ys + 0.5) / h - cy) ** 2)).sum()))
-    return {"centroid": [round(cx, 4), round(cy, 4)], "peak": [round((px + 0.5) / w, 4), round((py + 0.5) / h, 4)], "spread": round(spread, 4)}
+    return {"centroid": [round(cx, 4), round(cy, 4)], "peak": [round((px + 0.5) / w, 4), round((py + 0.5) / h, 4)],
+            "spread": round(spread, 4)}

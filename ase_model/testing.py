@@ -20,7 +20,8 @@ TINY_CORPUS = [
     "Exposure: The photo is underexposed, with deep shadows hiding detail.",
     "Focus: The image is sharp and detail is crisp throughout.",
     "Overall: A pleasing photograph with good light and a clear subject.",
-    "Critique this photograph: composition, colour and lighting, exposure, focus, subject, depth of field and your overall impression.",
+    "Critique this photograph: composition, colour and lighting, exposure, focus, subject, depth of field "
+    "and your overall impression.",
     "USER: ASSISTANT: the a an is are and with of in on to",
 ]
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
@@ -48,7 +49,8 @@ def train_tokenizer(corpus=TINY_CORPUS, vocab_size: int = 320):
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tok.train_from_iterator(corpus, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
         extra_special_tokens={"image_token": "<image>"},
@@ -99,7 +101,8 @@ def build_processor(config, tokenizer=None, **kwargs):
     )
 
 
-def build_tiny(out_dir, vision: str = "clip", llm: str = "llama", seed: int = 0, open_gates: float | None = None, **config_kwargs) -> Path:
+def build_tiny(out_dir, vision: str = "clip", llm: str = "llama", seed: int = 0, open_gates: float | None = None,
+               **config_kwargs) -> Path:
     """Write a tiny random-weight ASE-MLLM model folder and return its path.
 
     open_gates: set every fusion gate to this value (0 keeps the model equal to its LLaVA base).

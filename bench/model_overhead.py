@@ -55,7 +55,8 @@ def bench_models(repeats: int, new_tokens: int) -> dict:
     llava, ase = build_pair()
     g = torch.Generator().manual_seed(1)
     ids = torch.cat([torch.tensor([[1, 10, 11]]), torch.full((1, 196), IMAGE_TOKEN), torch.tensor([[12, 13, 14]])], 1)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": torch.randn(1, 3, 224, 224, generator=g)}
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "pixel_values": torch.randn(1, 3, 224, 224, generator=g)}
     for model in (llava, ase):  # warm-up
         time_critique(model, batch, 4)
     t_llava, t_ase = [], []
@@ -93,19 +94,21 @@ def main(argv=None) -> int:
     r = raw_decode.run(repeats=3)
     preview_s, demosaic_s = r["preview_s"], r["demosaic_s"]
 
-    print(f"\nModel overhead: one critique ({args.new_tokens} new tokens, batch 1, CPU, {torch.get_num_threads()} threads), "
-          f"median of {args.repeats}")
+    print(f"\nModel overhead: one critique ({args.new_tokens} new tokens, batch 1, CPU, "
+          f"{torch.get_num_threads()} threads), median of {args.repeats}")
     print(f"| {'path':34s} | {'time':>10s} | {'ratio':>14s} | target |")
     print(f"|{'-' * 36}|{'-' * 12}|{'-' * 16}|--------|")
     print(f"| {'LLaVA (transformers), same shape':34s} | {m['llava_s'] * 1000:8.1f}ms | {'1.00x':>14s} |        |")
     ok = "ok" if m["overhead"] <= 0.10 else "MISSED"
-    print(f"| {'ASE-MLLM (IASM + fusion, gates on)':34s} | {m['ase_s'] * 1000:8.1f}ms | {m['ase_s'] / m['llava_s']:13.3f}x | <=1.10 {ok}")
+    print(f"| {'ASE-MLLM (IASM + fusion, gates on)':34s} | {m['ase_s'] * 1000:8.1f}ms | "
+          f"{m['ase_s'] / m['llava_s']:13.3f}x | <=1.10 {ok}")
     print(f"| {'image encoder: LLaVA tower':34s} | {m['llava_vision_s'] * 1000:8.1f}ms | {'1.00x':>14s} |        |")
     print(f"| {'image encoder: IAS-ViT (+IASM)':34s} | {m['ase_vision_s'] * 1000:8.1f}ms | "
           f"{m['ase_vision_s'] / m['llava_vision_s']:13.3f}x |        |")
     ok = "ok" if demosaic_s / preview_s >= 10 else "MISSED"
     print(f"| {'RAW: full demosaic':34s} | {demosaic_s * 1000:8.1f}ms | {'1.00x':>14s} |        |")
-    print(f"| {'RAW: embedded preview':34s} | {preview_s * 1000:8.1f}ms | {demosaic_s / preview_s:12.1f}x faster | >=10x {ok}")
+    print(f"| {'RAW: embedded preview':34s} | {preview_s * 1000:8.1f}ms | "
+          f"{demosaic_s / preview_s:12.1f}x faster | >=10x {ok}")
     return 0
 
 

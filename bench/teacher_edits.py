@@ -3,8 +3,9 @@
     .venv/bin/python bench/teacher_edits.py [--size 512] [--strengths 3] [--seed 0] [--only NAME ...] [--json OUT]
 
 Photos: the real photos of every training source (ase_model.starter.sources: scikit-image, scikit-learn,
-Debian's wallpaper collections); `--holdout` adds the held-out source (opencv-doc). Each is resized to 512 px on the long side (--size;
-224 is the size the starter dataset stores) and JPEG (quality 92) round-tripped: that is the original. Each of edits.py's eight defect edits is applied to it at
+Debian's wallpaper collections); `--holdout` adds the held-out source (opencv-doc). Each is resized to 512 px
+on the long side (--size; 224 is the size the starter dataset stores) and JPEG (quality 92) round-tripped: that
+is the original. Each of edits.py's eight defect edits is applied to it at
 `--strengths` random strengths (seeded per photo, edit and draw) and JPEG round-tripped again. Edits that leave
 the photo as it was (desaturating a black and white photo) are left out.
 

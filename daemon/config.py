@@ -130,7 +130,8 @@ def runtime_dir(create: bool = True) -> Path:
     path.mkdir(mode=0o700, parents=bool(base), exist_ok=True)
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise ConfigError(f"{path} is not a directory owned by you (uid {os.getuid()}); remove it or set XDG_RUNTIME_DIR")
+        raise ConfigError(
+            f"{path} is not a directory owned by you (uid {os.getuid()}); remove it or set XDG_RUNTIME_DIR")
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)  # ours, but too open (e.g. an old umask): close it
     return path

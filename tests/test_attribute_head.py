@@ -147,6 +147,7 @@ def test_score_options_are_validated(bad):
 def test_the_caption_stages_leave_an_attribute_score_head_alone():
     config = tiny_config(attribute_labels=LABELS, score_from_attributes=True)
     model = ASEForConditionalGeneration(config)
-    prepare_model(model, TrainArgs(model="x", out="y", data=["jsonl:none"], stage="finetune", full=True, freeze_tower=True))
+    prepare_model(model, TrainArgs(model="x", out="y", data=["jsonl:none"], stage="finetune", full=True,
+                                   freeze_tower=True))
     assert not any(p.requires_grad for p in model.model.score_head.parameters())
     assert any(p.requires_grad for p in model.model.language_model.parameters())

@@ -148,11 +148,14 @@ def test_missing_verdicts_and_free_text():
 
 
 # ---- repair --------------------------------------------------------------------------------------------------------
-ISSUE_TEXT = """Composition: The main interest sits on one of the thirds. The frame is tilted by about 3 degrees.
-Colour and lighting: Colours pop. A pink cast tints the whole frame. Contrast is balanced.
-Exposure: Smooth areas stay free of noise gives the surfaces a gritty test areas clip to white. The image is underexposed.
-Focus: The main detail is tack sharp.
-Overall: A sound picture with room to improve. Recrop to move the main interest toward a third. Little needs"""
+ISSUE_TEXT = "\n".join([
+    "Composition: The main interest sits on one of the thirds. The frame is tilted by about 3 degrees.",
+    "Colour and lighting: Colours pop. A pink cast tints the whole frame. Contrast is balanced.",
+    "Exposure: Smooth areas stay free of noise gives the surfaces a gritty test areas clip to white. "
+    "The image is underexposed.",
+    "Focus: The main detail is tack sharp.",
+    "Overall: A sound picture with room to improve. Recrop to move the main interest toward a third. Little needs",
+])
 
 
 def test_repair_makes_the_issue_text_agree():

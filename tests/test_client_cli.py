@@ -172,7 +172,8 @@ def test_photos_sent_as_bytes_are_read_as_regular_files_only(tmp_path):
     (tmp_path / "dir.jpg").mkdir()
     (tmp_path / "ok.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     cases = {str(fifo): (P.BAD_IMAGE, "FIFO"), "/dev/zero": (P.BAD_IMAGE, "device"),
-             str(tmp_path / "dir.jpg"): (P.BAD_IMAGE, "directory"), str(tmp_path / "none.jpg"): (P.NOT_FOUND, "none.jpg")}
+             str(tmp_path / "dir.jpg"): (P.BAD_IMAGE, "directory"),
+             str(tmp_path / "none.jpg"): (P.NOT_FOUND, "none.jpg")}
     for path, (code, word) in cases.items():
         with pytest.raises(PhotoUnreadable) as e:
             read_photo(path)

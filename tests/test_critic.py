@@ -91,7 +91,8 @@ def test_default_model_dir_missing_is_clear(tmp_path, monkeypatch):
 
 
 def run_cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "ase_model.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "ase_model.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_cli_end_to_end(tmp_path, photo_files):
@@ -127,7 +128,8 @@ def test_cli_build_from_llava_folder(tmp_path):
     from ase_model.testing import tiny_config, train_tokenizer
 
     cfg = tiny_config()
-    llava = LlavaForConditionalGeneration(LlavaConfig(vision_config=cfg.vision_config.to_dict(), text_config=cfg.text_config.to_dict(),
+    llava = LlavaForConditionalGeneration(LlavaConfig(vision_config=cfg.vision_config.to_dict(),
+                                                      text_config=cfg.text_config.to_dict(),
                                                       image_token_index=4, image_seq_length=16))
     llava.save_pretrained(tmp_path / "llava")
     tok = train_tokenizer()

@@ -154,7 +154,8 @@ def test_ava_captions(tmp_path):
         {"filename": "107.jpg", "split": "val", "sentences": [{"raw": "Validate me."}]},
     ]
     root.mkdir()
-    (root / "CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json").write_text(json.dumps({"images": entries, "dataset": "ava"}))
+    caption_json = root / "CLEAN_AVA_FULL_AFTER_SUBJECTIVE_CLEANING.json"
+    caption_json.write_text(json.dumps({"images": entries, "dataset": "ava"}))
     for i in (101, 102, 106, 107):
         jpeg(root / "images" / f"{i}.jpg")
     jpeg(root / "extra" / "103.jpg")

@@ -17,9 +17,9 @@ def test_demo_writes_report_and_sidecars(tmp_path, tiny_model_dir):
     env["ASE_MODEL"] = str(tiny_model_dir)  # the daemon the demo starts uses it as its default model
     endpoint = f"ipc://{tmp_path}/demo.sock"
     out = tmp_path / "out"
+    demo = [sys.executable, "-m", "ase_daemon.mllm_cli", "demo", "--out", str(out), "--endpoint", endpoint]
     try:
-        r = subprocess.run([sys.executable, "-m", "ase_daemon.mllm_cli", "demo", "--out", str(out), "--endpoint", endpoint],
-                           env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         rows = json.loads((out / "results.json").read_text())
         assert len(rows) >= 6
@@ -35,8 +35,7 @@ def test_demo_writes_report_and_sidecars(tmp_path, tiny_model_dir):
             assert abs(sidecar["score"] - row["result"]["score"]) < 0.01
         assert "Open the report" in r.stdout and "ase-viewer" in r.stdout
         # a second run reuses the running daemon (and its stored critiques)
-        r2 = subprocess.run([sys.executable, "-m", "ase_daemon.mllm_cli", "demo", "--out", str(out), "--endpoint", endpoint],
-                            env=env, capture_output=True, text=True, timeout=600)
+        r2 = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=600)
         assert r2.returncode == 0, r2.stderr
         assert "starting ase-daemon" not in r2.stdout + r2.stderr
     finally:

@@ -125,7 +125,8 @@ def test_checker_metrics_read_the_decoders_own_text():
 
     verdicts = {"exposure": "well exposed", "white_balance": "cool cast", "sharpness": "sharp"}
     clean = "Colour and lighting: There is a cool cast.\nExposure: The exposure is well judged."
-    wrong = "Colour and lighting: A pink cast tints the whole frame. Colour flibbers.\nExposure: The exposure is well judged."
+    wrong = ("Colour and lighting: A pink cast tints the whole frame. Colour flibbers.\n"
+             "Exposure: The exposure is well judged.")
 
     def critique(raw, v):
         return Critique(text=clean, attributes={}, score=6.5, tags=[], saliency=np.zeros((2, 2), np.float32),

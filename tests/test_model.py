@@ -95,7 +95,8 @@ def test_open_gates_change_outputs_and_train_iasm():
     out.loss.backward()
     iasm_grad = sum(p.grad.abs().sum().item() for p in ase.model.vision_tower.iasm.parameters() if p.grad is not None)
     assert iasm_grad > 0, "the caption loss must reach IASM through the open fusion gates"
-    fusion_grad = sum(p.grad.abs().sum().item() for p in ase.model.vision_tower.fusion.parameters() if p.grad is not None)
+    fusion_grad = sum(p.grad.abs().sum().item() for p in ase.model.vision_tower.fusion.parameters()
+                      if p.grad is not None)
     assert fusion_grad > 0
 
 
@@ -144,11 +145,13 @@ def test_static_cache_generation_matches_dynamic(tmp_path):
 
 def test_from_parts_keeps_both_checkpoints(tmp_path):
     torch.manual_seed(0)
-    vc = CLIPVisionConfig(**{k: v for k, v in tiny_config().vision_config.to_dict().items() if k in CLIPVisionConfig().to_dict()})
+    clip_keys = CLIPVisionConfig().to_dict()
+    vc = CLIPVisionConfig(**{k: v for k, v in tiny_config().vision_config.to_dict().items() if k in clip_keys})
     vision = CLIPVisionModel(vc).eval()
     vision.save_pretrained(tmp_path / "vision")
     tc = tiny_config().text_config
-    llm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in tc.to_dict().items() if k in LlamaConfig().to_dict()})).eval()
+    llama_keys = LlamaConfig().to_dict()
+    llm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in tc.to_dict().items() if k in llama_keys})).eval()
     llm.save_pretrained(tmp_path / "llm")
     tokenizer = train_tokenizer(vocab_size=tc.vocab_size)
 

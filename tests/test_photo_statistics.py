@@ -1,5 +1,6 @@
-"""IASM's photo-statistics token: the tone, colour and detail statistics match the analytic critic's measurements on real photos (square
-padding excluded), move the right way under controlled edits, and the token is part of the model."""
+"""IASM's photo-statistics token: the tone, colour and detail statistics match the analytic critic's measurements on
+real photos (square padding excluded), move the right way under controlled edits, and the token is part of the
+model."""
 
 from __future__ import annotations
 

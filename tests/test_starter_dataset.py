@@ -44,7 +44,8 @@ def test_layout_and_records(generated):
     assert len(train) + len(test) == N == summary["n_images"]
     assert summary["n_train"] == len(train) and summary["n_test"] == len(test) and test
     assert len(list((out / "images").glob("*.jpg"))) == N + 3 == len(list((out / "saliency").glob("*.png")))
-    keys = {"image", "critique", "attributes", "score", "verdicts", "tags", "source", "augment", "saliency", "measurements"}
+    keys = {"image", "critique", "attributes", "score", "verdicts", "tags", "source", "augment", "saliency",
+            "measurements"}
     for r in train + test:
         assert keys <= set(r)
         img = Image.open(out / r["image"])

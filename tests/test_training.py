@@ -144,7 +144,8 @@ def test_align_trains_new_modules_only(tiny, captions, tmp_path):
                pseudo_saliency=True))
     before, after = weights(tiny), weights(tmp_path / "align")
     assert before.keys() == after.keys()
-    frozen = [k for k in before if k.startswith(("model.language_model.", "lm_head.", "model.vision_tower.vision_model."))]
+    frozen = [k for k in before
+              if k.startswith(("model.language_model.", "lm_head.", "model.vision_tower.vision_model."))]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     gates = [k for k in before if k.endswith(".gate")]
     assert gates and all(not torch.equal(before[k], after[k]) for k in gates)
@@ -167,7 +168,8 @@ def test_finetune_lora_changes_the_merged_llm(tiny, captions, tmp_path):
 
 @pytest.mark.parametrize("flag,frozen,trained", [
     ("freeze_vision", ("model.vision_tower.vision_model.",),
-     ("model.language_model.", "model.vision_tower.iasm.", "model.vision_tower.fusion.", "model.multi_modal_projector.")),
+     ("model.language_model.", "model.vision_tower.iasm.", "model.vision_tower.fusion.",
+      "model.multi_modal_projector.")),
     ("freeze_tower", ("model.vision_tower.",), ("model.language_model.", "model.multi_modal_projector.")),
 ])
 def test_full_finetune_with_a_frozen_encoder(tiny, captions, tmp_path, flag, frozen, trained):
@@ -279,7 +281,8 @@ def test_bf16_checkpoint_aligns_in_bf16_with_gradient_checkpointing(tiny, captio
     assert result["final_loss"] is not None and np.isfinite(result["final_loss"])
     before, after = weights(tmp_path / "bf16"), weights(tmp_path / "run")
     assert all(v.dtype == torch.bfloat16 for v in after.values())
-    frozen = [k for k in before if k.startswith(("model.language_model.", "lm_head.", "model.vision_tower.vision_model."))]
+    frozen = [k for k in before
+              if k.startswith(("model.language_model.", "lm_head.", "model.vision_tower.vision_model."))]
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith(".gate"))
 
@@ -320,4 +323,5 @@ def test_patch_dropout_hides_patches_but_keeps_the_statistics_token():
     handle.remove()
     with pytest.raises(ValueError, match="photo-statistics"):
         add_patch_dropout(ASEForConditionalGeneration(tiny_config()), 0.5)
-    assert parse_args(["--model", "m", "--data", "jsonl:a", "--out", "o", "--patch-dropout", "0.5"]).patch_dropout == 0.5
+    args = parse_args(["--model", "m", "--data", "jsonl:a", "--out", "o", "--patch-dropout", "0.5"])
+    assert args.patch_dropout == 0.5

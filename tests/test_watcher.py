@@ -267,8 +267,7 @@ def test_ops_refusals_and_curve(wd, tmp_path):
             c.request("watch_remove", {"path": str(tmp_path)})
         assert e.value.code == P.NOT_FOUND
     keys = wd.curve_keys
-    with Client(wd.curve, timeout=10, server_key=keys / "server.key",
-                client_keys=keys / "client.key_secret") as c:
+    with Client(wd.curve, timeout=10, server_key=keys / "server.key", client_keys=keys / "client.key_secret") as c:
         assert c.ping()["state"] == "ready"
         for op, args in (("watch_add", {"path": str(tmp_path)}), ("watch_remove", {"path": str(tmp_path)}),
                          ("watch_list", {}), ("watch_retry", {}), ("watch_files", {})):
@@ -515,7 +514,8 @@ def test_polling_observer(wd, photos, tmp_path):
     (folder / "2024" / "june").mkdir(parents=True)
     data = variants(photos, 6, start=700)
     env = daemon_env(tmp_path)
-    r = ase_client("--endpoint", wd.ipc, "watch", "add", folder, "--polling", "--recursive", "--no-description", env=env)
+    r = ase_client("--endpoint", wd.ipc, "watch", "add", folder, "--polling", "--recursive", "--no-description",
+                   env=env)
     assert r.returncode == 0 and f"watching {folder}  (recursive, polling, writes tags+rating)" in r.stdout, r
     with wd.client(timeout=30) as c:
         slow = threading.Thread(target=write_slowly, args=(folder / "slow.jpg", data[0], 1.0))

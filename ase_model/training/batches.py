@@ -35,7 +35,8 @@ class TrainExample:
 
 
 def jsonl_saliency_labels(path: Path) -> dict[str, Path]:
-    """id -> saliency map file, from the `saliency` keys of a JSONL dataset (data.py's samples don't carry it)."""
+    """id -> saliency map file, from the `saliency` keys of a JSONL dataset (the samples of ase_model.data
+    don't carry it)."""
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     labels: dict[str, Path] = {}
     for file in files:
@@ -44,8 +45,9 @@ def jsonl_saliency_labels(path: Path) -> dict[str, Path]:
                 try:
                     rec = json.loads(line)
                 except ValueError:
-                    continue  # data.py reports malformed lines
-                if not isinstance(rec, dict) or not isinstance(rec.get("saliency"), str) or not isinstance(rec.get("image"), str):
+                    continue  # ase_model.data reports malformed lines
+                if (not isinstance(rec, dict) or not isinstance(rec.get("saliency"), str)
+                        or not isinstance(rec.get("image"), str)):
                     continue
                 sid = rec.get("id")
                 sid = str(sid) if isinstance(sid, (str, int)) and str(sid) else rec["image"].strip()
@@ -199,7 +201,8 @@ class TrainDataset(Dataset):
                 sal = spectral_residual(image)
             if sal is not None and sal.shape != (image.height, image.width):
                 # maps are stored at the image's size in every layout we read; a stray size is stretched to it
-                sal = np.asarray(Image.fromarray(sal.astype(np.float32)).resize((image.width, image.height), Image.BILINEAR))
+                stretched = Image.fromarray(sal.astype(np.float32)).resize((image.width, image.height), Image.BILINEAR)
+                sal = np.asarray(stretched)
             target = None if sal is None else saliency_target(sal, self.map_size)
             item["saliency_target"] = torch.from_numpy(target) if target is not None else None
         if self.cache is not None:
@@ -217,8 +220,8 @@ class TrainDataset(Dataset):
                 skipped.append(str(self.examples[i].image))
                 log.warning("skipping unreadable example %s: %s", self.examples[i].id, e)
         else:
-            raise RuntimeError(f"{self.MAX_FALLBACKS} unreadable examples in a row (from {self.examples[index].image}): "
-                               "check the dataset")
+            raise RuntimeError(f"{self.MAX_FALLBACKS} unreadable examples in a row "
+                               f"(from {self.examples[index].image}): check the dataset")
         ex = self.examples[i]
         item["id"] = ex.id
         item["skipped"] = skipped

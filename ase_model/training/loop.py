@@ -85,7 +85,8 @@ def train(args: TrainArgs | argparse.Namespace | dict) -> dict:
     cpu = world > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=args.grad_accum, cpu=cpu)
     if accelerator.num_processes != world:
-        raise RuntimeError(f"launched as {world} processes but accelerate formed a group of {accelerator.num_processes}")
+        raise RuntimeError(
+            f"launched as {world} processes but accelerate formed a group of {accelerator.num_processes}")
     threads = torch.get_num_threads()
     if args.cpu_threads and accelerator.device.type == "cpu":
         torch.set_num_threads(args.cpu_threads)
@@ -162,7 +163,8 @@ def _train(accelerator, args: TrainArgs, mixed_precision: str) -> dict:
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
         accelerator.load_state(str(ckpt), strict=not tied)  # safetensors drop the tied copy
         if main:
-            print(f"resumed from {ckpt} at step {state.step} (epoch {state.epoch}, batch {state.batches_in_epoch})", flush=True)
+            print(f"resumed from {ckpt} at step {state.step} (epoch {state.epoch}, batch {state.batches_in_epoch})",
+                  flush=True)
             _truncate_log(log_path, state.step)
     elif main and log_path.exists():
         log_path.unlink()

@@ -9,7 +9,8 @@ from torch import nn
 # losses and the objective
 
 
-def saliency_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def saliency_loss(logits: torch.Tensor, target: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """KL(target || softmax(logits)) and 1 - CC(softmax(logits), target), averaged over the masked samples.
 
     logits, target: (B, h, w); target rows sum to 1. Without any labelled sample both are 0 but stay in the
