@@ -58,7 +58,11 @@ _KEYWORDS: dict[str, tuple[str, ...]] = {
 
 
 def canonical_attribute(name: str) -> str | None:
-    """Map a dataset's or a label's attribute name to ours (None when unknown)."""
+    """Map a dataset's or a label's attribute name to ours (None when unknown).
+
+    Args:
+        name: our key ("exposure"), a dataset's alias ("use_of_camera") or a label ("Colour and lighting"), any case.
+    """
     key = re.sub(r"[^a-z]+", "_", name.strip().lower()).strip("_")
     if key in ATTRIBUTES:
         return key
@@ -71,7 +75,11 @@ def canonical_attribute(name: str) -> str | None:
 
 
 def format_critique(attributes: dict[str, str]) -> str:
-    """Labelled sections, one per line, in the canonical order; empty attributes are left out."""
+    """Labelled sections, one per line, in the canonical order; empty attributes are left out.
+
+    Args:
+        attributes: canonical attribute -> its text (whitespace is collapsed; other keys are ignored).
+    """
     lines = []
     for key, label in ATTRIBUTES.items():
         text = " ".join(str(attributes.get(key) or "").split())
@@ -97,7 +105,11 @@ def _attribute_of_sentence(sentence: str) -> str:
 
 
 def parse_critique(text: str) -> dict[str, str]:
-    """Attributes of a critique: labelled sections where there are labels, else sentences by keyword."""
+    """Attributes of a critique: labelled sections where there are labels, else sentences by keyword.
+
+    Args:
+        text: the critique (None or "" gives {}).
+    """
     text = (text or "").strip()
     if not text:
         return {}

@@ -33,7 +33,11 @@ _INFERNO = np.array([
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
-    """inferno: values in [0, 1] (any shape) -> uint8 RGB (shape + (3,))."""
+    """inferno: values in [0, 1] (any shape) -> uint8 RGB (shape + (3,)).
+
+    Args:
+        values: numbers in [0, 1]; outside values are clipped.
+    """
     lut = _lut()
     idx = np.clip(np.rint(np.asarray(values, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
     return lut[idx]
@@ -66,7 +70,13 @@ def _heat_alpha() -> np.ndarray:
 
 
 def upsample(saliency: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The map resized to (height, width), bicubic, stretched to [0, 1] over its own min..max (float32)."""
+    """The map resized to (height, width), bicubic, stretched to [0, 1] over its own min..max (float32).
+
+    Args:
+        saliency: a 2-D map (or H x W x C, of which the first channel is used), any numeric range.
+        width: the width to resize to.
+        height: the height to resize to.
+    """
     sal = np.asarray(saliency, dtype=np.float32)
     if sal.ndim == 3:
         sal = sal[..., 0]
@@ -113,7 +123,14 @@ def _contours(m: np.ndarray, levels=CONTOUR_LEVELS) -> tuple[np.ndarray, np.ndar
 
 
 def overlay_layer(saliency: np.ndarray, width: int, height: int, mode: str = "heat") -> np.ndarray:
-    """RGBA uint8 (height, width, 4): colour and per-pixel weight of the overlay before opacity."""
+    """RGBA uint8 (height, width, 4): colour and per-pixel weight of the overlay before opacity.
+
+    Args:
+        saliency: the 2-D map, at any size (see `upsample`).
+        width: the photo's width.
+        height: the photo's height.
+        mode: one of MODES: "heat" (the map as colour) or "contour" (iso-lines at CONTOUR_LEVELS).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     m = upsample(saliency, width, height)
@@ -130,7 +147,13 @@ def overlay_layer(saliency: np.ndarray, width: int, height: int, mode: str = "he
 
 
 def blend(photo_rgb: np.ndarray, layer: np.ndarray, opacity: float) -> np.ndarray:
-    """photo (H, W, 3) uint8 with an `overlay_layer` at `opacity` in [0, 1] -> uint8 (H, W, 3)."""
+    """photo (H, W, 3) uint8 with an `overlay_layer` at `opacity` in [0, 1] -> uint8 (H, W, 3).
+
+    Args:
+        photo_rgb: the photo, uint8 (H, W, 3) (a fourth channel is ignored).
+        layer: an `overlay_layer` of the same height and width.
+        opacity: 0 (the photo alone) to 1 (the layer at its own weights); clipped to [0, 1].
+    """
     opacity = float(np.clip(opacity, 0.0, 1.0))
     if layer.shape[:2] != photo_rgb.shape[:2]:
         raise ValueError(f"layer {layer.shape[:2]} and photo {photo_rgb.shape[:2]} differ in size")
@@ -142,7 +165,14 @@ def blend(photo_rgb: np.ndarray, layer: np.ndarray, opacity: float) -> np.ndarra
 
 
 def compose(photo_rgb: np.ndarray, saliency: np.ndarray, opacity: float = 0.6, mode: str = "heat") -> np.ndarray:
-    """(H, W, 3|4) uint8 photo with the saliency map drawn over it -> uint8 RGB at the photo's size."""
+    """(H, W, 3|4) uint8 photo with the saliency map drawn over it -> uint8 RGB at the photo's size.
+
+    Args:
+        photo_rgb: the photo, uint8 (H, W, 3) or (H, W, 4).
+        saliency: the 2-D map, at any size.
+        opacity: of the overlay, in [0, 1].
+        mode: "heat" or "contour" (see `overlay_layer`).
+    """
     rgb = np.asarray(photo_rgb)[..., :3]
     if rgb.dtype != np.uint8:
         raise ValueError(f"photo must be uint8, not {rgb.dtype}")

@@ -13,6 +13,10 @@ def spectral_residual(image: Image.Image | np.ndarray, size: int = 256) -> np.nd
     """Spectral-residual saliency (Hou & Zhang 2007) of an RGB image: float32 map in [0, 1] at the image's size.
 
     Computed at `size` px on the long side (it is a low-frequency map) and resized back.
+
+    Args:
+        image: a PIL image (converted to RGB) or an RGB uint8 array (H, W, 3).
+        size: the long side, in pixels, at which the map is computed.
     """
     import cv2
 
@@ -30,21 +34,33 @@ def spectral_residual(image: Image.Image | np.ndarray, size: int = 256) -> np.nd
 
 
 def normalize_map(sal: np.ndarray) -> np.ndarray:
-    """Scale a saliency map to [0, 1] (a constant map becomes all zeros)."""
+    """Scale a saliency map to [0, 1] (a constant map becomes all zeros).
+
+    Args:
+        sal: a map of any numeric range.
+    """
     sal = np.asarray(sal, dtype=np.float32)
     lo, hi = float(sal.min()), float(sal.max())
     return (sal - lo) / (hi - lo) if hi > lo else np.zeros_like(sal)
 
 
 def to_probability(sal: np.ndarray) -> np.ndarray:
-    """A non-negative map rescaled to sum to 1 (uniform if it is all zeros)."""
+    """A non-negative map rescaled to sum to 1 (uniform if it is all zeros).
+
+    Args:
+        sal: a map; negative values count as 0.
+    """
     sal = np.clip(np.asarray(sal, dtype=np.float64), 0, None)
     total = sal.sum()
     return (sal / total if total > 0 else np.full_like(sal, 1.0 / sal.size)).astype(np.float32)
 
 
 def centroid(sal: np.ndarray) -> tuple[float, float]:
-    """Centre of mass of a map as (x, y) fractions of width and height."""
+    """Centre of mass of a map as (x, y) fractions of width and height.
+
+    Args:
+        sal: a 2-D map (see `to_probability`).
+    """
     p = to_probability(sal)
     h, w = p.shape
     ys, xs = np.mgrid[0:h, 0:w]
@@ -52,7 +68,11 @@ def centroid(sal: np.ndarray) -> tuple[float, float]:
 
 
 def to_png(sal: np.ndarray) -> bytes:
-    """A [0, 1] map as an 8-bit grayscale PNG (the daemon's and the CLI's wire/disk form)."""
+    """A [0, 1] map as an 8-bit grayscale PNG (the daemon's and the CLI's wire/disk form).
+
+    Args:
+        sal: a 2-D map in [0, 1]; outside values are clipped.
+    """
     import io
 
     buf = io.BytesIO()
@@ -61,7 +81,11 @@ def to_png(sal: np.ndarray) -> bytes:
 
 
 def from_png(data: bytes) -> np.ndarray:
-    """Inverse of `to_png`: float32 map in [0, 1]."""
+    """Inverse of `to_png`: float32 map in [0, 1].
+
+    Args:
+        data: the PNG's bytes (any mode; converted to grayscale).
+    """
     import io
 
     with Image.open(io.BytesIO(data)) as im:
@@ -69,7 +93,11 @@ def from_png(data: bytes) -> np.ndarray:
 
 
 def summary(sal: np.ndarray) -> dict:
-    """A few numbers that describe a map: centroid and peak (x, y fractions) and spread (0 = a point, ~0.4 = flat)."""
+    """A few numbers that describe a map: centroid and peak (x, y fractions) and spread (0 = a point, ~0.4 = flat).
+
+    Args:
+        sal: a 2-D map (see `to_probability`).
+    """
     p = to_probability(sal)
     h, w = p.shape
     cx, cy = centroid(sal)

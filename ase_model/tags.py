@@ -90,12 +90,20 @@ def _phrase_pattern(phrase: str) -> re.Pattern:
 
 
 def load_vocabulary(path: str | Path | None = None) -> dict[str, list[str]]:
-    """The vocabulary as {tag path without root: [phrases]} (a fresh copy; '_' keys are left out)."""
+    """The vocabulary as {tag path without root: [phrases]} (a fresh copy; '_' keys are left out).
+
+    Args:
+        path: a vocabulary JSON file (default: DEFAULT_VOCABULARY).
+    """
     return {tag: list(phrases) for tag, phrases in _load(str(path or DEFAULT_VOCABULARY))[0].items()}
 
 
 def exclusive_groups(path: str | Path | None = None) -> list[frozenset[str]]:
-    """Sets of tags that contradict each other (at most one of each set describes a photo)."""
+    """Sets of tags that contradict each other (at most one of each set describes a photo).
+
+    Args:
+        path: a vocabulary JSON file (default: DEFAULT_VOCABULARY).
+    """
     return list(_load(str(path or DEFAULT_VOCABULARY))[1])
 
 
@@ -140,6 +148,10 @@ def find_mentions(text: str, path: str | Path | None = None) -> list[tuple[int, 
     """Every kept mention after longest-match resolution: (start, end, tag, phrase, negated), in text order.
 
     Positions refer to the normalised text (same length as lower-cased input with hyphens as spaces).
+
+    Args:
+        text: the critique (None or "" finds nothing).
+        path: a vocabulary JSON file (default: DEFAULT_VOCABULARY).
     """
     _, _, patterns = _load(str(path or DEFAULT_VOCABULARY))
     norm = _normalize(text or "")
@@ -164,8 +176,11 @@ def suggest_tags(text: str, root: str = "aesthetics", max_tags: int | None = Non
                  path: str | Path | None = None) -> list[str]:
     """Hierarchical tags evidenced by `text`, sorted and deduplicated, e.g. ["aesthetics|exposure|underexposed"].
 
-    root "" gives paths without a root. With max_tags, the most-mentioned tags are kept (ties: first mention,
-    then name), then sorted.
+    Args:
+        text: the critique.
+        root: the tags' top level; "" gives paths without a root.
+        max_tags: keep only the most-mentioned tags (ties: first mention, then name), then sort them.
+        path: a vocabulary JSON file (default: DEFAULT_VOCABULARY).
     """
     counts: dict[str, list[int]] = {}
     for start, _end, tag, _phrase, negated in find_mentions(text, path):
@@ -186,7 +201,15 @@ def _with_root(tag: str, root: str) -> str:
 
 
 def tag_for_verdict(attribute: str, label: str, root: str = "aesthetics") -> str | None:
-    """The tag an analytic verdict stands for (None for verdicts that name nothing, e.g. tilt 'n/a')."""
+    """The tag an analytic verdict stands for (None for verdicts that name nothing, e.g. tilt 'n/a').
+
+    Raises KeyError for a verdict not in VERDICT_TAGS.
+
+    Args:
+        attribute: the verdict's attribute, e.g. "exposure".
+        label: its label, e.g. "underexposed".
+        root: the tag's top level ("" for none).
+    """
     key = (attribute, label)
     if key not in VERDICT_TAGS:
         raise KeyError(f"unknown verdict {attribute}={label!r}")
@@ -195,11 +218,21 @@ def tag_for_verdict(attribute: str, label: str, root: str = "aesthetics") -> str
 
 
 def verdict_tags(verdicts: dict[str, str], root: str = "aesthetics") -> list[str]:
-    """Sorted tags of a whole verdict dict (verdicts without a tag are skipped)."""
+    """Sorted tags of a whole verdict dict (verdicts without a tag are skipped).
+
+    Args:
+        verdicts: attribute -> label, as the analytic critic gives them.
+        root: the tags' top level ("" for none).
+    """
     return sorted({t for k, v in verdicts.items() if (k, v) in VERDICT_TAGS and (t := tag_for_verdict(k, v, root))})
 
 
 def conflicts(tags: list[str], root: str = "aesthetics") -> list[frozenset[str]]:
-    """The exclusive groups that `tags` hits more than once (contradictory tagging)."""
+    """The exclusive groups that `tags` hits more than once (contradictory tagging).
+
+    Args:
+        tags: tag paths, with or without `root`.
+        root: the top level to strip before comparing.
+    """
     plain = {t[len(root) + 1:] if root and t.startswith(root + SEPARATOR) else t for t in tags}
     return [g for g in exclusive_groups() if len(g & plain) > 1]

@@ -37,6 +37,13 @@ def load_client_config() -> Config:
 
 
 class DaemonUnavailable(ConnectionError):
+    """No daemon answered at `endpoint` (nothing listening, or silent through every retry).
+
+    Args:
+        endpoint: the endpoint that was tried.
+        detail: appended to the message, e.g. " (no socket file)".
+    """
+
     def __init__(self, endpoint: str, detail: str = ""):
         self.endpoint = endpoint
         super().__init__(f"no ase-daemon answering at {endpoint}{detail} (is it running? start it with `ase-daemon` "
@@ -59,6 +66,11 @@ class DaemonError(RuntimeError):
 
     @classmethod
     def from_wire(cls, error: P.WireError) -> DaemonError:
+        """The exception for an error reply.
+
+        Args:
+            error: the reply's error, decoded by the contract.
+        """
         return cls(error.code, error.message, error.retry_after, **error.extra)
 
 
@@ -75,6 +87,20 @@ def _read_key(value, secret: bool) -> tuple[bytes, bytes | None]:
 
 
 class Client:
+    """A connection to ase-daemon: one DEALER socket, each request retried on silence (Lazy Pirate).
+
+    Args:
+        endpoint: where the daemon listens (default: $ASE_ENDPOINT, the config file, else the local ipc socket).
+        timeout: seconds to wait for a reply (or a sign of life) before retrying.
+        retries: how many times a silent request is sent again before DaemonUnavailable.
+        server_key: the daemon's CURVE public key (z85 or key file) for an encrypted remote endpoint; for a
+            remote endpoint it defaults to $ASE_SERVER_KEY or the config file's key.
+        client_keys: this client's CURVE key pair: a .key_secret file or (public, secret); needed with
+            `server_key`.
+        context: the ZeroMQ context (default: the process's shared instance).
+        config: the client settings (default: load_client_config()).
+    """
+
     def __init__(self, endpoint: str | None = None, timeout: float = 5.0, retries: int = 2,
                  server_key: str | bytes | os.PathLike | None = None,
                  client_keys: str | os.PathLike | tuple[bytes, bytes] | None = None, context: zmq.Context | None = None,
@@ -128,7 +154,16 @@ class Client:
     def request(self, op: str, args: dict | None = None, frames=(), on_event: Callable[[P.Reply], None] | None = None,
                 timeout: float | None = None, request_id: str | None = None) -> P.Reply:
         """Send any op and wait for its final reply (events go to `on_event`). Raises DaemonError on an error
-        reply and DaemonUnavailable when the daemon stays silent through every retry."""
+        reply and DaemonUnavailable when the daemon stays silent through every retry.
+
+        Args:
+            op: the op name (contract.OPS).
+            args: the op's arguments.
+            frames: binary frames sent after the request (image bytes).
+            on_event: called with each event reply (tokens, progress) before the final one.
+            timeout: seconds of silence before a retry (default: the client's timeout).
+            request_id: the request's id (default: a new one); a retry sends the same id.
+        """
         rid = request_id or P.new_id()
         message = [b"", *P.encode_request(rid, op, args, frames)]  # empty delimiter: REQ-compatible envelope
         timeout = self.timeout if timeout is None else timeout
@@ -194,7 +229,18 @@ class Client:
                  request_id: str | None = None) -> tuple[dict, bytes | None]:
         """Critique one photo: `path` on the daemon's machine (local endpoints) or its bytes as `data`.
 
-        Returns (result, saliency PNG or None). `stream(text)` gets the critique's text as it is generated.
+        Returns (result, saliency PNG or None).
+
+        Args:
+            path: the photo's path, as the daemon sees it (give this or `data`).
+            data: the photo's bytes (give this or `path`).
+            stream: called with each piece of the critique's text as it is generated.
+            saliency: whether to return the saliency map as a PNG.
+            max_new_tokens: a cap on the critique's length (default: the daemon's).
+            force: do not answer from the store; the new critique replaces the stored one.
+            name: the photo's file name, for `data`: labels it, and its extension identifies RAW formats.
+            on_progress: called with each progress event's data.
+            request_id: the request's id (default: a new one), for `cancel(request=...)`.
         """
         args, frames = self._image(path, data, name, max_new_tokens, force)
         args.update(saliency=saliency, progress=True)
@@ -212,7 +258,16 @@ class Client:
 
     def submit(self, path=None, data: bytes | None = None, priority: int = 0, meta: dict | None = None,
                max_new_tokens: int | None = None, name: str | None = None) -> dict:
-        """Queue a background critique; persisted before the reply. Returns {"job", "state", "created"}."""
+        """Queue a background critique; persisted before the reply. Returns {"job", "state", "created"}.
+
+        Args:
+            path: the photo's path, as the daemon sees it (give this or `data`).
+            data: the photo's bytes (give this or `path`).
+            priority: higher runs sooner.
+            meta: kept with the job and returned with it.
+            max_new_tokens: a cap on the critique's length (default: the daemon's).
+            name: the photo's file name, for `data`.
+        """
         args, frames = self._image(path, data, name, max_new_tokens, False)
         if priority:
             args["priority"] = int(priority)
@@ -221,10 +276,22 @@ class Client:
         return self.request(P.OP_SUBMIT, args, frames).result
 
     def job(self, job_id: str, saliency: bool = False) -> tuple[dict, bytes | None]:
+        """A queued job's state and, once done, its result. Returns (job, saliency PNG or None).
+
+        Args:
+            job_id: the id `submit` returned.
+            saliency: whether to return the saliency map as a PNG.
+        """
         reply = self.request(P.OP_JOB, {"job": job_id, "saliency": saliency})
         return reply.result, (reply.frames[0] if reply.frames else None)
 
     def cancel(self, job_id: str | None = None, request: str | None = None) -> dict:
+        """Cancel a queued job or a running request.
+
+        Args:
+            job_id: the job to cancel.
+            request: the id of a critique in flight sent by this client (when `job_id` is None).
+        """
         args = {"job": job_id} if job_id is not None else {"request": request}
         return self._call(P.OP_CANCEL, args)
 
@@ -238,7 +305,13 @@ class Client:
         return self._call(P.OP_SHUTDOWN)
 
     def wait_ready(self, timeout: float = 120.0, poll: float = 0.2) -> dict:
-        """Ping until the model is ready. Raises DaemonError(not_ready) if loading failed, TimeoutError if slow."""
+        """Ping until the model is ready (asking an unloaded daemon to load it). Raises DaemonError(not_ready) if
+        loading failed, TimeoutError if slow.
+
+        Args:
+            timeout: seconds to wait in all.
+            poll: seconds between pings.
+        """
         deadline = time.monotonic() + timeout
         while True:
             info = self.ping()
@@ -258,7 +331,16 @@ def start_daemon(endpoint: str, config: Config | None = None, config_path: str |
                  explicit_endpoint: bool = True, timeout: float = 180.0,
                  say: Callable[[str], None] | None = None) -> dict:
     """Start `ase-daemon` detached (it outlives the caller; log in the runtime dir) and wait until its model is
-    ready or failed. Returns the ping result. Local endpoints only."""
+    ready or failed. Returns the ping result. Local endpoints only.
+
+    Args:
+        endpoint: where the daemon will listen.
+        config: the settings the start resolved (decides whether `--endpoint` must be passed).
+        config_path: a config file passed on to the daemon.
+        explicit_endpoint: pass `--endpoint` even when it is the default one.
+        timeout: seconds to wait for the model.
+        say: called with progress lines for the user.
+    """
     import subprocess
     import sys
 
@@ -297,7 +379,13 @@ def start_daemon(endpoint: str, config: Config | None = None, config_path: str |
 def ensure_daemon(endpoint: str | None = None, timeout: float = 180.0,
                   say: Callable[[str], None] | None = None) -> dict:
     """The daemon at `endpoint` (default resolution), started if none answers; waits for its model.
-    Returns its ping result plus the resolved "endpoint"."""
+    Returns its ping result plus the resolved "endpoint".
+
+    Args:
+        endpoint: the endpoint (default: $ASE_ENDPOINT, the config file, else the local ipc socket).
+        timeout: seconds to wait for the model.
+        say: called with progress lines for the user.
+    """
     config = load_client_config()
     resolved = resolve_endpoint(endpoint, config)
     try:

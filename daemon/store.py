@@ -92,17 +92,52 @@ CREATE INDEX IF NOT EXISTS watched_by_hash ON watched_files (hash);
 
 
 def content_hash(data: bytes) -> str:
+    """The store's key for an image: SHA-256 of its bytes, in hex.
+
+    Args:
+        data: the image file's bytes.
+    """
     return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
 class StoredCritique:
-    result: CritiqueResult  # cached=True, image=None (see CritiqueResult.for_request)
+    """A critique read back from the store.
+
+    Args:
+        result: the critique, with cached=True and image=None (see CritiqueResult.for_request).
+        saliency_png: its saliency map as a PNG, if one was stored.
+    """
+
+    result: CritiqueResult
     saliency_png: bytes | None
 
 
 @dataclass
 class Job:
+    """A row of the job queue (built by the store; `to_dict` is its wire form).
+
+    Args:
+        id: the job's id.
+        state: queued, running, done, failed or cancelled.
+        priority: higher is claimed first.
+        kind: what the job does (KIND_CRITIQUE).
+        origin: who queued it ("client", "watch:/photos", ...).
+        path: the image's path, for a path job.
+        name: the image's name in results.
+        hash: the image's content_hash, once read.
+        model: the model that critiqued it, once done.
+        max_new_tokens: its length cap (None: the daemon's).
+        meta: what the submitter attached.
+        error: {"code", "message"} of a failed job.
+        attempts: how many times it was claimed.
+        created: when it was queued (seconds since the epoch).
+        updated: when its row last changed.
+        request_id: the submitter's request id (without the owner prefix).
+        has_blob: whether the store still holds the image's bytes.
+        owner: the remote client that queued it; None for the daemon's own user.
+    """
+
     id: str
     state: str
     priority: int
@@ -120,7 +155,7 @@ class Job:
     updated: float
     request_id: str | None = None
     has_blob: bool = False
-    owner: str | None = None  # None = the daemon's own user
+    owner: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -174,6 +209,13 @@ class Store(_WatchedTables):
 
     # ---- critiques -------------------------------------------------------------------------------------------
     def get_critique(self, hash: str, model: str, max_new_tokens: int) -> StoredCritique | None:
+        """The stored critique of an image by a model at a length cap, or None.
+
+        Args:
+            hash: the image's content_hash.
+            model: the model's id.
+            max_new_tokens: the length cap the critique was made with.
+        """
         with self._lock:
             row = self._db.execute(
                 "SELECT text, attributes, score, tags, saliency, saliency_summary, timings, created FROM critiques "
@@ -189,8 +231,16 @@ class Store(_WatchedTables):
 
     def put_critique(self, hash: str, model: str, max_new_tokens: int, result: CritiqueResult | dict,
                      saliency_png: bytes | None) -> None:
-        """Store (or replace) a critique. `result` is a CritiqueResult, or a dict with its keys (text and score
-        required); its `created` is kept when it has one."""
+        """Store (or replace) a critique.
+
+        Args:
+            hash: the image's content_hash.
+            model: the model's id.
+            max_new_tokens: the length cap the critique was made with.
+            result: a CritiqueResult, or a dict with its keys (text and score required); its `created` is kept
+                when it has one.
+            saliency_png: the saliency map as a PNG, if any.
+        """
         with self._lock, self._tx():
             self._put_critique(hash, model, max_new_tokens, result, saliency_png)
 
@@ -206,6 +256,11 @@ class Store(_WatchedTables):
              float(created) if isinstance(created, (int, float)) else time.time()))
 
     def count_critiques(self, model: str | None = None) -> int:
+        """How many critiques are stored.
+
+        Args:
+            model: count only this model's (default: all).
+        """
         with self._lock:
             if model is None:
                 return self._db.execute("SELECT COUNT(*) FROM critiques").fetchone()[0]
@@ -218,9 +273,19 @@ class Store(_WatchedTables):
                 max_queued: int | None = None, owner: str | None = None) -> tuple[Job, bool]:
         """Persist a queued job; returns (job, created). A request_id seen before returns that job (created False).
 
-        max_queued: refuse (QueueFull) when this many jobs are already queued.
-        owner: None for the daemon's own user, else the remote client; request ids are per owner, so one client's
-        id can never fetch another's job.
+        Args:
+            path: the image's path (give this or `data`).
+            data: the image's bytes, kept until the job is done (give this or `path`).
+            name: the image's name for results (default: `path`).
+            priority: higher is claimed first (a 64-bit integer).
+            kind: what the job does (KIND_CRITIQUE).
+            origin: who queued it ("client", "watch:/photos" for the folder watcher, ...).
+            meta: kept with the job and returned with it.
+            max_new_tokens: a cap on the critique's length (None: the daemon's).
+            request_id: the client's id for the request, to make a resent submit idempotent.
+            max_queued: refuse (QueueFull) when this many jobs are already queued.
+            owner: None for the daemon's own user, else the remote client; request ids are per owner, so one
+                client's id can never fetch another's job.
         """
         if (path is None) == (data is None):
             raise ValueError("a job needs exactly one of path or data")
@@ -248,17 +313,32 @@ class Store(_WatchedTables):
         return _job(row), True
 
     def get_job(self, job_id: str) -> Job | None:
+        """A job by id, or None.
+
+        Args:
+            job_id: the job's id.
+        """
         with self._lock:
             row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row) if row else None
 
     def job_data(self, job_id: str) -> bytes | None:
+        """The image bytes a job was queued with (None for a path job, or once the job is over).
+
+        Args:
+            job_id: the job's id.
+        """
         with self._lock:
             row = self._db.execute("SELECT blob FROM jobs WHERE id=?", (job_id,)).fetchone()
         return row[0] if row else None
 
     def claim_jobs(self, limit: int, kind: str = KIND_CRITIQUE) -> list[Job]:
-        """Move up to `limit` queued jobs (highest priority, then oldest) to running and return them."""
+        """Move up to `limit` queued jobs (highest priority, then oldest) to running and return them.
+
+        Args:
+            limit: the most jobs to claim.
+            kind: claim only jobs of this kind.
+        """
         if limit <= 0:
             return []
         with self._lock, self._tx():
@@ -277,7 +357,14 @@ class Store(_WatchedTables):
                    result: CritiqueResult | dict | None = None,
                    saliency_png: bytes | None = None) -> bool:
         """Mark a job done (storing its critique in the same transaction when given). False if it was not running
-        (e.g. cancelled meanwhile); the critique is stored either way, it is a valid result."""
+        (e.g. cancelled meanwhile); the critique is stored either way, it is a valid result.
+
+        Args:
+            job_id: the job's id.
+            hash, model, max_new_tokens: the critique's key (see put_critique).
+            result: the critique to store with it, if any.
+            saliency_png: its saliency map as a PNG, if any.
+        """
         now = time.time()
         with self._lock, self._tx():
             if result is not None:
@@ -288,8 +375,11 @@ class Store(_WatchedTables):
             return cur.rowcount == 1
 
     def save_batch(self, items) -> None:
-        """Store a model batch in one transaction: items of (job_id or None, hash, model, max_new_tokens, result, png).
-        Jobs among them are marked done (unless cancelled meanwhile)."""
+        """Store a model batch in one transaction; jobs among them are marked done (unless cancelled meanwhile).
+
+        Args:
+            items: tuples of (job_id or None, hash, model, max_new_tokens, result, png), as for finish_job.
+        """
         now = time.time()
         with self._lock, self._tx():
             for job_id, hash, model, max_new_tokens, result, png in items:
@@ -300,6 +390,14 @@ class Store(_WatchedTables):
                         "WHERE id=? AND state=?", (DONE, hash, model, max_new_tokens, now, job_id, RUNNING))
 
     def fail_job(self, job_id: str, code: str, message: str, hash: str | None = None) -> bool:
+        """Mark a running job failed; False if it was not running.
+
+        Args:
+            job_id: the job's id.
+            code: the error code (contract.ERROR_CODES).
+            message: the error's message.
+            hash: the image's content_hash, when it was read.
+        """
         with self._lock, self._tx():
             cur = self._db.execute(
                 "UPDATE jobs SET state=?, error=?, hash=COALESCE(?, hash), blob=NULL, updated=? WHERE id=? AND "
@@ -308,7 +406,11 @@ class Store(_WatchedTables):
             return cur.rowcount == 1
 
     def requeue(self, job_ids) -> int:
-        """Put running jobs back in the queue (shutdown before they reached the model)."""
+        """Put running jobs back in the queue (shutdown before they reached the model). Returns how many.
+
+        Args:
+            job_ids: the jobs' ids.
+        """
         with self._lock, self._tx():
             n = 0
             for job_id in job_ids:
@@ -323,7 +425,11 @@ class Store(_WatchedTables):
                                     (QUEUED, time.time(), RUNNING)).rowcount
 
     def cancel_job(self, job_id: str) -> Job | None:
-        """Cancel a queued or running job (a running one may still finish its model pass; its result is kept)."""
+        """Cancel a queued or running job (a running one may still finish its model pass; its result is kept).
+
+        Args:
+            job_id: the job's id.
+        """
         with self._lock, self._tx():
             self._db.execute("UPDATE jobs SET state=?, blob=NULL, updated=? WHERE id=? AND state IN (?, ?)",
                              (CANCELLED, time.time(), job_id, QUEUED, RUNNING))
@@ -331,7 +437,11 @@ class Store(_WatchedTables):
         return _job(row) if row else None
 
     def retry_job(self, job_id: str) -> Job | None:
-        """A failed or cancelled job back to the queue (the watcher's `retry`)."""
+        """A failed or cancelled job back to the queue (the watcher's `retry`).
+
+        Args:
+            job_id: the job's id.
+        """
         with self._lock, self._tx():
             # a failed or cancelled byte job has dropped its bytes: there is nothing left to retry
             self._db.execute("UPDATE jobs SET state=?, error=NULL, updated=? WHERE id=? AND state IN (?, ?) AND "
@@ -341,7 +451,14 @@ class Store(_WatchedTables):
 
     def jobs(self, *, origin: str | None = None, state: str | None = None, since: float | None = None,
              limit: int = 1000) -> list[Job]:
-        """Jobs by origin / state / updated after `since` (oldest update first): the watcher's polling query."""
+        """Jobs by origin / state / updated after `since` (oldest update first): the watcher's polling query.
+
+        Args:
+            origin: only jobs from this origin.
+            state: only jobs in this state.
+            since: only jobs updated after this time (seconds since the epoch).
+            limit: the most jobs to return.
+        """
         where, params = [], []
         for column, op, value in (("origin", "=", origin), ("state", "=", state), ("updated", ">", since)):
             if value is not None:

@@ -104,16 +104,31 @@ _REPLACE_TRIES = 3
 
 @dataclass
 class SidecarOptions:
-    write_description: bool = False      # dc:description (x-default) from the critique text
-    write_tags: bool = True              # dc:subject + lr:hierarchicalSubject
-    write_rating: bool = False           # xmp:Rating from the score (see rating_from_score)
-    overwrite_description: bool = False  # replace an existing non-empty dc:description
-    overwrite_rating: bool = False       # replace an existing xmp:Rating (any value, incl. 0 and -1 reject)
-    tag_root: str = "aesthetics"         # our tags live under it; old ones of ours under it are cleaned out
+    """What write_sidecar writes into the standard fields (our own namespace is always written).
+
+    Args:
+        write_description: dc:description (x-default) from the critique text.
+        write_tags: dc:subject + lr:hierarchicalSubject.
+        write_rating: xmp:Rating from the score (see rating_from_score).
+        overwrite_description: replace an existing non-empty dc:description.
+        overwrite_rating: replace an existing xmp:Rating (any value, incl. 0 and -1 reject).
+        tag_root: our tags live under it; old ones of ours under it are cleaned out.
+    """
+
+    write_description: bool = False
+    write_tags: bool = True
+    write_rating: bool = False
+    overwrite_description: bool = False
+    overwrite_rating: bool = False
+    tag_root: str = "aesthetics"
 
 
 def sidecar_path(image_path) -> Path:
-    """darktable's sidecar name: the full file name plus ".xmp" (IMG_0001.JPG -> IMG_0001.JPG.xmp)."""
+    """darktable's sidecar name: the full file name plus ".xmp" (IMG_0001.JPG -> IMG_0001.JPG.xmp).
+
+    Args:
+        image_path: the photo's path (str or path-like).
+    """
     p = Path(image_path)
     return p.with_name(p.name + ".xmp")
 
@@ -506,10 +521,14 @@ def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Pat
 def write_sidecar(image_path, result: dict, options: SidecarOptions | None = None) -> Path:
     """Write (or update) the sidecar of `image_path` with a critique result; returns its path.
 
-    `result`: "text", "attributes" {key: text}, "score" (0..10), "tags" (rooted "a|b|c" paths),
-    "model", "saliency" {key: number | [x, y] | list}, optional "created" (ISO time or datetime).
     Raises SidecarError (old sidecar byte-identical, no temp file left) when it cannot be done, and
     ValueError for a result that cannot be stored (NaN score, an attribute name that is no XML name).
+
+    Args:
+        image_path: the photo's path; the sidecar is sidecar_path(image_path).
+        result: "text", "attributes" {key: text}, "score" (0..10), "tags" (rooted "a|b|c" paths),
+            "model", "saliency" {key: number | [x, y] | list}, optional "created" (ISO time or datetime).
+        options: what to write and what to overwrite (default: SidecarOptions()).
     """
     options = options or SidecarOptions()
     side = target = sidecar_path(image_path)
@@ -530,6 +549,9 @@ def read_sidecar(path) -> dict:
     Returns the keys of `write_sidecar`'s result that are present: "text", "attributes", "score",
     "model", "created", "tags", "saliency" (2-vectors as [x, y], numbers as float). {} when the
     sidecar has nothing of ours; SidecarError when it is missing or unreadable.
+
+    Args:
+        path: the sidecar (a path ending in .xmp) or the photo whose sidecar to read.
     """
     p = Path(path)
     if p.suffix.lower() != ".xmp":

@@ -141,7 +141,13 @@ def image_info(source: str | os.PathLike | bytes, *, name: str | None = None) ->
     """Header-only facts: {"format", "width", "height", "raw"}. Width and height are those of
     the image ``load_image`` returns at full size (EXIF orientation / RAW flip applied; for a
     RAW, the demosaiced sensor image, not the preview). Does not apply MAX_PIXELS, so an
-    oversized file still reports its size. Raises ImageLoadError."""
+    oversized file still reports its size. Raises ImageLoadError.
+
+    Args:
+        source: a path, or the encoded file's bytes (as for ``load_image``).
+        name: for bytes, the file name (its extension marks RAW files, and it labels errors); for a path, an
+            alternative name whose extension is used.
+    """
     with _Source(source, name) as src:
         try:
             if src.is_raw():
@@ -190,7 +196,12 @@ def _tifffile_info(src: _Source) -> dict:
 def damage_warnings(source: str | os.PathLike | bytes, *, name: str | None = None) -> list[str]:
     """The header- and structure-level warnings ``load_image`` would give (damaged JPEG data, unreadable EXIF, an
     unusable ICC profile), without decoding a pixel: for a result answered from a cache. [] when the file cannot
-    even be identified (``load_image`` reports that as an error)."""
+    even be identified (``load_image`` reports that as an error).
+
+    Args:
+        source: a path, or the encoded file's bytes (as for ``load_image``).
+        name: for bytes, the file name; for a path, an alternative name whose extension is used.
+    """
     ctx = _Ctx()
     try:
         with _Source(source, name) as src:

@@ -77,7 +77,11 @@ def _ext(name: str | os.PathLike | None) -> str:
 
 
 def is_supported(path: str | os.PathLike) -> bool:
-    """True if ``path`` has an image or RAW extension we load (case-insensitive)."""
+    """True if ``path`` has an image or RAW extension we load (case-insensitive).
+
+    Args:
+        path: a file name or path; only its extension is looked at.
+    """
     ext = _ext(path)
     return ext in IMAGE_EXTENSIONS or ext in RAW_EXTENSIONS
 
