@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("ase_model.data")  # one logger for the whole package
+log = logging.getLogger("ase_model.data")  # one logger for the whole package, as before the split
 
 __all__ = [
     "FORMATS",
@@ -45,25 +45,49 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 @dataclass
 class CaptionSample:
+    """One photo of a captioning dataset with its critiques.
+
+    Args:
+        id: the dataset's id for the photo.
+        image: the image file (absolute).
+        references: every reference critique for this image (>= 1).
+        target: the training target text (how it is chosen: docs/training.md, per format).
+        attributes: canonical attribute -> comments.
+        score: 0..10, or None when the dataset gives none.
+        split: train, val or test.
+    """
+
     id: str
-    image: Path  # absolute
-    references: list[str]  # every reference critique for this image (>= 1)
-    target: str  # the training target text (how it is chosen: docs/training.md)
-    attributes: dict[str, list[str]]  # canonical attribute -> comments
-    score: float | None  # 0..10
-    split: str  # train / val / test
+    image: Path
+    references: list[str]
+    target: str
+    attributes: dict[str, list[str]]
+    score: float | None
+    split: str
 
 
 @dataclass
 class LoadReport:
+    """What a load found: how many samples, and every missing image and malformed record.
+
+    Args:
+        format: the dataset format (FORMATS or SALIENCY_FORMATS).
+        path: the PATH part of the spec, as given.
+        split: the split loaded.
+        loaded: how many samples were returned.
+        missing_images: "id (expected path)" for each record whose image is absent.
+        malformed: (record locator, reason) for each record that could not be read.
+    """
+
     format: str
     path: str
     split: str
     loaded: int = 0
-    missing_images: list[str] = field(default_factory=list)  # "id (expected path)"
-    malformed: list[tuple[str, str]] = field(default_factory=list)  # (record locator, reason)
+    missing_images: list[str] = field(default_factory=list)
+    malformed: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line: the counts, with the first missing image and the first malformed record."""
         def n(k: int, word: str) -> str:
             return f"{k} {word}{'' if k == 1 else 's'}"
 
@@ -79,6 +103,15 @@ class LoadReport:
 
 @dataclass
 class SaliencySample:
+    """One photo of a saliency dataset.
+
+    Args:
+        id: the image's file stem.
+        image: the image file (absolute).
+        saliency_map: the continuous map's file (see read_fixation_map), if the split has one.
+        fixations: the binary fixations' file (see read_fixations), if the split has one.
+    """
+
     id: str
     image: Path
     saliency_map: Path | None
@@ -96,7 +129,11 @@ _SPLIT_ALIASES = {
 
 
 def normalise_split(split: str | None) -> str | None:
-    """"train" / "val" / "test" for the usual spellings, None for anything else."""
+    """"train" / "val" / "test" for the usual spellings, None for anything else.
+
+    Args:
+        split: a split name in any usual spelling ("validation", "dev", "restval", ...), any case.
+    """
     if not isinstance(split, str):
         return None
     return _SPLIT_ALIASES.get(split.strip().lower())
@@ -108,7 +145,12 @@ def _split_names(split: str) -> list[str]:
 
 
 def hash_split(id: str, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> str:
-    """Deterministic train/val/test assignment of an id (SHA-1, independent of PYTHONHASHSEED)."""
+    """Deterministic train/val/test assignment of an id (SHA-1, independent of PYTHONHASHSEED).
+
+    Args:
+        id: the sample's id (converted with str()).
+        ratios: the train, val and test fractions.
+    """
     x = int.from_bytes(hashlib.sha1(str(id).encode("utf-8")).digest()[:8], "big") / 2**64
     if x < ratios[0]:
         return "train"
@@ -131,7 +173,11 @@ def _drop_url(m: re.Match) -> str:
 
 
 def clean_comment(text: Any) -> str:
-    """Conservative clean-up of a scraped comment (docs/training.md, "The loaders in detail"); '' for non-text."""
+    """Conservative clean-up of a scraped comment (docs/training.md, "The loaders in detail"); '' for non-text.
+
+    Args:
+        text: the comment as scraped (anything that is not a str gives '').
+    """
     if not isinstance(text, str):
         return ""
     t = html.unescape(text)

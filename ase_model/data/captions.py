@@ -35,7 +35,12 @@ _LOADERS: dict[str, Callable[[Path, str, _Collector, _Indexes], None]] = {
 
 
 def load_captions(spec: str, split: str = "train") -> tuple[list[CaptionSample], LoadReport]:
-    """Load one split of a captioning dataset given as "FORMAT:PATH" (FORMAT in FORMATS)."""
+    """Load one split of a captioning dataset; returns the samples (natural id order) and the report.
+
+    Args:
+        spec: "FORMAT:PATH" with FORMAT in FORMATS (layouts: docs/training.md).
+        split: train, val or test (usual spellings accepted, see normalise_split).
+    """
     fmt, raw_path = _parse_spec(spec, FORMATS)
     s = normalise_split(split)
     if s is None:

@@ -63,7 +63,12 @@ def _pair_saliency(images: dict[str, Path], maps: dict[str, Path], fixes: dict[s
 
 
 def load_saliency(spec: str, split: str = "train") -> tuple[list[SaliencySample], LoadReport]:
-    """Load a saliency dataset split: "salicon:PATH", "mit1003:PATH", "folder:IMAGES_DIR,MAPS_DIR[,FIX_DIR]"."""
+    """Load a saliency dataset split; returns the samples (natural id order) and the report.
+
+    Args:
+        spec: "salicon:PATH", "mit1003:PATH" or "folder:IMAGES_DIR,MAPS_DIR[,FIX_DIR]".
+        split: train, val or test (usual spellings accepted, see normalise_split).
+    """
     fmt, raw = _parse_spec(spec, SALIENCY_FORMATS)
     s = normalise_split(split)
     if s is None:
@@ -114,7 +119,11 @@ def _read_gray(path: Path) -> np.ndarray:
 
 
 def read_fixation_map(path: str | os.PathLike) -> np.ndarray:
-    """A continuous saliency / fixation-density map as float32 in [0, 1] (an image, or a .npy array)."""
+    """A continuous saliency / fixation-density map as float32 in [0, 1].
+
+    Args:
+        path: an image (8- or 16-bit grayscale, or colour converted to gray) or a .npy array.
+    """
     p = Path(path)
     if p.suffix.lower() == ".npy":
         a = np.asarray(np.load(p), dtype=np.float64)
@@ -153,7 +162,11 @@ def _fixations_from_mat(path: Path) -> np.ndarray:
 
 def read_fixations(path: str | os.PathLike) -> np.ndarray:
     """A binary (H, W) fixation map: from a binary image (.png/.jpg; JPEG noise removed by thresholding at half
-    the maximum), a .npy array (> 0), or a .mat (SALICON's per-observer fixation lists, or a 2-D array)."""
+    the maximum), a .npy array (> 0), or a .mat (SALICON's per-observer fixation lists, or a 2-D array).
+
+    Args:
+        path: the fixations file (.png, .jpg, .npy or .mat).
+    """
     p = Path(path)
     suf = p.suffix.lower()
     if suf == ".mat":
