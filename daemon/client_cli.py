@@ -4,6 +4,7 @@
     ase-client critique IMAGE… [--format text|json|lines] [--stream] [--saliency-out DIR] [--max-new-tokens N] [--force]
     ase-client submit IMAGE… | job ID [--saliency-out DIR] | cancel ID
     ase-client watch add DIR [--recursive] [--polling] | remove DIR | list | retry [PATH] | files [PATH]
+    ase-client profiles [--json]       (personal profiles on this machine; needs no daemon)
 
 Exit status: 0 all ok, 1 some images (or the op) failed, 2 usage error, 3 daemon unavailable.
 """
@@ -109,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     wf = wsub.add_parser("files", help="per-file state (queued/done/failed, error, sidecar) as JSON lines")
     wf.add_argument("path", nargs="?")
     wf.add_argument("--state", choices=P.WATCH_FILE_STATES)
+    pr = sub.add_parser("profiles", help="personal profiles (ase-mllm learn): size, date, agreement with the ratings")
+    pr.add_argument("--json", action="store_true", help="a JSON list")
     return p
 
 
@@ -427,8 +430,41 @@ def _status_text(st: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} kB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB"
+
+
+def profiles(as_json: bool = False) -> int:
+    """`ase-client profiles`: the personal profiles in this user's data folder, read from disk (no daemon; the
+    profiles module is torch-free).
+
+    Args:
+        as_json: print a JSON list instead of a table.
+    """
+    from ase_model.personal.profiles import list_profiles, profiles_dir
+
+    infos = list_profiles()
+    if as_json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return EXIT_OK
+    base = profiles_dir()
+    if not infos:
+        print(f"no profiles in {base} (learn one: ase-mllm learn --from-xmp DIR... | --from-darktable LIBRARY.db)")
+        return EXIT_OK
+    width = max(4, *(len(i.name) for i in infos))
+    print(f"{'name':{width}s} {'ratings':>7s} {'personal':>8s} {'generic':>8s} {'size':>8s}  {'learnt':24s}  model")
+    for i in infos:
+        print(f"{i.name:{width}s} {i.n_ratings:7d} {i.personal_srcc:+8.3f} {i.generic_srcc:+8.3f} "
+              f"{_size(i.size):>8s}  {i.created:24s}  {i.model}")
+    print(f"(personal / generic: cross-validated Spearman agreement with the ratings)\n"
+          f"profiles live in {base}; delete one with: rm -r {base}/NAME")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # exits 2 on a usage error
+    if args.command == "profiles":  # files on this machine: no daemon to reach
+        return profiles(args.json)
     if getattr(args, "max_new_tokens", None) is not None and args.max_new_tokens < 1:
         _err("--max-new-tokens must be >= 1")
         return EXIT_USAGE
