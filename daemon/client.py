@@ -191,12 +191,15 @@ class Client:
     def critique(self, path=None, data: bytes | None = None, stream: Callable[[str], None] | None = None,
                  saliency: bool = True, max_new_tokens: int | None = None, force: bool = False,
                  name: str | None = None, on_progress: Callable[[dict], None] | None = None,
-                 request_id: str | None = None) -> tuple[dict, bytes | None]:
+                 request_id: str | None = None, profile: str | None = None) -> tuple[dict, bytes | None]:
         """Critique one photo: `path` on the daemon's machine (local endpoints) or its bytes as `data`.
 
         Returns (result, saliency PNG or None). `stream(text)` gets the critique's text as it is generated.
+        `profile` names a personal profile (`ase-mllm learn`): the result then also has `personal_score`.
         """
         args, frames = self._image(path, data, name, max_new_tokens, force)
+        if profile:
+            args["profile"] = profile
         args.update(saliency=saliency, progress=True)
         if stream is not None:
             args["stream"] = True
@@ -211,9 +214,12 @@ class Client:
         return reply.result, (reply.frames[0] if reply.frames else None)
 
     def submit(self, path=None, data: bytes | None = None, priority: int = 0, meta: dict | None = None,
-               max_new_tokens: int | None = None, name: str | None = None) -> dict:
-        """Queue a background critique; persisted before the reply. Returns {"job", "state", "created"}."""
+               max_new_tokens: int | None = None, name: str | None = None, profile: str | None = None) -> dict:
+        """Queue a background critique; persisted before the reply. Returns {"job", "state", "created"}.
+        With `profile`, the job's result also has that personal profile's `personal_score`."""
         args, frames = self._image(path, data, name, max_new_tokens, False)
+        if profile:
+            args["profile"] = profile
         if priority:
             args["priority"] = int(priority)
         if meta:

@@ -73,12 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--saliency-out", metavar="DIR", help="write each saliency map as DIR/<name>.saliency.png")
     c.add_argument("--max-new-tokens", type=int)
     c.add_argument("--force", action="store_true", help="ignore the daemon's stored critique")
+    c.add_argument("--profile", metavar="NAME", help="also a personal_score by this profile (ase-mllm learn)")
     c.add_argument("--parallel", type=int, default=8, help="requests in flight at once (default %(default)s)")
     c.add_argument("--wait-ready", type=float, default=300.0, help="seconds to wait for a loading model")
     s = sub.add_parser(P.OP_SUBMIT, help="queue background critiques; prints the job ids")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("--priority", type=int, default=0)
     s.add_argument("--max-new-tokens", type=int)
+    s.add_argument("--profile", metavar="NAME", help="the result also gets this profile's personal_score")
     j = sub.add_parser(P.OP_JOB, help="a background job's state and result")
     j.add_argument("id")
     j.add_argument("--saliency-out", metavar="DIR")
@@ -237,11 +239,11 @@ class App:
                 try:
                     if data is None:
                         res, png = c.critique(path=image, stream=stream, saliency=bool(a.saliency_out),
-                                              max_new_tokens=a.max_new_tokens, force=a.force)
+                                              max_new_tokens=a.max_new_tokens, force=a.force, profile=a.profile)
                     else:
                         res, png = c.critique(data=data, name=Path(image).name, stream=stream,
                                               saliency=bool(a.saliency_out), max_new_tokens=a.max_new_tokens,
-                                              force=a.force)
+                                              force=a.force, profile=a.profile)
                     return (res, png), None
                 except DaemonError as e:
                     if e.code == P.BUSY:
@@ -333,7 +335,10 @@ class App:
             if self.args.stream:
                 out.write("\n")
             else:
-                out.write(f"== {image}  score {result['score']:.1f}/10{' (cached)' if result.get('cached') else ''}\n")
+                mine = result.get("personal_score")
+                out.write(f"== {image}  score {result['score']:.1f}/10"
+                          + (f"  personal {mine:.1f}/10" if mine is not None else "")
+                          + f"{' (cached)' if result.get('cached') else ''}\n")
                 out.write(result["text"] + "\n")
             if result.get("tags"):
                 out.write("tags: " + ", ".join(result["tags"]) + "\n")
@@ -348,10 +353,11 @@ class App:
             for image in self.args.images:
                 try:
                     if self.local and not self.args.send_bytes:
-                        r = c.submit(path=image, priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
+                        r = c.submit(path=image, priority=self.args.priority, max_new_tokens=self.args.max_new_tokens,
+                                     profile=self.args.profile)
                     else:
-                        r = c.submit(data=read_photo(image), name=Path(image).name,
-                                     priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
+                        r = c.submit(data=read_photo(image), name=Path(image).name, priority=self.args.priority,
+                                     max_new_tokens=self.args.max_new_tokens, profile=self.args.profile)
                     print(json.dumps({"image": image, **r}))
                 except (DaemonError, PhotoUnreadable) as e:
                     failures += 1

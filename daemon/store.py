@@ -26,7 +26,8 @@ from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
-SCHEMA_VERSION = 3  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner. Upgrades only add.
+SCHEMA_VERSION = 4  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile.
+# Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = """
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    owner TEXT                        -- NULL: the daemon's own user; else the remote client ("curve:<key>", "tcp")
+    owner TEXT,                       -- NULL: the daemon's own user; else the remote client ("curve:<key>", "tcp")
+    profile TEXT                      -- the personal profile the result is also scored by (docs/personal.md)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, priority DESC, created);
 CREATE INDEX IF NOT EXISTS jobs_by_origin ON jobs (origin, updated);
@@ -121,26 +123,29 @@ class Job:
     request_id: str | None = None
     has_blob: bool = False
     owner: str | None = None  # None = the daemon's own user
+    profile: str | None = None  # a personal profile: the result also gets its personal_score
 
     def to_dict(self) -> dict:
         return {
             "job": self.id, "state": self.state, "priority": self.priority, "kind": self.kind, "origin": self.origin,
             "image": self.name, "hash": self.hash, "model": self.model, "meta": self.meta, "error": self.error,
             "attempts": self.attempts, "created": self.created, "updated": self.updated,
+            **({"profile": self.profile} if self.profile else {}),
         }
 
 
 _JOB_COLUMNS = ("id, state, priority, kind, origin, path, name, hash, model, max_new_tokens, meta, error, attempts, "
-                "created, updated, request_id, blob IS NOT NULL, owner")
+                "created, updated, request_id, blob IS NOT NULL, owner, profile")
 
 
 def _job(row) -> Job:
     (id_, state, priority, kind, origin, path, name, hash_, model, mnt, meta, error, attempts, created, updated,
-     request_id, has_blob, owner) = row
+     request_id, has_blob, owner, profile) = row
     if request_id and owner is not None:
         request_id = request_id.split("\x1f", 1)[-1]  # stored per owner (see add_job)
     return Job(id_, state, priority, kind, origin, path, name, hash_, model, mnt, json.loads(meta or "{}"),
-               json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob), owner)
+               json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob), owner,
+               profile)
 
 
 class Store(_WatchedTables):
@@ -163,6 +168,8 @@ class Store(_WatchedTables):
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a store from before schema 3
                 self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            if "profile" not in columns:  # before schema 4
+                self._db.execute("ALTER TABLE jobs ADD COLUMN profile TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -215,12 +222,14 @@ class Store(_WatchedTables):
     def add_job(self, *, path: str | None = None, data: bytes | None = None, name: str | None = None,
                 priority: int = 0, kind: str = KIND_CRITIQUE, origin: str = "client", meta: dict | None = None,
                 max_new_tokens: int | None = None, request_id: str | None = None,
-                max_queued: int | None = None, owner: str | None = None) -> tuple[Job, bool]:
+                max_queued: int | None = None, owner: str | None = None,
+                profile: str | None = None) -> tuple[Job, bool]:
         """Persist a queued job; returns (job, created). A request_id seen before returns that job (created False).
 
         max_queued: refuse (QueueFull) when this many jobs are already queued.
         owner: None for the daemon's own user, else the remote client; request ids are per owner, so one client's
         id can never fetch another's job.
+        profile: a personal profile's name: the job's result also gets that profile's personal_score.
         """
         if (path is None) == (data is None):
             raise ValueError("a job needs exactly one of path or data")
@@ -241,9 +250,9 @@ class Store(_WatchedTables):
             job_id = uuid.uuid4().hex[:16]
             self._db.execute(
                 "INSERT INTO jobs (id, request_id, state, priority, kind, origin, path, blob, name, max_new_tokens,"
-                " meta, created, updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " meta, created, updated, owner, profile) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, request_id, QUEUED, priority, kind, origin, path, data, name or path, max_new_tokens,
-                 json.dumps(meta or {}, ensure_ascii=False), now, now, owner))
+                 json.dumps(meta or {}, ensure_ascii=False), now, now, owner, profile))
             row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row), True
 
