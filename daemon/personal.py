@@ -13,12 +13,15 @@ again at any time, so it is computed (cheaply, from the cached vector) whenever 
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from .errors import BadArgument, NotFound
 
 __all__ = ["PersonalScores"]
+
+log = logging.getLogger("ase_daemon.personal")
 
 
 class PersonalScores:
@@ -44,27 +47,41 @@ class PersonalScores:
             NotFound: no such profile.
             BadArgument: a bad name, an unreadable profile, or one learnt with another model (says to relearn).
         """
-        from ase_model.personal.profiles import ProfileError, check_name, load_profile, profiles_dir
+        from ase_model.personal.profiles import (
+            ProfileError,
+            ProfileModelMismatch,
+            check_name,
+            load_profile,
+            profiles_dir,
+        )
 
+        # Messages name no folder: a guest (CURVE, tcp) may send `profile` and must not learn the owner's paths.
         try:
-            folder = profiles_dir(self.profiles_root) / check_name(name)
-            try:
-                mtime = (folder / "profile.json").stat().st_mtime_ns
-            except OSError:
-                raise NotFound(f"no profile {name!r} in {folder.parent} (learn one: ase-mllm learn --profile "
-                               f"{name} ...)") from None
-            with self._lock:
-                cached = self._loaded.get(name)
-            if cached is None or cached[0] != mtime:
-                cached = (mtime, load_profile(name, root=self.profiles_root))
-                with self._lock:
-                    self._loaded[name] = cached
-            profile = cached[1]
-            if model_id is not None:
-                profile.check_model(model_id)
-            return profile
-        except ProfileError as e:  # a bad name, unreadable, or learnt with another model (ProfileModelMismatch)
+            check_name(name)
+        except ProfileError as e:
             raise BadArgument(str(e)) from None
+        folder = profiles_dir(self.profiles_root) / name
+        try:
+            mtime = (folder / "profile.json").stat().st_mtime_ns
+        except OSError:
+            raise NotFound(f"no profile {name!r} (learn one: ase-mllm learn --profile {name} ...)") from None
+        with self._lock:
+            cached = self._loaded.get(name)
+        if cached is None or cached[0] != mtime:
+            try:
+                cached = (mtime, load_profile(name, root=self.profiles_root))
+            except ProfileError as e:
+                log.warning("profile %r: %s", name, e)
+                raise BadArgument(f"profile {name!r} cannot be read; learn it again (ase-mllm learn)") from None
+            with self._lock:
+                self._loaded[name] = cached
+        profile = cached[1]
+        if model_id is not None:
+            try:
+                profile.check_model(model_id)
+            except ProfileModelMismatch as e:  # says which models, and to learn it again
+                raise BadArgument(str(e)) from None
+        return profile
 
     def _cache(self, model_id: str):
         from ase_model.personal.features import FeatureCache, features_dir
