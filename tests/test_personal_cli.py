@@ -137,6 +137,9 @@ def test_learn_from_a_darktable_library_dry_run(env, learnt, rated_folder, tmp_p
         flags = 8 | 1 if k == 0 else k + 1  # the darkest rejected
         con.execute("INSERT INTO images VALUES (?, 1, ?, 0, ?)", (i + 1, photo.name, flags))
     con.execute("INSERT INTO images VALUES (100, 1, 'gone.jpg', 0, 5)")  # deleted since: left out, not fatal
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg" * 10)  # unreadable: left out too
+    con.execute("INSERT INTO film_rolls VALUES (2, 0, ?)", (str(tmp_path),))
+    con.execute("INSERT INTO images VALUES (101, 2, 'broken.jpg', 0, 5)")
     con.commit()
     con.close()
     rc = ase_mllm(["learn", "--from-darktable", str(db), "--profile", "dt", "--dry-run", "--json", "--device", "cpu"])
@@ -146,6 +149,7 @@ def test_learn_from_a_darktable_library_dry_run(env, learnt, rated_folder, tmp_p
     assert report["n_ratings"] == 24 and report["histogram"] == {"-1": 6, "2": 6, "3": 6, "4": 6}
     assert report["path"] is None and not (env / "ase-mllm" / "profiles" / "dt").exists()
     assert "1 rated photo(s) no longer exist" in captured.err
+    assert f"{tmp_path / 'broken.jpg'}: cannot be read" in captured.err and "left out" in captured.err
 
 
 def test_critique_with_a_profile_gives_personal_score(env, learnt, rated_folder, capsys):

@@ -117,13 +117,13 @@ def _table(result) -> str:
 
 def learn_command(args) -> int:
     """Runs `ase-mllm learn` on parsed arguments (see the module's docstring)."""
+    import numpy as np
+
     from .learning import MIN_RATINGS, check_ratings, learn
     from .profiles import check_name, save_profile
 
     check_name(args.profile)  # a bad name fails before minutes of features
     rated, sources = _read_ratings(args)
-    import numpy as np
-
     check_ratings(np.array([r.rating for r in rated]), MIN_RATINGS)  # refuse before loading any model
     from ..critic import Critic
     from .features import FeatureCache, features_dir
@@ -136,7 +136,8 @@ def learn_command(args) -> int:
     t_feat = time.perf_counter() - t0
     ratings = np.array([r.rating for r in rated])
     t1 = time.perf_counter()
-    result = learn(feats.vectors, feats.scores, ratings, image_dims=feats.image_dims)  # unreadable photos left
+    # NotEnoughRatings again when the photos that could not be read leave too few
+    result = learn(feats.vectors, feats.scores, ratings, image_dims=feats.image_dims)
     t_learn = time.perf_counter() - t1
     folder = None
     if not args.dry_run:
