@@ -1,4 +1,4 @@
-"""`ase-mllm`: build, critique, info, train, eval.
+"""`ase-mllm`: build, critique, info, train, eval, learn.
 
 The installed `ase-mllm` script is ase_daemon.mllm_cli, which adds `demo` (it drives the daemon, so it lives
 there: ase_model never imports ase_daemon). Nothing here imports torch until a command runs.
@@ -51,7 +51,8 @@ def cmd_build(args) -> int:
 
         tokenizer = AutoTokenizer.from_pretrained(args.llm)
         src_images = AutoImageProcessor.from_pretrained(args.vision)
-        model = ASEForConditionalGeneration.from_parts(args.vision, args.llm, tokenizer=tokenizer, fusion_layers=_layers(args.fusion_layers))
+        model = ASEForConditionalGeneration.from_parts(args.vision, args.llm, tokenizer=tokenizer,
+                                                       fusion_layers=_layers(args.fusion_layers))
     else:
         print("ase-mllm build: give --from-llava SRC, or --vision V and --llm L, or --tiny", file=sys.stderr)
         return 2
@@ -69,12 +70,37 @@ def cmd_build(args) -> int:
 
 
 # ---- critique ------------------------------------------------------------------------------------------------
+def _personal_scorer(critic, name: str):
+    """A function (path, image) pairs -> personal scores with profile `name` (ProfileError, naming the fix, when it
+    was learnt with another model). Features are cached beside `ase-mllm learn`'s, by the file's content."""
+    from .personal import FeatureCache, content_hash, features_dir, load_profile, personal_score, photo_features
+
+    profile = load_profile(name, model=critic.model_id)
+    cache = FeatureCache(features_dir(), critic.model_id)
+
+    def score(pending: list[tuple[str, object]]) -> list[float]:
+        feats = photo_features(critic, [im for _, im in pending], cache=cache,
+                               keys=[content_hash(path) for path, _ in pending])
+        return [round(float(s), 3) for s in personal_score(profile, feats)]
+
+    return score
+
+
 def cmd_critique(args) -> int:
     from .critic import Critic
     from .imageio import ImageLoadError, load_image
     from .saliency import to_png
 
     critic = Critic.from_pretrained(args.model, device=args.device, tag_root=args.tag_root)
+    personal = None
+    if args.profile:
+        from .personal import ProfileError
+
+        try:
+            personal = _personal_scorer(critic, args.profile)
+        except ProfileError as e:  # no such profile, or learnt with another model: says to learn it again
+            print(f"ase-mllm: {e}", file=sys.stderr)
+            return 2
     sal_dir = Path(args.saliency_dir) if args.saliency_dir else None
     if sal_dir:
         sal_dir.mkdir(parents=True, exist_ok=True)
@@ -84,9 +110,13 @@ def cmd_critique(args) -> int:
     def flush():
         if not pending:
             return
-        results = critic.critique([im for _, im in pending], max_new_tokens=args.max_new_tokens, names=[n for n, _ in pending])
-        for c in results:
+        results = critic.critique([im for _, im in pending], max_new_tokens=args.max_new_tokens,
+                                  names=[n for n, _ in pending])
+        mine = personal(pending) if personal else [None] * len(results)
+        for c, personal_score in zip(results, mine):
             record = c.to_dict()
+            if personal_score is not None:
+                record["personal_score"] = personal_score
             if sal_dir:
                 path = sal_dir / (Path(c.image).name + ".saliency.png")
                 path.write_bytes(to_png(c.saliency))
@@ -94,7 +124,8 @@ def cmd_critique(args) -> int:
             if args.json:
                 print(json.dumps(record, ensure_ascii=False), flush=True)
             else:
-                print(f"== {c.image}  score {c.score:.1f}/10")
+                print(f"== {c.image}  score {c.score:.1f}/10"
+                      + (f"  personal {personal_score:.1f}/10" if personal_score is not None else ""))
                 print(c.text)
                 if c.tags:
                     print("tags: " + ", ".join(c.tags))
@@ -137,7 +168,8 @@ def cmd_info(args) -> int:
         "model": fingerprint(model_dir),
         "vision": f"{c.vision_config.model_type} {c.vision_config.num_hidden_layers}x{c.vision_config.hidden_size} "
                   f"@{c.vision_config.image_size}px/{c.vision_config.patch_size}",
-        "llm": f"{c.text_config.model_type} {c.text_config.num_hidden_layers}x{c.text_config.hidden_size}, vocab {c.text_config.vocab_size}",
+        "llm": f"{c.text_config.model_type} {c.text_config.num_hidden_layers}x{c.text_config.hidden_size}, "
+               f"vocab {c.text_config.vocab_size}",
         "fusion_layers": c.fusion_layers,
         "gates (tanh)": model.model.vision_tower.gates(),
         "parameters": {k: sum(p.numel() for p in v.parameters()) for k, v in parts.items()},
@@ -158,12 +190,13 @@ def _delegate(module: str, argv: list[str]) -> int:
 
 
 # commands handed to another module's main(argv) untouched (their own parsers and --help)
-DELEGATED = {"train": "ase_model.training", "eval": "ase_model.evaluation"}
+DELEGATED = {"train": "ase_model.training", "eval": "ase_model.evaluation", "learn": "ase_model.personal.cli"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `ase-mllm` parser (build, critique, info; train and eval are listed and delegated)."""
-    p = argparse.ArgumentParser(prog="ase-mllm", description="ASE-MLLM aesthetic critic: build, critique, train, evaluate")
+    """The `ase-mllm` parser (build, critique, info; train, eval and learn are listed and delegated)."""
+    p = argparse.ArgumentParser(prog="ase-mllm",
+                                description="ASE-MLLM aesthetic critic: build, critique, train, evaluate, learn")
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build an ASE-MLLM from a LLaVA checkpoint or from a vision model + an LLM")
@@ -187,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=4)
     c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
     c.add_argument("--tag-root", default="aesthetics")
+    c.add_argument("--profile", metavar="NAME", help="also give a personal_score from this profile (ase-mllm learn)")
     c.set_defaults(func=cmd_critique)
 
     i = sub.add_parser("info", help="describe a model folder")
@@ -197,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("train", "train (stages saliency, align, finetune); also under accelerate launch"),
         ("eval", "evaluate on a captioning benchmark"),
+        ("learn", "learn your taste from your ratings into a personal profile (critique --profile NAME)"),
     ):
         sub.add_parser(name, help=text, add_help=False)
     return p

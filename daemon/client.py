@@ -226,7 +226,7 @@ class Client:
     def critique(self, path=None, data: bytes | None = None, stream: Callable[[str], None] | None = None,
                  saliency: bool = True, max_new_tokens: int | None = None, force: bool = False,
                  name: str | None = None, on_progress: Callable[[dict], None] | None = None,
-                 request_id: str | None = None) -> tuple[dict, bytes | None]:
+                 request_id: str | None = None, profile: str | None = None) -> tuple[dict, bytes | None]:
         """Critique one photo: `path` on the daemon's machine (local endpoints) or its bytes as `data`.
 
         Returns (result, saliency PNG or None).
@@ -241,8 +241,11 @@ class Client:
             name: the photo's file name, for `data`: labels it, and its extension identifies RAW formats.
             on_progress: called with each progress event's data.
             request_id: the request's id (default: a new one), for `cancel(request=...)`.
+            profile: a personal profile's name (`ase-mllm learn`): the result then also has `personal_score`.
         """
         args, frames = self._image(path, data, name, max_new_tokens, force)
+        if profile:
+            args["profile"] = profile
         args.update(saliency=saliency, progress=True)
         if stream is not None:
             args["stream"] = True
@@ -257,7 +260,7 @@ class Client:
         return reply.result, (reply.frames[0] if reply.frames else None)
 
     def submit(self, path=None, data: bytes | None = None, priority: int = 0, meta: dict | None = None,
-               max_new_tokens: int | None = None, name: str | None = None) -> dict:
+               max_new_tokens: int | None = None, name: str | None = None, profile: str | None = None) -> dict:
         """Queue a background critique; persisted before the reply. Returns {"job", "state", "created"}.
 
         Args:
@@ -267,8 +270,11 @@ class Client:
             meta: kept with the job and returned with it.
             max_new_tokens: a cap on the critique's length (default: the daemon's).
             name: the photo's file name, for `data`.
+            profile: a personal profile's name: the job's result also has its `personal_score`.
         """
         args, frames = self._image(path, data, name, max_new_tokens, False)
+        if profile:
+            args["profile"] = profile
         if priority:
             args["priority"] = int(priority)
         if meta:

@@ -4,6 +4,7 @@
     ase-client critique IMAGE… [--format text|json|lines] [--stream] [--saliency-out DIR] [--max-new-tokens N] [--force]
     ase-client submit IMAGE… | job ID [--saliency-out DIR] | cancel ID
     ase-client watch add DIR [--recursive] [--polling] | remove DIR | list | retry [PATH] | files [PATH]
+    ase-client profiles [--json]       (personal profiles on this machine; needs no daemon)
 
 Exit status: 0 all ok, 1 some images (or the op) failed, 2 usage error, 3 daemon unavailable.
 """
@@ -72,12 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--saliency-out", metavar="DIR", help="write each saliency map as DIR/<name>.saliency.png")
     c.add_argument("--max-new-tokens", type=int)
     c.add_argument("--force", action="store_true", help="ignore the daemon's stored critique")
+    c.add_argument("--profile", metavar="NAME", help="also a personal_score by this profile (ase-mllm learn)")
     c.add_argument("--parallel", type=int, default=8, help="requests in flight at once (default %(default)s)")
     c.add_argument("--wait-ready", type=float, default=300.0, help="seconds to wait for a loading model")
     s = sub.add_parser(P.OP_SUBMIT, help="queue background critiques; prints the job ids")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("--priority", type=int, default=0)
     s.add_argument("--max-new-tokens", type=int)
+    s.add_argument("--profile", metavar="NAME", help="the result also gets this profile's personal_score")
     j = sub.add_parser(P.OP_JOB, help="a background job's state and result")
     j.add_argument("id")
     j.add_argument("--saliency-out", metavar="DIR")
@@ -109,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     wf = wsub.add_parser("files", help="per-file state (queued/done/failed, error, sidecar) as JSON lines")
     wf.add_argument("path", nargs="?")
     wf.add_argument("--state", choices=P.WATCH_FILE_STATES)
+    pr = sub.add_parser("profiles", help="personal profiles (ase-mllm learn): size, date, agreement with the ratings")
+    pr.add_argument("--json", action="store_true", help="a JSON list")
     return p
 
 
@@ -234,11 +239,11 @@ class App:
                 try:
                     if data is None:
                         res, png = c.critique(path=image, stream=stream, saliency=bool(a.saliency_out),
-                                              max_new_tokens=a.max_new_tokens, force=a.force)
+                                              max_new_tokens=a.max_new_tokens, force=a.force, profile=a.profile)
                     else:
                         res, png = c.critique(data=data, name=Path(image).name, stream=stream,
                                               saliency=bool(a.saliency_out), max_new_tokens=a.max_new_tokens,
-                                              force=a.force)
+                                              force=a.force, profile=a.profile)
                     return (res, png), None
                 except DaemonError as e:
                     if e.code == P.BUSY:
@@ -330,7 +335,10 @@ class App:
             if self.args.stream:
                 out.write("\n")
             else:
-                out.write(f"== {image}  score {result['score']:.1f}/10{' (cached)' if result.get('cached') else ''}\n")
+                mine = result.get("personal_score")
+                out.write(f"== {image}  score {result['score']:.1f}/10"
+                          + (f"  personal {mine:.1f}/10" if mine is not None else "")
+                          + f"{' (cached)' if result.get('cached') else ''}\n")
                 out.write(result["text"] + "\n")
             if result.get("tags"):
                 out.write("tags: " + ", ".join(result["tags"]) + "\n")
@@ -345,10 +353,11 @@ class App:
             for image in self.args.images:
                 try:
                     if self.local and not self.args.send_bytes:
-                        r = c.submit(path=image, priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
+                        r = c.submit(path=image, priority=self.args.priority, max_new_tokens=self.args.max_new_tokens,
+                                     profile=self.args.profile)
                     else:
-                        r = c.submit(data=read_photo(image), name=Path(image).name,
-                                     priority=self.args.priority, max_new_tokens=self.args.max_new_tokens)
+                        r = c.submit(data=read_photo(image), name=Path(image).name, priority=self.args.priority,
+                                     max_new_tokens=self.args.max_new_tokens, profile=self.args.profile)
                     print(json.dumps({"image": image, **r}))
                 except (DaemonError, PhotoUnreadable) as e:
                     failures += 1
@@ -427,8 +436,41 @@ def _status_text(st: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} kB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB"
+
+
+def profiles(as_json: bool = False) -> int:
+    """`ase-client profiles`: the personal profiles in this user's data folder, read from disk (no daemon; the
+    profiles module is torch-free).
+
+    Args:
+        as_json: print a JSON list instead of a table.
+    """
+    from ase_model.personal.profiles import list_profiles, profiles_dir
+
+    infos = list_profiles()
+    if as_json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return EXIT_OK
+    base = profiles_dir()
+    if not infos:
+        print(f"no profiles in {base} (learn one: ase-mllm learn --from-xmp DIR... | --from-darktable LIBRARY.db)")
+        return EXIT_OK
+    width = max(4, *(len(i.name) for i in infos))
+    print(f"{'name':{width}s} {'ratings':>7s} {'personal':>8s} {'generic':>8s} {'size':>8s}  {'learnt':24s}  model")
+    for i in infos:
+        print(f"{i.name:{width}s} {i.n_ratings:7d} {i.personal_srcc:+8.3f} {i.generic_srcc:+8.3f} "
+              f"{_size(i.size):>8s}  {i.created:24s}  {i.model}")
+    print(f"(personal / generic: cross-validated Spearman agreement with the ratings)\n"
+          f"profiles live in {base}; delete one with: rm -r {base}/NAME")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)  # exits 2 on a usage error
+    if args.command == "profiles":  # files on this machine: no daemon to reach
+        return profiles(args.json)
     if getattr(args, "max_new_tokens", None) is not None and args.max_new_tokens < 1:
         _err("--max-new-tokens must be >= 1")
         return EXIT_USAGE

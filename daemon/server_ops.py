@@ -8,6 +8,7 @@ daemon's exceptions (errors.py) or ProtocolError, and the server turns them into
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from . import contract as P
 from .errors import Busy, DaemonFault
 from .store import QueueFull
 from .worker import INTERACTIVE, Outcome, Task, photo_file_problem
+
+log = logging.getLogger("ase_daemon.server")
 
 if TYPE_CHECKING:
     from .server import Call
@@ -91,8 +94,11 @@ class _Ops:
         limit = self.config.limits.max_new_tokens
         if mnt is not None and not 1 <= mnt <= limit:
             raise P.ProtocolError(P.BAD_REQUEST, f"max_new_tokens must be 1..{limit}", req.id)
+        profile = a.get("profile")
+        if profile is not None:  # refused now, not after the queue: no such profile, or learnt on another model
+            self.worker.personal.profile(profile, self.worker.model_id)
         return {"path": path, "data": frames[0] if frames else None, "name": a.get("name") or path,
-                "max_new_tokens": mnt or self.worker.max_new_tokens}
+                "max_new_tokens": mnt or self.worker.max_new_tokens, "profile": profile}
 
     def _op_critique(self, call: Call, req: P.Request):
         key = (call.client, req.id)
@@ -145,7 +151,7 @@ class _Ops:
         add = functools.partial(
             self.store.add_job, path=image["path"], data=image["data"], name=image["name"],
             priority=req.args.get("priority", 0), meta=req.args.get("meta"), max_new_tokens=image["max_new_tokens"],
-            request_id=req.id, max_queued=self.config.limits.max_jobs, owner=call.client)
+            request_id=req.id, max_queued=self.config.limits.max_jobs, owner=call.client, profile=image["profile"])
         try:  # off the loop: the insert waits for fsync
             job, created = await self.loop.run_in_executor(None, add)
         except QueueFull as e:
@@ -166,10 +172,23 @@ class _Ops:
         if job.state == P.DONE:
             hit = self.store.get_critique(job.hash, job.model, job.max_new_tokens)
             if hit is not None:
-                out["result"] = hit.result.for_request(job.name).to_dict()
+                result = hit.result.for_request(job.name)
+                if job.profile:
+                    result = self._personal(result, job)
+                out["result"] = result.to_dict()
                 if req.args.get("saliency") and hit.saliency_png:
                     frames.append(hit.saliency_png)
         return out, frames
+
+    def _personal(self, result, job):
+        """A job's result with its profile's personal_score, from the cached features (left out when the profile
+        was deleted or relearnt on another model since: the critique itself stands)."""
+        try:
+            score = self.worker.personal.from_cache(job.profile, job.model, job.hash)
+        except DaemonFault as e:
+            log.info("job %s: no personal score (%s)", job.id, e.message)
+            return result
+        return result if score is None else result.with_personal(job.profile, score)
 
     def _op_cancel(self, call: Call, req: P.Request):
         job_id, request_id = req.args.get("job"), req.args.get("request")

@@ -20,13 +20,15 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import CANCELLED, DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
+from .contract import DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
 from .errors import QueueFull
+from .store_jobs import _JOB_COLUMNS, Job, _job, _JobHistory
 from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
-SCHEMA_VERSION = 3  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner. Upgrades only add.
+SCHEMA_VERSION = 4  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile.
+# Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = """
@@ -62,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    owner TEXT                        -- NULL: the daemon's own user; else the remote client ("curve:<key>", "tcp")
+    owner TEXT,                       -- NULL: the daemon's own user; else the remote client ("curve:<key>", "tcp")
+    profile TEXT                      -- the personal profile the result is also scored by (docs/personal.md)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, priority DESC, created);
 CREATE INDEX IF NOT EXISTS jobs_by_origin ON jobs (origin, updated);
@@ -113,73 +116,9 @@ class StoredCritique:
     saliency_png: bytes | None
 
 
-@dataclass
-class Job:
-    """A row of the job queue (built by the store; `to_dict` is its wire form).
-
-    Args:
-        id: the job's id.
-        state: queued, running, done, failed or cancelled.
-        priority: higher is claimed first.
-        kind: what the job does (KIND_CRITIQUE).
-        origin: who queued it ("client", "watch:/photos", ...).
-        path: the image's path, for a path job.
-        name: the image's name in results.
-        hash: the image's content_hash, once read.
-        model: the model that critiqued it, once done.
-        max_new_tokens: its length cap (None: the daemon's).
-        meta: what the submitter attached.
-        error: {"code", "message"} of a failed job.
-        attempts: how many times it was claimed.
-        created: when it was queued (seconds since the epoch).
-        updated: when its row last changed.
-        request_id: the submitter's request id (without the owner prefix).
-        has_blob: whether the store still holds the image's bytes.
-        owner: the remote client that queued it; None for the daemon's own user.
-    """
-
-    id: str
-    state: str
-    priority: int
-    kind: str
-    origin: str
-    path: str | None
-    name: str | None
-    hash: str | None
-    model: str | None
-    max_new_tokens: int | None
-    meta: dict
-    error: dict | None
-    attempts: int
-    created: float
-    updated: float
-    request_id: str | None = None
-    has_blob: bool = False
-    owner: str | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "job": self.id, "state": self.state, "priority": self.priority, "kind": self.kind, "origin": self.origin,
-            "image": self.name, "hash": self.hash, "model": self.model, "meta": self.meta, "error": self.error,
-            "attempts": self.attempts, "created": self.created, "updated": self.updated,
-        }
-
-
-_JOB_COLUMNS = ("id, state, priority, kind, origin, path, name, hash, model, max_new_tokens, meta, error, attempts, "
-                "created, updated, request_id, blob IS NOT NULL, owner")
-
-
-def _job(row) -> Job:
-    (id_, state, priority, kind, origin, path, name, hash_, model, mnt, meta, error, attempts, created, updated,
-     request_id, has_blob, owner) = row
-    if request_id and owner is not None:
-        request_id = request_id.split("\x1f", 1)[-1]  # stored per owner (see add_job)
-    return Job(id_, state, priority, kind, origin, path, name, hash_, model, mnt, json.loads(meta or "{}"),
-               json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob), owner)
-
-
-class Store(_WatchedTables):
-    """The daemon's SQLite store: critiques, the job queue, and (store_watched.py) the folder watcher's tables.
+class Store(_JobHistory, _WatchedTables):
+    """The daemon's SQLite store: critiques, the job queue (its history: store_jobs.py), and (store_watched.py) the
+    folder watcher's tables.
 
     Args:
         path: the database file, or ":memory:".
@@ -198,6 +137,8 @@ class Store(_WatchedTables):
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a store from before schema 3
                 self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            if "profile" not in columns:  # before schema 4
+                self._db.execute("ALTER TABLE jobs ADD COLUMN profile TEXT")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -270,7 +211,8 @@ class Store(_WatchedTables):
     def add_job(self, *, path: str | None = None, data: bytes | None = None, name: str | None = None,
                 priority: int = 0, kind: str = KIND_CRITIQUE, origin: str = "client", meta: dict | None = None,
                 max_new_tokens: int | None = None, request_id: str | None = None,
-                max_queued: int | None = None, owner: str | None = None) -> tuple[Job, bool]:
+                max_queued: int | None = None, owner: str | None = None,
+                profile: str | None = None) -> tuple[Job, bool]:
         """Persist a queued job; returns (job, created). A request_id seen before returns that job (created False).
 
         Args:
@@ -286,6 +228,7 @@ class Store(_WatchedTables):
             max_queued: refuse (QueueFull) when this many jobs are already queued.
             owner: None for the daemon's own user, else the remote client; request ids are per owner, so one
                 client's id can never fetch another's job.
+            profile: a personal profile's name: the job's result also gets that profile's personal_score.
         """
         if (path is None) == (data is None):
             raise ValueError("a job needs exactly one of path or data")
@@ -306,9 +249,9 @@ class Store(_WatchedTables):
             job_id = uuid.uuid4().hex[:16]
             self._db.execute(
                 "INSERT INTO jobs (id, request_id, state, priority, kind, origin, path, blob, name, max_new_tokens,"
-                " meta, created, updated, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " meta, created, updated, owner, profile) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, request_id, QUEUED, priority, kind, origin, path, data, name or path, max_new_tokens,
-                 json.dumps(meta or {}, ensure_ascii=False), now, now, owner))
+                 json.dumps(meta or {}, ensure_ascii=False), now, now, owner, profile))
             row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return _job(row), True
 
@@ -404,80 +347,6 @@ class Store(_WatchedTables):
                 "state=?",
                 (FAILED, json.dumps({"code": code, "message": message}), hash, time.time(), job_id, RUNNING))
             return cur.rowcount == 1
-
-    def requeue(self, job_ids) -> int:
-        """Put running jobs back in the queue (shutdown before they reached the model). Returns how many.
-
-        Args:
-            job_ids: the jobs' ids.
-        """
-        with self._lock, self._tx():
-            n = 0
-            for job_id in job_ids:
-                n += self._db.execute("UPDATE jobs SET state=?, attempts=MAX(attempts-1, 0), updated=? WHERE id=? AND "
-                                      "state=?", (QUEUED, time.time(), job_id, RUNNING)).rowcount
-            return n
-
-    def recover(self) -> int:
-        """At start: jobs a dead daemon left running go back to the queue. Returns how many."""
-        with self._lock, self._tx():
-            return self._db.execute("UPDATE jobs SET state=?, updated=? WHERE state=?",
-                                    (QUEUED, time.time(), RUNNING)).rowcount
-
-    def cancel_job(self, job_id: str) -> Job | None:
-        """Cancel a queued or running job (a running one may still finish its model pass; its result is kept).
-
-        Args:
-            job_id: the job's id.
-        """
-        with self._lock, self._tx():
-            self._db.execute("UPDATE jobs SET state=?, blob=NULL, updated=? WHERE id=? AND state IN (?, ?)",
-                             (CANCELLED, time.time(), job_id, QUEUED, RUNNING))
-            row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return _job(row) if row else None
-
-    def retry_job(self, job_id: str) -> Job | None:
-        """A failed or cancelled job back to the queue (the watcher's `retry`).
-
-        Args:
-            job_id: the job's id.
-        """
-        with self._lock, self._tx():
-            # a failed or cancelled byte job has dropped its bytes: there is nothing left to retry
-            self._db.execute("UPDATE jobs SET state=?, error=NULL, updated=? WHERE id=? AND state IN (?, ?) AND "
-                             "(path IS NOT NULL OR blob IS NOT NULL)", (QUEUED, time.time(), job_id, FAILED, CANCELLED))
-            row = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return _job(row) if row else None
-
-    def jobs(self, *, origin: str | None = None, state: str | None = None, since: float | None = None,
-             limit: int = 1000) -> list[Job]:
-        """Jobs by origin / state / updated after `since` (oldest update first): the watcher's polling query.
-
-        Args:
-            origin: only jobs from this origin.
-            state: only jobs in this state.
-            since: only jobs updated after this time (seconds since the epoch).
-            limit: the most jobs to return.
-        """
-        where, params = [], []
-        for column, op, value in (("origin", "=", origin), ("state", "=", state), ("updated", ">", since)):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY updated LIMIT ?", (*params, limit)).fetchall()
-        return [_job(r) for r in rows]
-
-    def job_counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
-        counts = dict.fromkeys((QUEUED, RUNNING, DONE, FAILED, CANCELLED), 0)
-        counts.update(dict(rows))
-        return counts
-
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT/ROLLBACK (autocommit connection: we decide where transactions start)."""

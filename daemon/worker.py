@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .contract import CANCELLED, ERROR, UNLOADED
 from .errors import Busy, Cancelled
+from .personal import PersonalScores
 from .store import Job, Store
 from .worker_batches import JOB_POLL_S, _Batches
 from .worker_intake import BACKGROUND, INTERACTIVE, Outcome, Task, _Intake, log, photo_file_problem
@@ -45,7 +46,7 @@ class Worker(_Intake, _Batches, _ModelLife):
                  batch_window_ms: float = 20.0, max_new_tokens: int = 160, decode_threads: int = 2,
                  idle_unload_s: float = 0.0, warmup_batch_sizes: list[int] | None = None,
                  critic_factory: Callable[[], object] | None = None, max_file_mb: float = 1024.0,
-                 decode_budget_mb: float = 2048.0):
+                 decode_budget_mb: float = 2048.0, personal: PersonalScores | None = None):
         self.model_path = Path(model).expanduser() if model else None
         self.critic_factory = critic_factory  # builds the Critic instead of loading `model` (benchmarks)
         self.store = store
@@ -58,6 +59,7 @@ class Worker(_Intake, _Batches, _ModelLife):
         self.max_file_bytes = int(max_file_mb * 2**20)  # a photo file (or image frame) over this: too_large
         self.decode_budget_bytes = int(decode_budget_mb * 2**20)  # decoder memory shared by the decode pool
         self._budget = None  # the MemoryBudget, made on first use (ase_model imports transformers: not at start)
+        self.personal = personal or PersonalScores()  # tasks with a `profile` also get a personal_score
 
         self.state = UNLOADED
         self.model_id: str | None = None  # the fingerprint; known before the weights load, kept after unload

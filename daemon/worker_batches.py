@@ -95,7 +95,7 @@ class _Batches:
         for job in jobs:
             data = self.store.job_data(job.id) if job.path is None else None
             task = Task(path=job.path, data=data, name=job.name, max_new_tokens=job.max_new_tokens, lane=BACKGROUND,
-                        job=job)
+                        job=job, profile=job.profile)
             try:
                 self.submit(task)
             except Cancelled:  # stopping
@@ -194,8 +194,28 @@ class _Batches:
                                    for t, r, png in finished])
         except Exception:
             log.exception("storing a batch failed; answering anyway")
-        for t, result, png in finished:
+        for t, result, png in self._with_personal(finished):
             self._finish(t, Outcome(result, png), store_job=t.job is not None)
+
+    def _with_personal(self, finished: list) -> list:
+        """The results of tasks that name a profile, with its personal_score (not stored: computed per answer).
+        The features come from one more pass of the image side, cached for the next time."""
+        by_profile: dict[str, list[int]] = {}
+        for i, (t, _, _) in enumerate(finished):
+            if t.profile:
+                by_profile.setdefault(t.profile, []).append(i)
+        out = list(finished)
+        for name, idx in by_profile.items():
+            try:
+                scores = self.personal.compute(self.critic, name, [finished[i][0].image for i in idx],
+                                               [finished[i][0].hash for i in idx])
+            except Exception as e:  # the profile went away or was relearnt meanwhile: the critique still counts
+                log.warning("personal score with profile %r failed: %s: %s", name, type(e).__name__, e)
+                continue
+            for i, score in zip(idx, scores):
+                t, result, png = finished[i]
+                out[i] = (t, result.with_personal(name, score), png)
+        return out
 
     def _fail_lanes(self) -> None:
         """The model is not ready (load failed): answer what is queued."""

@@ -54,6 +54,7 @@ class Task:
     on_stage: Callable[[str, dict], None] | None = None  # "decoding" | "queued" | "running"
     job: Job | None = None
     within: str | None = None  # a path's file (links resolved) must lie in this folder; None = anywhere
+    profile: str | None = None  # a personal profile: the result also gets its personal_score
     # filled in by the worker
     warnings: list = field(default_factory=list)  # damage the decoder papered over; goes into the result
     stage: str = "admitted"
@@ -103,7 +104,10 @@ class _Intake:
             model_id = self.model_id
             if model_id is not None and not task.force:
                 hit = self.store.get_critique(task.hash, model_id, task.max_new_tokens)
-                if hit is not None:
+                personal = None
+                if hit is not None and task.profile:  # features not cached yet: the model runs once more
+                    personal = self.personal.from_cache(task.profile, model_id, task.hash)
+                if hit is not None and (personal is not None or not task.profile):
                     with self._cv:
                         self.stats["cache_hits"] += 1
                     from ase_model.imageio import damage_warnings
@@ -111,6 +115,8 @@ class _Intake:
                     # the store keeps the critique, not the file's damage: look again (headers only, cheap)
                     warnings = damage_warnings(data, name=task.name or task.path)
                     result = hit.result.for_request(task.name or task.path, warnings)  # cached: set by the store
+                    if personal is not None:
+                        result = result.with_personal(task.profile, personal)
                     self._finish(task, Outcome(result, hit.saliency_png))
                     return
             if self.state != READY:

@@ -6,7 +6,8 @@ import sys
 import pytest
 
 LIGHT = ["ase_model", "ase_model.data", "ase_model.imageio", "ase_model.imagesafety", "ase_model.overlay",
-         "ase_model.attributes", "ase_model.saliency", "ase_model.cli", "ase_daemon.mllm_cli"]
+         "ase_model.attributes", "ase_model.saliency", "ase_model.cli", "ase_daemon.mllm_cli",
+         "ase_model.personal.profiles", "ase_model.personal.cli"]
 
 
 @pytest.mark.parametrize("module", LIGHT)

@@ -15,7 +15,15 @@
 See docs/personal.md.
 """
 
-from .features import FEATURES_VERSION, FeatureCache, PhotoFeatures, content_hash, feature_names, photo_features
+from .features import (
+                       FEATURES_VERSION,
+                       FeatureCache,
+                       PhotoFeatures,
+                       content_hash,
+                       feature_names,
+                       features_dir,
+                       photo_features,
+)
 from .learning import MIN_RATINGS, LearnResult, LinearTaste, NotEnoughRatings, learn, srcc
 from .profiles import (
                        Profile,
@@ -30,7 +38,8 @@ from .profiles import (
 )
 from .ratings import Rating, ratings_from_darktable, ratings_from_xmp, read_sidecar_rating
 
-__all__ = ["FEATURES_VERSION", "FeatureCache", "PhotoFeatures", "content_hash", "feature_names", "photo_features",
+__all__ = ["FEATURES_VERSION", "FeatureCache", "PhotoFeatures", "content_hash", "feature_names", "features_dir",
+           "photo_features",
            "MIN_RATINGS", "LearnResult", "LinearTaste", "NotEnoughRatings", "learn", "srcc",
            "Profile", "ProfileError", "ProfileInfo", "ProfileModelMismatch", "list_profiles", "load_profile",
            "personal_score", "profiles_dir", "save_profile",

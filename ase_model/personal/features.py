@@ -27,12 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-__all__ = ["FEATURES_VERSION", "PhotoFeatures", "FeatureCache", "content_hash", "feature_names", "photo_features"]
+__all__ = ["FEATURES_VERSION", "PhotoFeatures", "FeatureCache", "content_hash", "feature_names", "features_dir",
+           "photo_features"]
 
 FEATURES_VERSION = 1  # bump when the vector's layout changes: cached vectors and profiles then no longer match
+
+
+def features_dir() -> Path:
+    """The default FeatureCache folder: $XDG_DATA_HOME/ase-mllm/personal-features (~/.local/share/...), beside
+    the daemon's store, so `ase-mllm learn`, `ase-mllm critique --profile` and the daemon share the vectors."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ase-mllm" / "personal-features"
 
 
 def content_hash(source: str | os.PathLike | bytes) -> str:
@@ -125,9 +132,15 @@ class FeatureCache:
             raise
 
 
-@torch.inference_mode()
 def _compute(critic, images: list[Image.Image]) -> np.ndarray:
     """(n, d) vectors for PIL images through the model's image side, in one batch."""
+    import torch  # here, not at the top: profiles (and `ase-client profiles`) import this module without torch
+
+    with torch.inference_mode():
+        return _compute_tensors(critic, images, torch)
+
+
+def _compute_tensors(critic, images: list[Image.Image], torch) -> np.ndarray:
     model = critic.model.model
     pixels = critic.processor.process_images(images)
     pixel_values = pixels["pixel_values"].to(critic.device, critic.dtype)

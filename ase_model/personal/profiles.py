@@ -27,8 +27,8 @@ import numpy as np
 from .features import FEATURES_VERSION
 from .learning import LearnResult, LinearTaste
 
-__all__ = ["Profile", "ProfileInfo", "ProfileError", "ProfileModelMismatch", "profiles_dir", "save_profile",
-           "load_profile", "list_profiles", "personal_score"]
+__all__ = ["Profile", "ProfileInfo", "ProfileError", "ProfileModelMismatch", "check_name", "profiles_dir",
+           "save_profile", "load_profile", "list_profiles", "personal_score"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -49,7 +49,12 @@ def profiles_dir(root: str | os.PathLike | None = None) -> Path:
     return Path(base) / "ase-mllm" / "profiles"
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
+    """`name` if it is a valid profile name, else ProfileError (letters, digits, '.', '_', '-'; no paths).
+
+    Args:
+        name: the name to check.
+    """
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ProfileError(f"bad profile name {name!r}: use letters, digits, '.', '_' or '-' (up to 64), "
                            "starting with a letter or digit")
@@ -133,7 +138,7 @@ def save_profile(name: str, result: LearnResult, model: str, root: str | os.Path
         root: the profiles folder (default `profiles_dir()`).
         sources: where the ratings came from (folders, a library.db), recorded for the user.
     """
-    _check_name(name)
+    check_name(name)
     base = profiles_dir(root)
     base.mkdir(parents=True, exist_ok=True)
     t = result.model
@@ -179,7 +184,7 @@ def load_profile(name: str, model: str | None = None, root: str | os.PathLike | 
         ProfileError: no such profile, or it cannot be read.
         ProfileModelMismatch: learnt with another model.
     """
-    folder = profiles_dir(root) / _check_name(name)
+    folder = profiles_dir(root) / check_name(name)
     try:
         meta = json.loads((folder / "profile.json").read_text())
         with np.load(folder / "weights.npz", allow_pickle=False) as z:

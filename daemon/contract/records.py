@@ -32,6 +32,8 @@ class CritiqueResult:
         created: when the critique was made (Unix seconds).
         image: the image's name as the request gave it (its path or its name); None when not tied to a request.
         warnings: damage the decoder papered over in this file (not stored: a cache hit looks again).
+        personal_score: 0..10 by the request's personal profile (only when the request named one; not stored).
+        profile: that profile's name.
     """
 
     text: str
@@ -46,6 +48,8 @@ class CritiqueResult:
     created: float = field(default_factory=time.time)
     image: str | None = None
     warnings: list = field(default_factory=list)
+    personal_score: float | None = None
+    profile: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "score", round(float(self.score), 4))
@@ -54,12 +58,19 @@ class CritiqueResult:
         """The same critique answering a request about `image` (a stored critique serves many files)."""
         return dataclasses.replace(self, image=image, warnings=list(warnings or []))
 
+    def with_personal(self, profile: str | None, personal_score: float | None) -> CritiqueResult:
+        """The same critique with a personal profile's score beside the generic one."""
+        score = None if personal_score is None else round(float(personal_score), 4)
+        return dataclasses.replace(self, profile=profile, personal_score=score)
+
     def to_dict(self) -> dict:
         """The wire form (the reply's `result` object)."""
         return {"image": self.image, "text": self.text, "attributes": dict(self.attributes), "score": self.score,
                 "tags": list(self.tags), "saliency": self.saliency, "timings": dict(self.timings),
                 "model": self.model, "hash": self.hash, "cached": self.cached, "created": self.created,
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings),
+                **({"personal_score": self.personal_score, "profile": self.profile}
+                   if self.personal_score is not None else {})}
 
     @classmethod
     def from_dict(cls, result: dict) -> CritiqueResult:
@@ -74,4 +85,5 @@ class CritiqueResult:
                    timings=dict(result.get("timings") or {}), model=result.get("model", ""),
                    hash=result.get("hash", ""), cached=bool(result.get("cached", False)),
                    created=float(created) if isinstance(created, (int, float)) else time.time(),
-                   image=result.get("image"), warnings=list(result.get("warnings") or []))
+                   image=result.get("image"), warnings=list(result.get("warnings") or []),
+                   personal_score=result.get("personal_score"), profile=result.get("profile"))

@@ -60,7 +60,7 @@ ERROR_CODES = {
     BUSY: "the queue is full; retry after `retry_after` seconds",
     NOT_READY: "the model is not loaded (loading, unloaded or failed); `retry_after` says when to retry",
     BAD_IMAGE: "the image could not be read or decoded",
-    NOT_FOUND: "no such file or job",
+    NOT_FOUND: "no such file, job or personal profile",
     FORBIDDEN: "not allowed for this client: only the daemon's own user (its ipc socket, or loopback tcp with "
                "trust_loopback) may name paths or manage the daemon; others send image bytes",
     CANCELLED: "the request or job was cancelled (by `cancel`, or by a shutdown)",
@@ -94,7 +94,8 @@ TOKEN, PROGRESS = "token", "progress"
 # ---- ops and their arguments ----------------------------------------------------------------------------------
 # name -> (type(s), required). Unknown args are refused, so a typo or a feature this daemon lacks is an error,
 # not silently ignored. `frames` is how many binary frames the op accepts.
-_IMAGE_ARGS = {"path": (str, False), "name": (str, False), "max_new_tokens": (int, False), "force": (bool, False)}
+_IMAGE_ARGS = {"path": (str, False), "name": (str, False), "max_new_tokens": (int, False), "force": (bool, False),
+               "profile": (str, False)}  # profile: a personal profile's name (results get personal_score)
 
 
 @dataclass(frozen=True)
