@@ -4,6 +4,7 @@
     ase-client critique IMAGE… [--format text|json|lines] [--stream] [--saliency-out DIR] [--max-new-tokens N] [--force]
     ase-client submit IMAGE… | job ID [--saliency-out DIR] | cancel ID
     ase-client watch add DIR [--recursive] [--polling] | remove DIR | list | retry [PATH] | files [PATH]
+    ase-client search [--tag TAG]… [--min-score X] [--max-score X] [--folder DIR] [--text WORDS] [--json]
 
 Exit status: 0 all ok, 1 some images (or the op) failed, 2 usage error, 3 daemon unavailable.
 """
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     wf = wsub.add_parser("files", help="per-file state (queued/done/failed, error, sidecar) as JSON lines")
     wf.add_argument("path", nargs="?")
     wf.add_argument("--state", choices=P.WATCH_FILE_STATES)
+    _search_parser(sub)
     return p
 
 
@@ -382,6 +384,43 @@ class App:
         with self.client() as c:
             print(json.dumps(c.cancel(self.args.id)))
         return EXIT_OK
+
+    def search(self) -> int:
+        return _search(self)
+
+
+# ---- search (issue 18) -------------------------------------------------------------------------------------------
+def _search_parser(sub) -> None:
+    s = sub.add_parser(P.OP_SEARCH, help="photos of the daemon's library by tag, score, folder, text (best first)",
+                       description="Print the paths of the critiqued photos that match every filter, best score "
+                       "first, one a line (pipe them on), or JSON records with --json.")
+    s.add_argument("--tag", action="append", default=[], metavar="TAG", dest="tags",
+                   help="a tag every match carries, e.g. 'exposure|underexposed' or 'exposure' (repeatable: all must "
+                   "match; with or without the tag root)")
+    s.add_argument("--min-score", type=float, metavar="X", help="score at least X (0..10)")
+    s.add_argument("--max-score", type=float, metavar="X", help="score at most X (0..10)")
+    s.add_argument("--folder", metavar="DIR", help="only photos in DIR or below")
+    s.add_argument("--text", metavar="WORDS", help="words that must all occur in the critique")
+    s.add_argument("--limit", type=int, default=P.SEARCH_MAX_LIMIT, metavar="N",
+                   help="at most N photos (default %(default)s)")
+    s.add_argument("--json", action="store_true", help="JSON records (path, score, tags, text, model ...) one a line")
+
+
+def _search(app: App) -> int:
+    a = app.args
+    if not app.local:
+        _err("the library names paths on the daemon's machine: search works on local endpoints only")
+        return EXIT_USAGE
+    with app.client(timeout=max(a.timeout, 30.0)) as c:
+        r = c.search(tags=a.tags, min_score=a.min_score, max_score=a.max_score, folder=a.folder, text=a.text,
+                     limit=a.limit, details=a.json)
+    out = sys.stdout
+    for photo in r["photos"]:
+        out.write((json.dumps(photo, ensure_ascii=False) if a.json else photo["path"]) + "\n")
+    out.flush()
+    if r.get("truncated"):
+        _err(f"more than {a.limit} photos match; only the best {a.limit} are printed (--limit)")
+    return EXIT_OK
 
 
 def _folder_flags(f: dict) -> str:

@@ -22,11 +22,13 @@ from pathlib import Path
 
 from .contract import CANCELLED, DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
 from .errors import QueueFull
+from .store_library import LIBRARY_SCHEMA, _LibraryTables
 from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
-SCHEMA_VERSION = 3  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner. Upgrades only add.
+SCHEMA_VERSION = 4  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: library + library_tags
+#                    (store_library.py). Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = """
@@ -143,8 +145,9 @@ def _job(row) -> Job:
                json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob), owner)
 
 
-class Store(_WatchedTables):
-    """The daemon's SQLite store: critiques, the job queue, and (store_watched.py) the folder watcher's tables.
+class Store(_WatchedTables, _LibraryTables):
+    """The daemon's SQLite store: critiques, the job queue, (store_watched.py) the folder watcher's tables and
+    (store_library.py) the library index that `search` reads.
 
     Args:
         path: the database file, or ":memory:".
@@ -159,10 +162,15 @@ class Store(_WatchedTables):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock:
+            old_version = self._db.execute("PRAGMA user_version").fetchone()[0]
             self._db.executescript(_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a store from before schema 3
                 self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            self._db.executescript(LIBRARY_SCHEMA)
+            if old_version < 4:  # a store from before the library: index the photos it already knows
+                with self._tx():
+                    self._backfill_library()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -193,6 +201,7 @@ class Store(_WatchedTables):
         required); its `created` is kept when it has one."""
         with self._lock, self._tx():
             self._put_critique(hash, model, max_new_tokens, result, saliency_png)
+            self._reindex_critique(hash, model, max_new_tokens)
 
     def _put_critique(self, hash, model, max_new_tokens, result, png):
         if isinstance(result, CritiqueResult):
@@ -282,22 +291,29 @@ class Store(_WatchedTables):
         with self._lock, self._tx():
             if result is not None:
                 self._put_critique(hash, model, max_new_tokens, result, saliency_png)
+                self._reindex_critique(hash, model, max_new_tokens)
             cur = self._db.execute(
                 "UPDATE jobs SET state=?, hash=?, model=?, max_new_tokens=?, blob=NULL, error=NULL, updated=? "
                 "WHERE id=? AND state=?", (DONE, hash, model, max_new_tokens, now, job_id, RUNNING))
+            self._index_job(job_id)
             return cur.rowcount == 1
 
     def save_batch(self, items) -> None:
-        """Store a model batch in one transaction: items of (job_id or None, hash, model, max_new_tokens, result, png).
-        Jobs among them are marked done (unless cancelled meanwhile)."""
+        """Store a model batch in one transaction: items of (job_id or None, hash, model, max_new_tokens, result, png)
+        or the same with the photo's path last (a photo on this disk: it joins the library). Jobs among them are
+        marked done (unless cancelled meanwhile)."""
         now = time.time()
         with self._lock, self._tx():
-            for job_id, hash, model, max_new_tokens, result, png in items:
+            for job_id, hash, model, max_new_tokens, result, png, *path in items:
                 self._put_critique(hash, model, max_new_tokens, result, png)
+                self._reindex_critique(hash, model, max_new_tokens)
                 if job_id is not None:
                     self._db.execute(
                         "UPDATE jobs SET state=?, hash=?, model=?, max_new_tokens=?, blob=NULL, error=NULL, updated=? "
                         "WHERE id=? AND state=?", (DONE, hash, model, max_new_tokens, now, job_id, RUNNING))
+                    self._index_job(job_id)
+                if path and path[0]:
+                    self._index_photo(path[0], hash, model, max_new_tokens, now)
 
     def fail_job(self, job_id: str, code: str, message: str, hash: str | None = None) -> bool:
         with self._lock, self._tx():

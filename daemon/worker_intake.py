@@ -111,6 +111,8 @@ class _Intake:
                     # the store keeps the critique, not the file's damage: look again (headers only, cheap)
                     warnings = damage_warnings(data, name=task.name or task.path)
                     result = hit.result.for_request(task.name or task.path, warnings)  # cached: set by the store
+                    if task.path is not None and task.job is None:  # a job is indexed when it is marked done
+                        self.store.note_photo(task.path, task.hash, model_id, task.max_new_tokens)
                     self._finish(task, Outcome(result, hit.saliency_png))
                     return
             if self.state != READY:

@@ -140,6 +140,17 @@ WATCH_OPS: dict[str, OpSpec] = {
 }
 ALL_OPS: dict[str, OpSpec] = {**OPS, **WATCH_OPS}
 
+# ---- library search (issue 18): photos on the daemon's disk by tag, score, folder and critique text -------------
+# The library holds paths, so only the daemon's own user may search it (a guest never sees a path). A folder is
+# matched as text against the stored paths and never opened. Bad filters (an empty tag, min > max, a relative
+# folder, a limit outside 1..SEARCH_MAX_LIMIT) are `bad_request`.
+OP_SEARCH = "search"
+SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT = 1000, 100_000
+OPS[OP_SEARCH] = ALL_OPS[OP_SEARCH] = OpSpec({
+    "tags": (list, False), "min_score": ((int, float), False), "max_score": ((int, float), False),
+    "folder": (str, False), "text": (str, False), "limit": (int, False), "details": (bool, False)}, local_only=True)
+__all__ += ["OP_SEARCH", "SEARCH_DEFAULT_LIMIT", "SEARCH_MAX_LIMIT"]
+
 
 class ProtocolError(Exception):
     """A request or reply that breaks the protocol, or an error reply. `code` is one of ERROR_CODES.
