@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     wa.add_argument("--overwrite-description", action="store_true", default=None,
                     help="replace a description the user wrote")
     wa.add_argument("--overwrite-rating", action="store_true", default=None, help="replace a rating the user set")
+    wa.add_argument("--flat-keywords", dest="flat_keywords", action=argparse.BooleanOptionalAction, default=None,
+                    help="also put the tags' leaves that read alone ('golden hour') in the flat keyword list "
+                    "(dc:subject); default: the daemon's [watch] setting (off)")
     wr = wsub.add_parser("remove", help="stop watching a folder")
     wr.add_argument("folder")
     wl = wsub.add_parser("list", help="watched folders and their progress")
@@ -186,6 +189,8 @@ class App:
                 said = ("watching" if r.get("added") else
                         "already watching (options changed)" if r.get("changed") else "already watching")
                 print(f"{said} {r['path']}  ({_folder_flags(r)})")
+                if not r.get("write_rating"):  # say it: a photographer expects stars from a critic
+                    print("note: no star ratings are written into sidecars (--rating turns them on)")
             elif cmd == "remove":
                 r = c.request(P.OP_WATCH_REMOVE, {"path": os.path.abspath(a.folder)}).result
                 print(f"stopped watching {r['path']}" + (f"; {r['cancelled']} queued critique(s) cancelled"
@@ -426,7 +431,9 @@ def _search(app: App) -> int:
 def _folder_flags(f: dict) -> str:
     flags = [k for k in ("recursive", "polling") if f.get(k)]
     writes = [k[6:] for k in ("write_tags", "write_description", "write_rating") if f.get(k)]
+    writes += ["flat keywords"] if f.get("write_tags") and f.get("flat_keywords") else []
     flags.append("writes " + ("+".join(writes) if writes else "only our namespace"))
+    flags += [f"overwrites the user's {k[10:]}" for k in ("overwrite_description", "overwrite_rating") if f.get(k)]
     return ", ".join(flags)
 
 
@@ -440,6 +447,7 @@ def _folders_text(folders: list[dict]) -> str:
             state += f"  ({f['error']})"
         lines.append(f"{f['pending']:>8} {f['done']:>7} {f['failed']:>7}  {f['path']}  "
                      f"({f.get('observer') or '-'}{', recursive' if f.get('recursive') else ''}){state}")
+        lines.append(f"{'':>26}{_folder_flags({**f, 'recursive': False, 'polling': False})}")
     return "\n".join(lines) + "\n"
 
 

@@ -34,10 +34,11 @@ CREATE INDEX IF NOT EXISTS library_by_score ON library (score);
 CREATE INDEX IF NOT EXISTS library_by_critique ON library (hash, model, max_new_tokens);
 CREATE TABLE IF NOT EXISTS library_tags (  -- every contiguous run of a tag's parts, lower case -> photo
     term TEXT NOT NULL,
+    score REAL NOT NULL,              -- the photo's score again: tag + score is one range of this key
     photo INTEGER NOT NULL,
-    PRIMARY KEY (term, photo)
+    PRIMARY KEY (term, score, photo)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS library_tags_by_photo ON library_tags (photo);
+CREATE INDEX IF NOT EXISTS library_tags_by_photo ON library_tags (photo, term);
 """
 
 
@@ -87,7 +88,8 @@ class _LibraryTables:
         terms = set()
         for tag in json.loads(tags or "[]"):
             terms |= tag_terms(tag)
-        self._db.executemany("INSERT INTO library_tags (term, photo) VALUES (?,?)", [(t, photo) for t in terms])
+        self._db.executemany("INSERT INTO library_tags (term, score, photo) VALUES (?,?,?)",
+                             [(t, score, photo) for t in terms])
         return True
 
     def _reindex_critique(self, hash: str, model: str, max_new_tokens: int) -> None:
@@ -159,23 +161,27 @@ class _LibraryTables:
             raise ValueError("an empty tag matches nothing; give a tag like 'exposure|underexposed'")
         where, params = [], []
         join_critique = details or bool(text) or not use_index
+        driver = use_index and bool(terms)  # the first tag's index range drives the query, score included
+        score = "t.score" if driver else "l.score" if use_index else "c.score"
         sql = "SELECT l.path, l.score"
         if details:
             sql += ", c.tags, c.text, l.model, l.hash, c.created"
-        sql += " FROM library l"
+        sql += " FROM library_tags t JOIN library l ON l.id = t.photo" if driver else " FROM library l"
         if join_critique:
             sql += " JOIN critiques c ON c.hash=l.hash AND c.model=l.model AND c.max_new_tokens=l.max_new_tokens"
-        for term in terms:
-            if use_index:
-                where.append("l.id IN (SELECT photo FROM library_tags WHERE term=?)")
-                params.append(term)
+        for n, term in enumerate(terms):
+            if driver and n == 0:
+                where.append("t.term = ?")
+            elif use_index:
+                where.append("EXISTS (SELECT 1 FROM library_tags t2 WHERE t2.photo = l.id AND t2.term = ?)")
             else:  # no index: read every critique's JSON tags
                 where.append("EXISTS (SELECT 1 FROM json_each(c.tags) WHERE '|' || lower(value) || '|' LIKE ? "
                              "ESCAPE '\\')")
-                params.append(f"%|{escape_like(term)}|%")
+                term = f"%|{escape_like(term)}|%"
+            params.append(term)
         for op, value in ((">=", min_score), ("<=", max_score)):
             if value is not None:
-                where.append(f"{'l' if use_index else 'c'}.score {op} ?")
+                where.append(f"{score} {op} ?")
                 params.append(float(value))
         if folder is not None:
             prefix = _folder_prefix(folder)

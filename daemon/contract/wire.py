@@ -128,7 +128,7 @@ OPS: dict[str, OpSpec] = {
 
 # the per-folder options of `watch_add` (their defaults are the daemon's [watch] settings, config.py)
 WATCH_OPTIONS = ("recursive", "polling", "write_description", "write_tags", "write_rating", "overwrite_description",
-                 "overwrite_rating")
+                 "overwrite_rating", "flat_keywords")
 WATCH_FILE_STATES = (QUEUED, DONE, FAILED)
 
 WATCH_OPS: dict[str, OpSpec] = {
