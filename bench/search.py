@@ -92,13 +92,14 @@ def main(argv=None) -> int:
     }
     limit = 100_000
     print(f"{'query':<72} {'matches':>8} {'index ms':>9} {'scan ms':>9} {'ratio':>7}")
-    ok = True
+    ok = False
     for name, q in queries.items():
         fast, n = median_ms(lambda q=q: store.search(**q, limit=limit), a.runs)
         slow, n_scan = median_ms(lambda q=q: store.search(**q, limit=limit, use_index=False), a.scan_runs)
         assert n == n_scan, (name, n, n_scan)  # the index finds exactly what the scan finds
         print(f"{name:<72} {n:>8,} {fast:>9.1f} {slow:>9.1f} {slow / fast:>6.0f}x")
-        ok &= fast < 50.0 if "details" not in name else True
+        if name.startswith("tag + score  "):  # the target is for the plain tag + score query
+            ok = fast < 50.0
     store.close()
     print("target: indexed tag + score query under 50 ms median:", "met" if ok else "NOT met")
     return 0 if ok else 1

@@ -248,7 +248,7 @@ class Client:
             folder: only photos in this folder or below (made absolute here; matched as text by the daemon).
             text: words that must all occur in the critique.
             limit: at most this many photos (the daemon's default when None).
-            details: add each critique's tags, text, model and date.
+            details: add each critique's tags, text, model and content hash.
 
         Returns: {"photos": [{"path", "score", ...}], "count", "truncated", "ms"}.
         """

@@ -408,7 +408,7 @@ def _search_parser(sub) -> None:
     s.add_argument("--text", metavar="WORDS", help="words that must all occur in the critique")
     s.add_argument("--limit", type=int, default=P.SEARCH_MAX_LIMIT, metavar="N",
                    help="at most N photos (default %(default)s)")
-    s.add_argument("--json", action="store_true", help="JSON records (path, score, tags, text, model ...) one a line")
+    s.add_argument("--json", action="store_true", help="JSON records (path, score, tags, text, model, hash) one a line")
 
 
 def _search(app: App) -> int:

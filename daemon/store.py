@@ -161,6 +161,7 @@ class Store(_WatchedTables, _LibraryTables):
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA cache_size=-65536")  # up to 64 MiB of pages: library searches read at random
         with self._lock:
             old_version = self._db.execute("PRAGMA user_version").fetchone()[0]
             self._db.executescript(_SCHEMA)

@@ -153,7 +153,7 @@ class _LibraryTables:
             folder: an absolute folder; only photos in it or below (matched as text, never opened).
             text: words that must all occur in the critique text (case-insensitive).
             limit: at most this many records (truncated=True when there were more).
-            details: add the critique's tags, text, model and date to each record.
+            details: add the critique's tags, text, model and content hash to each record.
             use_index: False runs the same query as a full scan of the critiques (the benchmark's baseline).
         """
         terms = [t for t in (query_term(t) for t in tags) if t]
@@ -165,7 +165,7 @@ class _LibraryTables:
         score = "t.score" if driver else "l.score" if use_index else "c.score"
         sql = "SELECT l.path, l.score"
         if details:
-            sql += ", c.tags, c.text, l.model, l.hash, c.created"
+            sql += ", c.tags, c.text, l.model, l.hash"  # not c.created: it sits behind the saliency blob
         sql += " FROM library_tags t JOIN library l ON l.id = t.photo" if driver else " FROM library l"
         if join_critique:
             sql += " JOIN critiques c ON c.hash=l.hash AND c.model=l.model AND c.max_new_tokens=l.max_new_tokens"
@@ -195,16 +195,20 @@ class _LibraryTables:
         sql += " ORDER BY l.score DESC, l.path LIMIT ?"
         params.append(int(limit) + 1)
         with self._lock:
+            if driver and len(terms) > 1:  # the rarest tag drives, the others are checked per photo
+                params[:len(terms)] = sorted(terms, key=self._term_count)
             rows = self._db.execute(sql, params).fetchall()
         truncated = len(rows) > limit
         out = []
         for row in rows[:limit]:
             record = {"path": row[0], "score": row[1]}
             if details:
-                record.update(tags=json.loads(row[2] or "[]"), text=row[3], model=row[4], hash=row[5],
-                              created=row[6])
+                record.update(tags=json.loads(row[2] or "[]"), text=row[3], model=row[4], hash=row[5])
             out.append(record)
         return out, truncated
+
+    def _term_count(self, term: str) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM library_tags WHERE term=?", (term,)).fetchone()[0]
 
     def count_photos(self) -> int:
         with self._lock:
