@@ -310,6 +310,37 @@ class Client:
     def shutdown(self) -> dict:
         return self._call(P.OP_SHUTDOWN)
 
+    def search(self, tags=(), min_score: float | None = None, max_score: float | None = None,
+               folder: str | os.PathLike | None = None, text: str | None = None, limit: int | None = None,
+               details: bool = False) -> dict:
+        """Photos of the daemon's library matching every filter, best score first (the `search` op).
+
+        Args:
+            tags: tags every match carries, e.g. ["exposure|underexposed"] (with or without the tag root).
+            min_score, max_score: inclusive score bounds.
+            folder: only photos in this folder or below (made absolute here; matched as text by the daemon).
+            text: words that must all occur in the critique.
+            limit: at most this many photos (the daemon's default when None).
+            details: add each critique's tags, text, model and content hash.
+
+        Returns: {"photos": [{"path", "score", ...}], "count", "truncated", "ms"}.
+        """
+        args: dict = {}
+        if tags:
+            args["tags"] = [str(t) for t in tags]
+        for key, value in (("min_score", min_score), ("max_score", max_score)):
+            if value is not None:
+                args[key] = float(value)
+        if folder is not None:
+            args["folder"] = os.path.abspath(os.fspath(folder))
+        if text:
+            args["text"] = str(text)
+        if limit is not None:
+            args["limit"] = int(limit)
+        if details:
+            args["details"] = True
+        return self._call(P.OP_SEARCH, args)
+
     def wait_ready(self, timeout: float = 120.0, poll: float = 0.2) -> dict:
         """Ping until the model is ready (asking an unloaded daemon to load it). Raises DaemonError(not_ready) if
         loading failed, TimeoutError if slow.

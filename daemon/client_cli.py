@@ -5,6 +5,7 @@
     ase-client submit IMAGE… | job ID [--saliency-out DIR] | cancel ID
     ase-client watch add DIR [--recursive] [--polling] | remove DIR | list | retry [PATH] | files [PATH]
     ase-client profiles [--json]       (personal profiles on this machine; needs no daemon)
+    ase-client search [--tag TAG]… [--min-score X] [--max-score X] [--folder DIR] [--text WORDS] [--json]
 
 Exit status: 0 all ok, 1 some images (or the op) failed, 2 usage error, 3 daemon unavailable.
 """
@@ -103,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     wa.add_argument("--overwrite-description", action="store_true", default=None,
                     help="replace a description the user wrote")
     wa.add_argument("--overwrite-rating", action="store_true", default=None, help="replace a rating the user set")
+    wa.add_argument("--flat-keywords", dest="flat_keywords", action=argparse.BooleanOptionalAction, default=None,
+                    help="also put the tags' leaves that read alone ('golden hour') in the flat keyword list "
+                    "(dc:subject); default: the daemon's [watch] setting (off)")
     wr = wsub.add_parser("remove", help="stop watching a folder")
     wr.add_argument("folder")
     wl = wsub.add_parser("list", help="watched folders and their progress")
@@ -114,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     wf.add_argument("--state", choices=P.WATCH_FILE_STATES)
     pr = sub.add_parser("profiles", help="personal profiles (ase-mllm learn): size, date, agreement with the ratings")
     pr.add_argument("--json", action="store_true", help="a JSON list")
+    _search_parser(sub)
     return p
 
 
@@ -189,6 +194,8 @@ class App:
                 said = ("watching" if r.get("added") else
                         "already watching (options changed)" if r.get("changed") else "already watching")
                 print(f"{said} {r['path']}  ({_folder_flags(r)})")
+                if not r.get("write_rating"):  # say it: a photographer expects stars from a critic
+                    print("note: no star ratings are written into sidecars (--rating turns them on)")
             elif cmd == "remove":
                 r = c.request(P.OP_WATCH_REMOVE, {"path": os.path.abspath(a.folder)}).result
                 print(f"stopped watching {r['path']}" + (f"; {r['cancelled']} queued critique(s) cancelled"
@@ -392,11 +399,50 @@ class App:
             print(json.dumps(c.cancel(self.args.id)))
         return EXIT_OK
 
+    def search(self) -> int:
+        return _search(self)
+
+
+# ---- search (issue 18) -------------------------------------------------------------------------------------------
+def _search_parser(sub) -> None:
+    s = sub.add_parser(P.OP_SEARCH, help="photos of the daemon's library by tag, score, folder, text (best first)",
+                       description="Print the paths of the critiqued photos that match every filter, best score "
+                       "first, one a line (pipe them on), or JSON records with --json.")
+    s.add_argument("--tag", action="append", default=[], metavar="TAG", dest="tags",
+                   help="a tag every match carries, e.g. 'exposure|underexposed' or 'exposure' (repeatable: all must "
+                   "match; with or without the tag root)")
+    s.add_argument("--min-score", type=float, metavar="X", help="score at least X (0..10)")
+    s.add_argument("--max-score", type=float, metavar="X", help="score at most X (0..10)")
+    s.add_argument("--folder", metavar="DIR", help="only photos in DIR or below")
+    s.add_argument("--text", metavar="WORDS", help="words that must all occur in the critique")
+    s.add_argument("--limit", type=int, default=P.SEARCH_MAX_LIMIT, metavar="N",
+                   help="at most N photos (default %(default)s)")
+    s.add_argument("--json", action="store_true", help="JSON records (path, score, tags, text, model, hash) one a line")
+
+
+def _search(app: App) -> int:
+    a = app.args
+    if not app.local:
+        _err("the library names paths on the daemon's machine: search works on local endpoints only")
+        return EXIT_USAGE
+    with app.client(timeout=max(a.timeout, 30.0)) as c:
+        r = c.search(tags=a.tags, min_score=a.min_score, max_score=a.max_score, folder=a.folder, text=a.text,
+                     limit=a.limit, details=a.json)
+    out = sys.stdout
+    for photo in r["photos"]:
+        out.write((json.dumps(photo, ensure_ascii=False) if a.json else photo["path"]) + "\n")
+    out.flush()
+    if r.get("truncated"):
+        _err(f"more than {a.limit} photos match; only the best {a.limit} are printed (--limit)")
+    return EXIT_OK
+
 
 def _folder_flags(f: dict) -> str:
     flags = [k for k in ("recursive", "polling") if f.get(k)]
     writes = [k[6:] for k in ("write_tags", "write_description", "write_rating") if f.get(k)]
+    writes += ["flat keywords"] if f.get("write_tags") and f.get("flat_keywords") else []
     flags.append("writes " + ("+".join(writes) if writes else "only our namespace"))
+    flags += [f"overwrites the user's {k[10:]}" for k in ("overwrite_description", "overwrite_rating") if f.get(k)]
     return ", ".join(flags)
 
 
@@ -410,6 +456,7 @@ def _folders_text(folders: list[dict]) -> str:
             state += f"  ({f['error']})"
         lines.append(f"{f['pending']:>8} {f['done']:>7} {f['failed']:>7}  {f['path']}  "
                      f"({f.get('observer') or '-'}{', recursive' if f.get('recursive') else ''}){state}")
+        lines.append(f"{'':>26}{_folder_flags({**f, 'recursive': False, 'polling': False})}")
     return "\n".join(lines) + "\n"
 
 

@@ -55,10 +55,11 @@ WATCH_FOLDER_OPTIONS = {
     "recursive": False,  # watch subfolders too
     "polling": False,  # watchdog's PollingObserver (network shares: SMB/NFS deliver no inotify events)
     "write_description": False,  # dc:description from the critique text
-    "write_tags": True,  # dc:subject + lr:hierarchicalSubject
+    "write_tags": True,  # lr:hierarchicalSubject (under the tag root); dc:subject only with flat_keywords
     "write_rating": False,  # xmp:Rating from the score (xmp.rating_from_score)
     "overwrite_description": False,  # replace a description the user wrote
     "overwrite_rating": False,  # replace a rating the user set
+    "flat_keywords": False,  # also the tags' leaves that read alone ("golden hour") in dc:subject (keywords.py)
 }
 
 

@@ -218,6 +218,30 @@ class _Ops:
         self.loop.call_later(0.05, self._stop.set)
         return {"state": "stopping"}
 
+    # ---- library search (issue 18) ------------------------------------------------------------------------------
+    async def _op_search(self, call: Call, req: P.Request):
+        """Photos of the library (store_library.py) matching every filter, best score first."""
+        a = req.args
+        tags = a.get("tags", [])
+        if len(tags) > 32 or not all(isinstance(t, str) and t.strip("| ") and len(t) <= 256 for t in tags):
+            raise P.ProtocolError(P.BAD_REQUEST, "search: tags must be at most 32 non-empty strings like "
+                                  "'exposure|underexposed'", req.id)
+        low, high = a.get("min_score"), a.get("max_score")
+        if low is not None and high is not None and low > high:
+            raise P.ProtocolError(P.BAD_REQUEST, f"search: min_score {low} is above max_score {high}", req.id)
+        folder = a.get("folder")
+        if folder is not None and ("\x00" in folder or not os.path.isabs(folder)):
+            raise P.ProtocolError(P.BAD_REQUEST, f"search: folder must be an absolute path: {folder!r}", req.id)
+        limit = a.get("limit", P.SEARCH_DEFAULT_LIMIT)
+        if not 1 <= limit <= P.SEARCH_MAX_LIMIT:
+            raise P.ProtocolError(P.BAD_REQUEST, f"search: limit must be 1..{P.SEARCH_MAX_LIMIT}", req.id)
+        query = functools.partial(self.store.search, tags=tags, min_score=low, max_score=high, folder=folder,
+                                  text=a.get("text"), limit=limit, details=a.get("details", False))
+        t0 = time.perf_counter()
+        photos, truncated = await self.loop.run_in_executor(None, query)  # off the loop: a big library takes ms
+        return {"photos": photos, "count": len(photos), "truncated": truncated,
+                "ms": round(1000 * (time.perf_counter() - t0), 2)}
+
 
 def _rss_mb() -> float:
     try:

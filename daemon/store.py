@@ -23,12 +23,13 @@ from pathlib import Path
 from .contract import DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
 from .errors import QueueFull
 from .store_jobs import _JOB_COLUMNS, Job, _job, _JobHistory
+from .store_library import LIBRARY_SCHEMA, _LibraryTables
 from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
-SCHEMA_VERSION = 4  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile.
-# Upgrades only add.
+SCHEMA_VERSION = 5  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile;
+#                    5: library + library_tags (store_library.py). Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = """
@@ -116,9 +117,9 @@ class StoredCritique:
     saliency_png: bytes | None
 
 
-class Store(_JobHistory, _WatchedTables):
-    """The daemon's SQLite store: critiques, the job queue (its history: store_jobs.py), and (store_watched.py) the
-    folder watcher's tables.
+class Store(_JobHistory, _WatchedTables, _LibraryTables):
+    """The daemon's SQLite store: critiques, the job queue (its history: store_jobs.py), (store_watched.py) the
+    folder watcher's tables and (store_library.py) the library index that `search` reads.
 
     Args:
         path: the database file, or ":memory:".
@@ -132,13 +133,19 @@ class Store(_JobHistory, _WatchedTables):
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA cache_size=-65536")  # up to 64 MiB of pages: library searches read at random
         with self._lock:
+            old_version = self._db.execute("PRAGMA user_version").fetchone()[0]
             self._db.executescript(_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a store from before schema 3
                 self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
             if "profile" not in columns:  # before schema 4
                 self._db.execute("ALTER TABLE jobs ADD COLUMN profile TEXT")
+            self._db.executescript(LIBRARY_SCHEMA)
+            if old_version < 5:  # a store from before the library: index the photos it already knows
+                with self._tx():
+                    self._backfill_library()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -184,6 +191,7 @@ class Store(_JobHistory, _WatchedTables):
         """
         with self._lock, self._tx():
             self._put_critique(hash, model, max_new_tokens, result, saliency_png)
+            self._reindex_critique(hash, model, max_new_tokens)
 
     def _put_critique(self, hash, model, max_new_tokens, result, png):
         if isinstance(result, CritiqueResult):
@@ -312,25 +320,32 @@ class Store(_JobHistory, _WatchedTables):
         with self._lock, self._tx():
             if result is not None:
                 self._put_critique(hash, model, max_new_tokens, result, saliency_png)
+                self._reindex_critique(hash, model, max_new_tokens)
             cur = self._db.execute(
                 "UPDATE jobs SET state=?, hash=?, model=?, max_new_tokens=?, blob=NULL, error=NULL, updated=? "
                 "WHERE id=? AND state=?", (DONE, hash, model, max_new_tokens, now, job_id, RUNNING))
+            self._index_job(job_id)
             return cur.rowcount == 1
 
     def save_batch(self, items) -> None:
         """Store a model batch in one transaction; jobs among them are marked done (unless cancelled meanwhile).
 
         Args:
-            items: tuples of (job_id or None, hash, model, max_new_tokens, result, png), as for finish_job.
+            items: tuples of (job_id or None, hash, model, max_new_tokens, result, png), as for finish_job, or the
+                same with the photo's path last (a photo on this disk: it joins the library).
         """
         now = time.time()
         with self._lock, self._tx():
-            for job_id, hash, model, max_new_tokens, result, png in items:
+            for job_id, hash, model, max_new_tokens, result, png, *path in items:
                 self._put_critique(hash, model, max_new_tokens, result, png)
+                self._reindex_critique(hash, model, max_new_tokens)
                 if job_id is not None:
                     self._db.execute(
                         "UPDATE jobs SET state=?, hash=?, model=?, max_new_tokens=?, blob=NULL, error=NULL, updated=? "
                         "WHERE id=? AND state=?", (DONE, hash, model, max_new_tokens, now, job_id, RUNNING))
+                    self._index_job(job_id)
+                if path and path[0]:
+                    self._index_photo(path[0], hash, model, max_new_tokens, now)
 
     def fail_job(self, job_id: str, code: str, message: str, hash: str | None = None) -> bool:
         """Mark a running job failed; False if it was not running.

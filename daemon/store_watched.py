@@ -156,8 +156,17 @@ class _WatchedTables:
                 if u.get("job_id") is not None:
                     sql += " AND job_id=?"
                     params.append(u["job_id"])
-                n += self._db.execute(sql, params).rowcount
+                changed = self._db.execute(sql, params).rowcount
+                n += changed
+                if changed and u["state"] == DONE and u.get("job_id") is not None:
+                    self._index_watched(u["path"], u["job_id"])  # copies of one photo share a job: each is indexed
         return n
+
+    def _index_watched(self, path: str, job_id: str) -> None:
+        row = self._db.execute("SELECT hash, model, max_new_tokens FROM jobs WHERE id=? AND hash IS NOT NULL AND "
+                               "model IS NOT NULL", (job_id,)).fetchone()
+        if row is not None:
+            self._index_photo(path, *row)
 
     def record_watched_failure(self, path: str, folder: str, size: int, mtime_ns: int, hash: str | None,
                                error: dict) -> None:
@@ -180,6 +189,8 @@ class _WatchedTables:
             for path in paths:
                 n += self._db.execute(f"DELETE FROM watched_files WHERE path=? AND state IN ({marks})",
                                       (path, *only_states)).rowcount
+            if DONE in only_states:  # a photo gone from disk leaves the library too
+                self._forget_photos(paths)
         return n
 
     def watched_jobs_ended(self) -> list[str]:

@@ -71,7 +71,8 @@ class Folder:
         o = self.options
         return SidecarOptions(write_description=o["write_description"], write_tags=o["write_tags"],
                               write_rating=o["write_rating"], overwrite_description=o["overwrite_description"],
-                              overwrite_rating=o["overwrite_rating"], tag_root=tag_root)
+                              overwrite_rating=o["overwrite_rating"], tag_root=tag_root,
+                              flat_keywords=o.get("flat_keywords", False))
 
     def to_dict(self) -> dict:
         alive = bool(self.observer is not None and self.observer.is_alive())

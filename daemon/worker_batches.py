@@ -190,8 +190,8 @@ class _Batches:
         for t in batch[len(critiques):]:  # a critic that answered short must not leave anyone waiting
             self._finish(t, Outcome(error=ModelFailure("the model returned no critique for this image")))
         try:  # one transaction for the whole batch: critiques stored, jobs marked done
-            self.store.save_batch([(t.job.id if t.job else None, t.hash, self.model_id, t.max_new_tokens, r, png)
-                                   for t, r, png in finished])
+            self.store.save_batch([(t.job.id if t.job else None, t.hash, self.model_id, t.max_new_tokens, r, png,
+                                    t.path) for t, r, png in finished])
         except Exception:
             log.exception("storing a batch failed; answering anyway")
         for t, result, png in self._with_personal(finished):

@@ -117,6 +117,8 @@ class _Intake:
                     result = hit.result.for_request(task.name or task.path, warnings)  # cached: set by the store
                     if personal is not None:
                         result = result.with_personal(task.profile, personal)
+                    if task.path is not None and task.job is None:  # a job is indexed when it is marked done
+                        self.store.note_photo(task.path, task.hash, model_id, task.max_new_tokens)
                     self._finish(task, Outcome(result, hit.saliency_png))
                     return
             if self.state != READY:

@@ -5,8 +5,9 @@ darktable, digiKam and Lightroom read such a sidecar when they import the photo.
 * our own namespace (prefix ``asecritic``, URI `NAMESPACE_URI`) holds the critique, one property per
   attribute, the score, the model fingerprint, the saliency summary, the tags we suggested, the date
   and the record of which standard values we put there (so a re-critique can take back only ours);
-* standard keys only where `SidecarOptions` allows: tags (dc:subject + lr:hierarchicalSubject, merged
-  with the user's), dc:description, xmp:Rating (never overwriting the user's values).
+* standard keys only where `SidecarOptions` allows: tags (lr:hierarchicalSubject under the tag root, merged
+  with the user's; dc:subject only the leaves that read alone, with flat_keywords: keywords.py),
+  dc:description, xmp:Rating (never overwriting the user's values).
 
 Layout of our namespace (all written through exiv2's XMP API via pyexiv2, never as text templates):
 
@@ -45,6 +46,7 @@ from typing import Any
 import pyexiv2
 
 from .contract.lines import rating_from_score  # the score -> stars map is part of the contract (the plugin copies it)
+from .keywords import flat_keywords, rooted
 from .sidecar_files import MAX_SIDECAR_BYTES, SidecarError, commit, read_existing, remove_stale_temp_files
 
 __all__ = ["NAMESPACE_URI", "NAMESPACE_PREFIX", "PYEXIV2_LOCK", "MAX_SIDECAR_BYTES", "SidecarOptions", "SidecarError",
@@ -113,6 +115,7 @@ class SidecarOptions:
         overwrite_description: replace an existing non-empty dc:description.
         overwrite_rating: replace an existing xmp:Rating (any value, incl. 0 and -1 reject).
         tag_root: our tags live under it; old ones of ours under it are cleaned out.
+        flat_keywords: dc:subject gets the leaves that read alone (keywords.py); off: none.
     """
 
     write_description: bool = False
@@ -121,6 +124,7 @@ class SidecarOptions:
     overwrite_description: bool = False
     overwrite_rating: bool = False
     tag_root: str = "aesthetics"
+    flat_keywords: bool = False
 
 
 def sidecar_path(image_path) -> Path:
@@ -381,7 +385,7 @@ def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
     subject = _as_list(cur.get(K_SUBJECT))
 
     if options.write_tags:
-        tags = new.get(K_TAGS, [])
+        tags = [rooted(t, options.tag_root) for t in new.get(K_TAGS, [])]  # the hierarchical list: under the root
         # Our old tags under the root that are no longer suggested go; the user's (never recorded
         # as ours) stay, even under the root.
         stale = {t for t in prev_added_tags if _under_root(t, options.tag_root) and t not in tags}
@@ -391,15 +395,17 @@ def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
             if t not in new_hier:
                 new_hier.append(t)
                 added_tags.append(t)
-        # dc:subject: a keyword we added goes once no hierarchical tag (ours or the user's) needs it.
-        needed = {p for t in new_hier for p in _tag_parts(t)}
-        new_subject = [w for w in subject if not (w in prev_added_keywords and w not in needed)]
+        # dc:subject (keywords.py): only leaves that read alone, and only with flat_keywords. A keyword we added
+        # goes once it is no longer wanted, unless one of the user's hierarchical tags holds it (Lightroom's habit
+        # of listing every part flat); this also cleans the parts older versions of ours wrote.
+        wanted = flat_keywords(tags, options.tag_root) if options.flat_keywords else []
+        users = {p for t in new_hier if t not in added_tags for p in _tag_parts(t)}
+        new_subject = [w for w in subject if not (w in prev_added_keywords and w not in wanted and w not in users)]
         added_keywords = [w for w in prev_added_keywords if w in new_subject]
-        for t in tags:
-            for part in _tag_parts(t):
-                if part not in new_subject:
-                    new_subject.append(part)
-                    added_keywords.append(part)
+        for word in wanted:
+            if word not in new_subject:
+                new_subject.append(word)
+                added_keywords.append(word)
         if new_hier != hier:
             _bag(K_HIER, new_hier, changes)
         if new_subject != subject:

@@ -76,12 +76,11 @@ def test_fresh_sidecar_exiftool_reads_everything(tmp_path):
     # Score: a string with two decimals in the packet.
     score_attr = ET.parse(side).getroot().find(".//rdf:Description", NS).get(f"{{{NAMESPACE_URI}}}Score")
     assert score_attr == "7.50"
-    # Default options: tags yes, description and rating no.
+    # Default options: hierarchical tags yes; flat keywords, description and rating no (tests/test_keywords.py).
     assert as_list(et["XMP-lr:HierarchicalSubject"]) == RESULT["tags"]
-    assert sorted(as_list(et["XMP-dc:Subject"])) == sorted(
-        ["aesthetics", "exposure", "underexposed", "composition", "diagonal"])
+    assert "XMP-dc:Subject" not in et
     assert "XMP-dc:Description" not in et and "XMP-xmp:Rating" not in et
-    assert array_type(side, "dc:subject") == "Bag" and array_type(side, "lr:hierarchicalSubject") == "Bag"
+    assert array_type(side, "lr:hierarchicalSubject") == "Bag"
     assert temp_files(tmp_path) == []
 
 
@@ -121,7 +120,7 @@ def test_non_ascii_newlines_and_odd_text_survive(tmp_path):
     assert et["XMP-asecritic:Critique"] == text.replace("\r\n", "\n") or et["XMP-asecritic:Critique"] == text
     assert et["XMP-asecritic:Focus"] == "焦点 👍"
     assert set(as_list(et["XMP-lr:HierarchicalSubject"])) == set(tags)
-    assert {"lumière", "構図", "日の丸", "😀"} <= set(as_list(et["XMP-dc:Subject"]))
+    assert "XMP-dc:Subject" not in et  # no flat keywords by default
     # Characters XML cannot carry become spaces / U+FFFD rather than a broken file.
     side = write_sidecar(tmp_path / "b.jpg", dict(RESULT, text="bell\x07 and \ud800 lone"))
     assert read_sidecar(side)["text"] == "bell  and \ufffd lone"
@@ -143,9 +142,8 @@ def test_existing_content_is_kept_and_tags_merged(tmp_path):
     hier = as_list(after["XMP-lr:HierarchicalSubject"])
     assert hier == ["family", "Ürlaub|beach", "aesthetics|mine", "exposure",
                     "aesthetics|exposure|underexposed", "aesthetics|composition|diagonal"]
-    subject = as_list(after["XMP-dc:Subject"])
-    assert subject == ["family", "Ürlaub", "beach", "aesthetics", "mine", "exposure",
-                       "underexposed", "composition", "diagonal"]
+    subject = as_list(after["XMP-dc:Subject"])  # the user's flat keywords, untouched (no flat_keywords)
+    assert subject == ["family", "Ürlaub", "beach", "aesthetics", "mine", "exposure"]
     assert len(set(subject)) == len(subject) and len(set(hier)) == len(hier)
     # The user's description and rating (0 = unrated is a value too) stay.
     assert after["XMP-dc:Description"] == "my own words"
@@ -206,8 +204,8 @@ def test_recritique_removes_only_our_stale_tags_and_replaces_our_values(tmp_path
     assert hier == ["family", "Ürlaub|beach", "aesthetics|mine", "exposure", "aesthetics|composition|diagonal",
                     "aesthetics|exposure|well exposed"]
     subject = as_list(et["XMP-dc:Subject"])
-    assert "underexposed" not in subject  # a word we added, no longer needed
-    assert {"aesthetics", "exposure", "mine", "family", "well exposed", "diagonal", "composition"} <= set(subject)
+    assert "underexposed" not in subject  # no flat keywords by default: the user's list stays as it was
+    assert subject == ["family", "Ürlaub", "beach", "aesthetics", "mine", "exposure"]
     # Our namespace is replaced, not merged.
     assert "XMP-asecritic:Focus" not in et and "XMP-asecritic:SaliencyBlob" not in et
     assert "XMP-asecritic:SaliencyCentroidX" not in et

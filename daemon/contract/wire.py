@@ -129,7 +129,7 @@ OPS: dict[str, OpSpec] = {
 
 # the per-folder options of `watch_add` (their defaults are the daemon's [watch] settings, config.py)
 WATCH_OPTIONS = ("recursive", "polling", "write_description", "write_tags", "write_rating", "overwrite_description",
-                 "overwrite_rating")
+                 "overwrite_rating", "flat_keywords")
 WATCH_FILE_STATES = (QUEUED, DONE, FAILED)
 
 WATCH_OPS: dict[str, OpSpec] = {
@@ -140,6 +140,17 @@ WATCH_OPS: dict[str, OpSpec] = {
     OP_WATCH_FILES: OpSpec({"path": (str, False), "state": (str, False)}, local_only=True),
 }
 ALL_OPS: dict[str, OpSpec] = {**OPS, **WATCH_OPS}
+
+# ---- library search (issue 18): photos on the daemon's disk by tag, score, folder and critique text -------------
+# The library holds paths, so only the daemon's own user may search it (a guest never sees a path). A folder is
+# matched as text against the stored paths and never opened. Bad filters (an empty tag, min > max, a relative
+# folder, a limit outside 1..SEARCH_MAX_LIMIT) are `bad_request`.
+OP_SEARCH = "search"
+SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT = 1000, 100_000
+OPS[OP_SEARCH] = ALL_OPS[OP_SEARCH] = OpSpec({
+    "tags": (list, False), "min_score": ((int, float), False), "max_score": ((int, float), False),
+    "folder": (str, False), "text": (str, False), "limit": (int, False), "details": (bool, False)}, local_only=True)
+__all__ += ["OP_SEARCH", "SEARCH_DEFAULT_LIMIT", "SEARCH_MAX_LIMIT"]
 
 
 class ProtocolError(Exception):
