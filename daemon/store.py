@@ -22,11 +22,13 @@ from pathlib import Path
 
 from .contract import CANCELLED, DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
 from .errors import QueueFull
+from .store_cull import CULL_SCHEMA, _CullTables
 from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
-SCHEMA_VERSION = 3  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner. Upgrades only add.
+SCHEMA_VERSION = 4  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: cull_features +
+# cull_results (culling). Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = """
@@ -143,8 +145,9 @@ def _job(row) -> Job:
                json.loads(error) if error else None, attempts, created, updated, request_id, bool(has_blob), owner)
 
 
-class Store(_WatchedTables):
-    """The daemon's SQLite store: critiques, the job queue, and (store_watched.py) the folder watcher's tables.
+class Store(_WatchedTables, _CullTables):
+    """The daemon's SQLite store: critiques, the job queue, (store_watched.py) the folder watcher's tables and
+    (store_cull.py) culling's.
 
     Args:
         path: the database file, or ":memory:".
@@ -159,7 +162,7 @@ class Store(_WatchedTables):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock:
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + CULL_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a store from before schema 3
                 self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
