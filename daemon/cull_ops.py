@@ -165,7 +165,7 @@ class Culler:
         files, errors = list_photos(a["paths"], recursive=a.get("recursive", False))
         model_id = self._model_id(job.id)
         source = CullSource(self.store, model_id, self._critic(job.id), max_new_tokens=self.worker.max_new_tokens,
-                            batch_size=self.worker.max_batch)
+                            batch_size=self.worker.max_batch, budget=self.worker.decode_budget())
         total = len(files)
         self._event(job.id, {"stage": "culling", "job": job.id, "done": 0, "total": total})
 

@@ -113,12 +113,14 @@ class CullSource:
             CritiqueLike or Exception per item and stores the critiques it makes.
         max_new_tokens: the critique length the store is asked for first.
         batch_size: photos per critique batch.
+        budget: the decoder-memory budget (ase_model.imagesafety.MemoryBudget) decodes reserve from; the daemon
+            passes its worker's, so a cull's decodes share the daemon's limit.
     """
 
     def __init__(self, store, model_id: str, critique: Callable[[list[tuple]], list], max_new_tokens: int = 160,
-                 batch_size: int = 4):
+                 batch_size: int = 4, budget=None):
         self.store, self.model_id, self.critique = store, model_id, critique
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.max_new_tokens, self.batch_size, self.budget = max_new_tokens, batch_size, budget
         self.counts = {"known": 0, "from_critique": 0, "critiqued": 0, "unreadable": 0}
 
     def features(self, paths: Sequence[str | os.PathLike], progress: Callable[[int, int], None] | None = None,
@@ -164,6 +166,8 @@ class CullSource:
                 errors[str(path)] = _message(path, e)
                 self.counts["unreadable"] += 1
                 done += 1
+                if progress is not None:
+                    progress(done, total)
                 continue
             h = hashlib.sha256(data).hexdigest()
             known = self.store.get_cull_features(h, self.model_id) if self.store is not None else None
@@ -181,11 +185,13 @@ class CullSource:
             try:
                 from ase_model.imageio import load_image
 
-                image = load_image(data, name=str(path), max_side=DECODE_SIDE)
+                image = load_image(data, name=str(path), max_side=DECODE_SIDE, budget=self.budget)
             except (OSError, ValueError) as e:
                 errors[str(path)] = _message(path, e)
                 self.counts["unreadable"] += 1
                 done += 1
+                if progress is not None:
+                    progress(done, total)
                 continue
             stored = self.store.any_critique(h, self.model_id, self.max_new_tokens) if self.store is not None else None
             c = critique_from_result(stored.result.to_dict(), stored.saliency_png) if stored is not None else None

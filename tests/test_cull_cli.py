@@ -204,3 +204,22 @@ def test_a_link_in_place_of_the_sidecar_is_refused(tmp_path):
     with pytest.raises(SidecarError):
         write_cull(photo, {"path": str(photo), "group": 0, "decision": "reject", "reason": "x"})
     assert elsewhere.read_text() == "keep me"
+
+
+def test_raw_and_jpeg_of_one_frame_are_one_frame(tmp_path):
+    from test_imageio import pidng_dng
+
+    from ase_model.starter.dataset import source_photos
+
+    shoot = tmp_path / "pair"
+    shoot.mkdir()
+    cat = source_photos()["chelsea"].convert("RGB")
+    cat = cat.crop((0, 0, cat.width // 4 * 4, cat.height // 4 * 4))  # the 12-bit packer wants even sides
+    pidng_dng(shoot / "IMG_0500.dng", np.asarray(cat))
+    cat.save(shoot / "IMG_0500.jpg", quality=90)
+    r = run_cull(tmp_path, shoot, "--json")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sorted(os.path.basename(d["path"]) for d in records) == ["IMG_0500.dng", "IMG_0500.jpg"]
+    assert {d["group"] for d in records} == {records[0]["group"]} and all(d["group_size"] == 1 for d in records)
+    assert {d["decision"] for d in records} == {"pick"} and records[0]["reason"] == records[1]["reason"]
