@@ -123,3 +123,8 @@ def test_bad_arguments_and_the_cli_sharing_the_daemons_store(daemon, tmp_path, t
         result, _ = c.critique(path=shoot / "moon.jpg")
         assert result["cached"] is True
         assert c.cull([shoot])["counts"]["known"] == 1
+    # `ase-client cull`: the daemon's op, the same listing
+    r = subprocess.run([sys.executable, "-m", "ase_daemon.client_cli", "--endpoint", daemon.ipc, "cull", str(shoot)],
+                       env=daemon_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "group 1: 1 frame" in r.stdout and "PICK" in r.stdout and "moon.jpg" in r.stdout
