@@ -2,7 +2,8 @@
 
     request  cull {paths: [absolute files or folders], recursive?, apply?, pick_rating?, overwrite_rating?,
                    max_gap_s?, min_similarity?, progress?, wait?}
-    events   progress {stage: "accepted" | "waiting for the model" | "culling" | "critiquing", job, done, total}
+    events   progress {stage: "accepted" | "waiting for the model" | "culling" | "critiquing" | "writing sidecars",
+                       job, done, total}
     reply    {job, state: "done", decisions: [CullDecision + sidecar/rating with apply], errors: [{path, message}],
               counts: {...}}   or the error `cancelled` (cancel {job}) / `not_ready` (the model failed to load)
 
@@ -183,7 +184,8 @@ class Culler:
         if a.get("apply"):
             options = CullSidecarOptions(pick_rating=a.get("pick_rating"),
                                          overwrite_rating=a.get("overwrite_rating", False))
-            apply_decisions(decisions, options, sidecar_errors)
+            apply_decisions(decisions, options, sidecar_errors, progress=lambda done, total: self._event(
+                job.id, {"stage": "writing sidecars", "job": job.id, "done": done, "total": total}))
         self.store.save_cull_results(job.id, decisions)
         counts = {**source.counts, "culled": len(decisions), "groups": len({d["group"] for d in decisions}),
                   **{f"{k}s": sum(d["decision"] == k for d in decisions) for k in P.CULL_DECISIONS},

@@ -195,17 +195,20 @@ def read_cull(path) -> dict:
     return out
 
 
-def apply_decisions(decisions: list[dict], options, errors: dict) -> int:
+def apply_decisions(decisions: list[dict], options, errors: dict, progress=None) -> int:
     """Write each decision into its photo's sidecar (the leader = the group's pick); returns how many failed.
 
     Args:
         decisions: CullDecision.to_dict() records; each gains "sidecar" and "rating" (or "sidecar_error").
         options: xmp_cull.CullSidecarOptions.
         errors: failures go here too ({path: message}).
+        progress: called as progress(done, total) every 25 sidecars.
     """
     leaders = {d["group"]: Path(d["path"]).name for d in decisions if d["decision"] == "pick"}
     failed = 0
-    for d in decisions:
+    for i, d in enumerate(decisions):
+        if progress is not None and i and i % 25 == 0:
+            progress(i, len(decisions))
         try:
             d.update(write_cull(d["path"], {**d, "leader": leaders.get(d["group"])}, options))
         except (SidecarError, OSError, ValueError) as e:
