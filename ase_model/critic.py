@@ -16,7 +16,6 @@ wins. `text`, `attributes` and `tags` are the repaired critique's; streamed toke
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -32,17 +31,12 @@ from transformers.generation.streamers import BaseStreamer
 
 from .attributes import parse_critique
 from .imageio import load_image
+from .model_id import default_model_dir, fingerprint  # noqa: F401  (torch-free; re-exported here)
 from .modeling_ase import ASEForConditionalGeneration
 from .processing_ase import ASEProcessor, pad_box
 
 DEFAULT_MAX_NEW_TOKENS = 160
 StreamCallback = Callable[[int, str], None]  # (index of the image in the batch, new text)
-
-
-def default_model_dir() -> Path:
-    """The starter model shipped in the package (ASE_MODEL overrides)."""
-    env = os.environ.get("ASE_MODEL")
-    return Path(env) if env else Path(__file__).resolve().parent / "starter_model"
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -63,24 +57,6 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-def fingerprint(model_dir: Path) -> str:
-    """Identifies a model's weights: name + hash of its config and of each weight file's size, head and tail.
-
-    Cheap on multi-GB checkpoints yet changes whenever the weights change (fine-tuning rewrites every file).
-    """
-    h = hashlib.sha256()
-    for path in sorted(model_dir.iterdir()):
-        if path.name == "config.json" or path.suffix == ".safetensors":
-            size = path.stat().st_size
-            h.update(f"{path.name}:{size}".encode())
-            with open(path, "rb") as f:
-                h.update(f.read(1 << 20))
-                if size > 2 << 20:
-                    f.seek(-(1 << 20), os.SEEK_END)
-                    h.update(f.read())
-    return f"{model_dir.name}@{h.hexdigest()[:16]}"
 
 
 @dataclass

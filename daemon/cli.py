@@ -86,6 +86,9 @@ def run(argv: list[str]) -> int:
 
     # always installed: folders can be added at run time (`ase-client watch add`) even if none is configured
     Watcher(cfg.watch_settings, store, worker, tag_root=worker.tag_root, max_queued=lim.max_jobs).install(server)
+    from .cull_ops import Culler
+
+    Culler(store, worker, heartbeat_s=cfg.heartbeat_s).install(server)  # the `cull` op (docs/culling.md)
     log.info("ase-daemon pid %d, store %s%s", os.getpid(), cfg.db_path, f", config {cfg.source}" if cfg.source else "")
     try:
         asyncio.run(server.serve())

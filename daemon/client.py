@@ -301,6 +301,29 @@ class Client:
         args = {"job": job_id} if job_id is not None else {"request": request}
         return self._call(P.OP_CANCEL, args)
 
+    def cull(self, paths, recursive: bool = False, apply: bool = False, pick_rating: int | None = None,
+             overwrite_rating: bool = False, on_progress: Callable[[dict], None] | None = None, wait: bool = True,
+             request_id: str | None = None, **thresholds) -> dict:
+        """Cull photos on the daemon's machine (local endpoints): files and folders, as a background job.
+
+        Returns {"job", "state", "decisions", "errors", "counts"} (docs/culling.md); with wait=False only the job's
+        id and state (`job(id)` gives the decisions once it is done, `cancel(id)` stops it). `on_progress(data)`
+        gets the progress events; `thresholds`: max_gap_s, min_similarity.
+        """
+        args = {"paths": [os.path.abspath(os.fspath(p)) for p in paths], "progress": on_progress is not None,
+                "wait": wait, **{k: v for k, v in thresholds.items() if v is not None}}
+        for key, value in (("recursive", recursive), ("apply", apply), ("overwrite_rating", overwrite_rating)):
+            if value:
+                args[key] = True
+        if pick_rating is not None:
+            args["pick_rating"] = int(pick_rating)
+
+        def on_event(ev: P.Reply) -> None:
+            if ev.event == P.PROGRESS and on_progress is not None:
+                on_progress(ev.data)
+
+        return self.request(P.OP_CULL, args, on_event=on_event, request_id=request_id).result
+
     def load(self) -> dict:
         return self._call(P.OP_LOAD)
 

@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--no-wait", action="store_true")
     sub.add_parser(P.OP_UNLOAD, help="free the model (the next request loads it again)")
     sub.add_parser(P.OP_SHUTDOWN, help="stop the daemon")
+    cu = sub.add_parser(P.OP_CULL, help="group bursts, pick the best frame of each, flag rejects (docs/culling.md)")
+    cu.add_argument("paths", nargs="+", metavar="DIR|FILE")
+    cu.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    cu.add_argument("--apply", action="store_true", help="write the decisions into the photos' XMP sidecars")
+    cu.add_argument("--pick-rating", type=int, choices=range(1, 6), metavar="1..5", help="with --apply: raise picks")
+    cu.add_argument("--json", action="store_true", help="one JSON record per photo")
     w = sub.add_parser("watch", help="folders whose new photos are critiqued into XMP sidecars (docs/watcher.md)")
     wsub = w.add_subparsers(dest="watch_command", required=True, metavar="ACTION")
     wa = wsub.add_parser("add", help="watch a folder (remembered across restarts)")
@@ -393,6 +399,33 @@ class App:
             Path(info["saliency_png"]).write_bytes(png)
         print(json.dumps(info, ensure_ascii=False))
         return EXIT_FAILED if info["state"] == P.FAILED else EXIT_OK
+
+    def cull(self) -> int:
+        """`ase-client cull`: the daemon's `cull` op, progress on stderr, the same listing as `ase-mllm cull`."""
+        from .cull_cli import print_table
+
+        a = self.args
+        if not self.local:
+            _err("cull names files on the daemon's machine (local endpoints only)")
+            return EXIT_USAGE
+
+        def progress(data: dict) -> None:
+            if "total" in data and sys.stderr.isatty():
+                print(f"\rculling {data.get('done', 0)}/{data['total']}", end="", file=sys.stderr, flush=True)
+
+        with self.client() as c:
+            result = c.cull(a.paths, recursive=a.recursive, apply=a.apply, pick_rating=a.pick_rating,
+                            on_progress=progress)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        for e in result.get("errors", []):
+            _err(e["message"])
+        for d in result["decisions"]:
+            if a.json:
+                print(json.dumps(d, ensure_ascii=False))
+        if not a.json and result["decisions"]:
+            print_table(result["decisions"])
+        return EXIT_OK
 
     def cancel(self) -> int:
         with self.client() as c:

@@ -169,6 +169,10 @@ class _Ops:
     def _op_job(self, call: Call, req: P.Request):
         job = self._own_job(call, req.args["job"], req.id)
         out, frames = job.to_dict(), []
+        if job.kind == P.KIND_CULL:  # a cull's decisions (cull_ops.py), once it is done
+            if job.state == P.DONE:
+                out["decisions"] = self.store.cull_results(job.id)
+            return out, frames
         if job.state == P.DONE:
             hit = self.store.get_critique(job.hash, job.model, job.max_new_tokens)
             if hit is not None:

@@ -24,12 +24,14 @@ from .contract import DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResu
 from .errors import QueueFull
 from .store_jobs import _JOB_COLUMNS, Job, _job, _JobHistory
 from .store_library import LIBRARY_SCHEMA, _LibraryTables
+from .store_cull import CULL_SCHEMA, _CullTables
 from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
-SCHEMA_VERSION = 5  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile;
-#                    5: library + library_tags (store_library.py). Upgrades only add.
+SCHEMA_VERSION = 6  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile;
+#                    5: library + library_tags (store_library.py); 6: cull_features + cull_results (store_cull.py).
+#                    Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = """
@@ -117,9 +119,10 @@ class StoredCritique:
     saliency_png: bytes | None
 
 
-class Store(_JobHistory, _WatchedTables, _LibraryTables):
+class Store(_JobHistory, _WatchedTables, _LibraryTables, _CullTables):
     """The daemon's SQLite store: critiques, the job queue (its history: store_jobs.py), (store_watched.py) the
-    folder watcher's tables and (store_library.py) the library index that `search` reads.
+    folder watcher's tables, (store_library.py) the library index that `search` reads and (store_cull.py)
+    culling's.
 
     Args:
         path: the database file, or ":memory:".
@@ -136,7 +139,7 @@ class Store(_JobHistory, _WatchedTables, _LibraryTables):
         self._db.execute("PRAGMA cache_size=-65536")  # up to 64 MiB of pages: library searches read at random
         with self._lock:
             old_version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + CULL_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a store from before schema 3
                 self._db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")

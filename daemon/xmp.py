@@ -76,6 +76,7 @@ K_ADDED_KEYWORDS = _NS + "AddedKeywords"
 K_WRITTEN_RATING = _NS + "WrittenRating"
 K_WROTE_DESCRIPTION = _NS + "WroteDescription"
 _SALIENCY = "Saliency"
+_CULL = "Cull"  # asecritic:Cull* belong to a cull's decision (xmp_cull.py): a re-critique keeps them
 _RESERVED = {k[len(_NS):] for k in (K_CRITIQUE, K_ATTRIBUTES, K_SCORE, K_MODEL, K_DATE, K_TAGS, K_ADDED_TAGS,
                                      K_ADDED_KEYWORDS, K_WRITTEN_RATING, K_WROTE_DESCRIPTION)}
 
@@ -281,7 +282,7 @@ def _our_values(result: dict, score: float | None) -> dict:
     for key, value in attributes.items():
         key = _clean_text(key)
         name = _camel(key)
-        if not _NAME_RE.match(name) or name in _RESERVED or name.startswith(_SALIENCY):
+        if not _NAME_RE.match(name) or name in _RESERVED or name.startswith((_SALIENCY, _CULL)):
             raise ValueError(f"attribute name {key!r} cannot be an XMP property of ours ({name!r})")
         if name in names:
             raise ValueError(f"attributes {names[name]!r} and {key!r} map to the same property {name!r}")
@@ -375,8 +376,8 @@ def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
             raise ValueError(f"score {raw_score!r} is not finite")
         score = round(score, 2)
 
-    # Our namespace is replaced wholesale: drop every old value of ours first.
-    changes: dict[str, Any] = {k: None for k in cur if k.startswith(_NS)}
+    # Our namespace is replaced wholesale (but for a cull's decision): drop every old value of ours first.
+    changes: dict[str, Any] = {k: None for k in cur if k.startswith(_NS) and not k.startswith(_NS + _CULL)}
     new = _our_values(result, score)
 
     prev_added_tags = _as_list(cur.get(K_ADDED_TAGS))

@@ -89,7 +89,7 @@ def _wire_names() -> set[str]:
     import importlib
 
     contract = importlib.import_module(CONTRACT)
-    return set(contract.ERROR_CODES) | set(contract.OPS)
+    return set(contract.ERROR_CODES) | set(contract.OPS) | set(contract.CULL_OPS)
 
 
 def test_error_codes_and_op_names_are_spelt_only_in_the_contract():

@@ -272,8 +272,12 @@ def test_contract_is_the_one_home_of_ops_codes_and_rating():
 
     assert xmp.rating_from_score is rating_from_score  # the sidecars' stars are the contract's
     assert set(P.WATCH_OPTIONS) == set(WATCH_FOLDER_OPTIONS)  # every folder option is a watch_add argument
-    assert set(P.ALL_OPS) == set(P.OPS) | set(P.WATCH_OPS) and not set(P.OPS) & set(P.WATCH_OPS)
-    assert all(spec.local_only for spec in P.WATCH_OPS.values())
+    assert set(P.ALL_OPS) == set(P.OPS) | set(P.WATCH_OPS) | set(P.CULL_OPS)
+    assert len(P.ALL_OPS) == len(P.OPS) + len(P.WATCH_OPS) + len(P.CULL_OPS)  # no name in two tables
+    assert all(spec.local_only for spec in (*P.WATCH_OPS.values(), *P.CULL_OPS.values()))
+    from ase_model.culling import DECISIONS
+
+    assert P.CULL_DECISIONS == DECISIONS  # the wire's decisions are the core's
     assert set(P.ERROR_FIELDS) <= set(P.ERROR_CODES) and not set(P.CLIENT_CODES) & set(P.ERROR_CODES)
 
 

@@ -29,7 +29,8 @@ __all__ = [
     "JOB_STATES", "TOKEN", "PROGRESS", "OpSpec", "OP_PING", "OP_STATUS", "OP_CRITIQUE", "OP_SUBMIT", "OP_JOB",
     "OP_CANCEL", "OP_LOAD", "OP_UNLOAD", "OP_SHUTDOWN", "OP_WATCH_ADD", "OP_WATCH_REMOVE", "OP_WATCH_LIST",
     "OP_WATCH_RETRY", "OP_WATCH_FILES", "KIND_CRITIQUE", "OPS", "WATCH_OPTIONS", "WATCH_FILE_STATES", "WATCH_OPS",
-    "ALL_OPS", "ProtocolError", "WireError", "Request", "Reply", "new_id", "encode_request", "decode_request",
+    "OP_CULL", "KIND_CULL", "CULL_DECISIONS", "CULL_OPS", "ALL_OPS", "ProtocolError", "WireError", "Request", "Reply",
+    "new_id", "encode_request", "decode_request",
     "check_args", "peek_id", "encode_result", "encode_error", "encode_event", "decode_reply",
 ]
 VERSION = 1
@@ -139,7 +140,18 @@ WATCH_OPS: dict[str, OpSpec] = {
     OP_WATCH_RETRY: OpSpec({"path": (str, False)}, local_only=True),
     OP_WATCH_FILES: OpSpec({"path": (str, False), "state": (str, False)}, local_only=True),
 }
-ALL_OPS: dict[str, OpSpec] = {**OPS, **WATCH_OPS}
+# culling a shoot (docs/culling.md): a background job of kind KIND_CULL whose progress events and decisions come back
+# to the request; `job` and `cancel` take its id like any job's
+OP_CULL = "cull"
+KIND_CULL = OP_CULL
+CULL_DECISIONS = ("pick", "keep", "reject")
+CULL_OPS: dict[str, OpSpec] = {
+    OP_CULL: OpSpec({"paths": (list, True), "recursive": (bool, False), "apply": (bool, False),
+                     "pick_rating": (int, False), "overwrite_rating": (bool, False),
+                     "max_gap_s": ((int, float), False), "min_similarity": ((int, float), False),
+                     "progress": (bool, False), "wait": (bool, False)}, local_only=True),
+}
+ALL_OPS: dict[str, OpSpec] = {**OPS, **WATCH_OPS, **CULL_OPS}
 
 # ---- library search (issue 18): photos on the daemon's disk by tag, score, folder and critique text -------------
 # The library holds paths, so only the daemon's own user may search it (a guest never sees a path). A folder is
