@@ -22,9 +22,9 @@ from pathlib import Path
 
 from .contract import DONE, FAILED, KIND_CRITIQUE, QUEUED, RUNNING, CritiqueResult
 from .errors import QueueFull
+from .store_cull import CULL_SCHEMA, _CullTables
 from .store_jobs import _JOB_COLUMNS, Job, _job, _JobHistory
 from .store_library import LIBRARY_SCHEMA, _LibraryTables
-from .store_cull import CULL_SCHEMA, _CullTables
 from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]

@@ -207,7 +207,7 @@ def test_a_link_in_place_of_the_sidecar_is_refused(tmp_path):
 
 
 def test_raw_and_jpeg_of_one_frame_are_one_frame(tmp_path):
-    from test_imageio import pidng_dng
+    from imageio_helpers import pidng_dng
 
     from ase_model.starter.dataset import source_photos
 
