@@ -30,6 +30,7 @@ def real_maps(photos):
 
 
 @needs_starter
+@pytest.mark.slow  # the starter model on three photos: ~1 min on 2 busy cores
 def test_heat_scale_spreads_real_maps(real_maps, photos):
     for name, m in real_maps.items():
         w, h = photos[name].size

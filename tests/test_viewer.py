@@ -261,7 +261,7 @@ def test_overlay_toggle_opacity_and_export(qtbot, daemon, photo_files, tmp_path,
     exported = np.asarray(Image.open(out).convert("RGB"))
     assert exported.shape == photo.shape  # the displayed photo's size
     assert diff(exported, photo)[hi].mean() > 20  # the overlay is in it
-    assert np.array_equal(exported[m < 0.05], photo[m < 0.05])
+    assert np.array_equal(exported[m < 0.02], photo[m < 0.02])  # heat's log scale: clear under ~2 % of the peak
 
 
 def test_navigation_keys_and_drop(qtbot, daemon, photo_files, settings):
