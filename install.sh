@@ -44,13 +44,14 @@ fi
 
 if [ "$WITH_TEST" = 1 ]; then
     # Debian packages the tests run for real: darktable (plugin tests), xvfb (a real X server),
-    # exiftool (independent XMP reader), Qt's xcb libraries (viewer under Xvfb); and the packages that ship
+    # exiftool (independent XMP reader), Qt's xcb libraries (viewer under Xvfb), chromium (the demo report's
+    # sortable table, clicked in a headless browser; docs/report.md); and the packages that ship
     # the real photographs the starter model is trained and evaluated on (ase_model/starter/sources.py,
     # docs/photo-sources.md; ~510 MiB installed with what apt adds, ~310 MiB of it for opencv-doc).
     PHOTOS=(mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 lxqt-themes
             plasma-workspace-wallpapers python-matplotlib-data opencv-doc)
     TOOLS=(darktable xvfb xauth libimage-exiftool-perl libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 x11-apps
-           imagemagick)
+           imagemagick chromium)
     NEED=()
     for pkg in "${TOOLS[@]}" "${PHOTOS[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || NEED+=("$pkg")

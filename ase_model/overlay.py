@@ -9,6 +9,13 @@ The map comes from the daemon at the photo's aspect ratio but a lower resolution
 (bicubic on floats) to the photo's size, stretched over its own range, and coloured with inferno (a perceptual
 colormap: lightness rises monotonically, so "brighter = more weight" reads the same to everyone, in grey too).
 
+Heat mode draws the map on a log scale (`heat_scale`): HEAT_DECADES decades below the map's peak fill the colour
+ramp, so 1 % of the peak is the ramp's bottom, 10 % its middle and the peak its top. A model's maps are peaky (on
+the starter model's maps of real photos the median pixel has ~2 % of the peak weight and the 95th percentile
+~15 %), and on a linear scale only the peak showed, as a small orange dot that read as flare or dust; on the log
+scale the second and third areas of interest show too (docs/img/heat-scale.png compares the two). Contours
+stay on the linear scale (their levels are fractions of the peak).
+
 The overlay is a straight alpha blend, out = photo * (1 - a) + colour * a, with a = opacity * w(map): in heat
 mode w grows with the map (low-weight areas stay clear), in contour mode w is 1 on iso-lines (anti-aliased
 edges) and 0 elsewhere.
@@ -21,8 +28,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+__all__ = ["CONTOUR_LEVELS", "HEAT_CLEAR", "HEAT_DECADES", "MODES", "blend", "colormap", "compose", "heat_legend",
+           "heat_scale", "overlay_layer", "upsample"]
+
 MODES = ("heat", "contour")
 CONTOUR_LEVELS = (0.2, 0.4, 0.6, 0.8)
+# Heat mode: decades of weight below the peak that the colour ramp spans (log scale), and the point of the ramp
+# below which the photo stays clear (0.15 of a 2-decade ramp = 10 ** ((0.15 - 1) * 2) ~ 2 % of the peak).
+HEAT_DECADES = 2.0
+HEAT_CLEAR = 0.15
 
 # inferno sampled at 0, 1/8, ..., 1 (matplotlib's values); linear interpolation between them is within a few
 # levels of the full table, and saves a matplotlib dependency.
@@ -65,8 +79,53 @@ def _heat_alpha() -> np.ndarray:
     global _ALPHA
     if _ALPHA is None:
         x = np.linspace(0, 1, 256)
-        _ALPHA = np.rint(np.clip((x - 0.15) / 0.85, 0, 1) ** 1.5 * 255).astype(np.uint8)
+        _ALPHA = np.rint(np.clip((x - HEAT_CLEAR) / (1 - HEAT_CLEAR), 0, 1) ** 1.5 * 255).astype(np.uint8)
     return _ALPHA
+
+
+def heat_scale(m: np.ndarray) -> np.ndarray:
+    """Heat mode's scale: a map stretched to [0, 1] (peak = 1) -> its place on the colour ramp, log scale.
+
+    1 + log10(m) / HEAT_DECADES, clipped to [0, 1]: with 2 decades, 1 % of the peak -> 0, 10 % -> 0.5, the peak -> 1.
+
+    Args:
+        m: map values in [0, 1] (see `upsample`), any shape.
+    """
+    m = np.asarray(m, dtype=np.float32)
+    floor = np.float32(10.0 ** -HEAT_DECADES)
+    return np.clip(1.0 + np.log10(np.maximum(m, floor)) / np.float32(HEAT_DECADES), 0.0, 1.0).astype(np.float32)
+
+
+_HEAT_INDEX: np.ndarray | None = None
+
+
+def _heat_index() -> np.ndarray:
+    """uint8 ramp index (`heat_scale`) for each 16-bit map level: 1 % of the peak is level 655, fine enough."""
+    global _HEAT_INDEX
+    if _HEAT_INDEX is None:
+        _HEAT_INDEX = np.rint(heat_scale(np.arange(65536, dtype=np.float32) / 65535) * 255).astype(np.uint8)
+    return _HEAT_INDEX
+
+
+def heat_legend(steps: int = 9) -> dict:
+    """What heat mode's colours mean, for a legend drawn anywhere (the report's CSS bar, a widget).
+
+    Returns a dict: "stops" (ramp position in [0, 1], "#rrggbb") along the colormap; "clear" (the ramp position
+    below which the photo shows untouched); "ticks" (ramp position, label) at each decade below the peak
+    ("1 %", "10 %", "peak"); "low" and "high" (what the two ends mean, in words).
+
+    Args:
+        steps: how many colour stops to sample along the ramp (at least 2).
+    """
+    xs = np.linspace(0.0, 1.0, max(2, int(steps)))
+    stops = [(round(float(x), 4), "#%02x%02x%02x" % tuple(int(c) for c in colormap(x))) for x in xs]
+    decades = int(round(HEAT_DECADES))
+    ticks = [(round(1.0 - k / HEAT_DECADES, 4), "peak" if k == 0 else f"{10.0 ** -k * 100:g} %")
+             for k in range(decades, -1, -1)]
+    return {"stops": stops, "clear": HEAT_CLEAR, "ticks": ticks,
+            "low": f"little weight (under {10.0 ** (HEAT_CLEAR * HEAT_DECADES - HEAT_DECADES) * 100:.0f} % of the "
+                   "peak: no colour)",
+            "high": "where the critique's attention peaks"}
 
 
 def upsample(saliency: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -129,14 +188,17 @@ def overlay_layer(saliency: np.ndarray, width: int, height: int, mode: str = "he
         saliency: the 2-D map, at any size (see `upsample`).
         width: the photo's width.
         height: the photo's height.
-        mode: one of MODES: "heat" (the map as colour) or "contour" (iso-lines at CONTOUR_LEVELS).
+        mode: one of MODES: "heat" (the map as colour, on `heat_scale`'s log scale) or "contour" (iso-lines at
+            CONTOUR_LEVELS of the linear map).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     m = upsample(saliency, width, height)
     out = np.empty((int(height), int(width), 4), dtype=np.uint8)
     if mode == "heat":
-        idx = np.rint(m * 255).astype(np.uint8)  # one 8-bit index, then two table look-ups (fast on 50 MP)
+        # the map quantised to 16 bits -> the ramp's 8-bit index through one table (a log per pixel is slow on
+        # 50 MP), then two table look-ups for colour and weight
+        idx = _heat_index()[(m * 65535 + 0.5).astype(np.uint16)]  # m is in [0, 1]: +0.5 rounds
         out[..., :3] = np.take(_lut(), idx, axis=0)
         out[..., 3] = _heat_alpha()[idx]
     else:

@@ -5,7 +5,9 @@
    china are the starter model's held-out photos: it never saw them in training);
 2. starts the daemon with the default (starter) model, or reuses the one already running;
 3. critiques every photo through it (a progress bar), writes an XMP sidecar beside each photo;
-4. writes `report.html`: each photo with its saliency overlay, critique, score and tags; prints a summary.
+4. writes `report.html` (daemon/report.py): a summary table first (thumbnail with the saliency overlay, score,
+   stars, main remark; click a header to sort), then each photo with its overlay, critique, score and tags;
+   prints a summary.
 
 It lives in the daemon package because it drives the product (daemon, client, XMP writer); `ase-mllm demo`
 forwards here.
@@ -14,7 +16,6 @@ forwards here.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import sys
 import time
@@ -34,7 +35,6 @@ VARIANTS = [
     ("astronaut-bright.jpg", "astronaut", "brightened by 2 stops", lambda im: _exposure(im, 2.0)),
     ("chelsea.jpg", "chelsea", "untouched", None),
 ]
-MAX_SIDE = 1024
 
 
 def _exposure(im: Image.Image, stops: float) -> Image.Image:
@@ -65,56 +65,11 @@ def prepare_photos(folder: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def overlay_jpeg(photo: Path, saliency_png: bytes, out: Path) -> None:
-    from ase_model.imageio import load_image
-    from ase_model.overlay import compose
-    from ase_model.saliency import from_png
-
-    rgb = np.asarray(load_image(photo, max_side=MAX_SIDE))
-    Image.fromarray(compose(rgb, from_png(saliency_png), opacity=0.7)).save(out, quality=88)
-
-
-def write_report(out_dir: Path, rows: list[dict], model: str, seconds: float) -> Path:
-    """A self-contained HTML page (relative links to the photos and overlays)."""
-    from ase_model.attributes import ATTRIBUTES
-
-    cards = []
-    for r in rows:
-        res = r.get("result")
-        if res is None:
-            cards.append(f"<section class=card><h2>{html.escape(r['name'])}</h2><p class=err>"
-                         f"{html.escape(r['error'])}</p></section>")
-            continue
-        attrs = "".join(f"<dt>{html.escape(ATTRIBUTES.get(k, k))}</dt><dd>{html.escape(v)}</dd>"
-                        for k, v in res.get("attributes", {}).items())
-        tags = " ".join(f"<span class=tag>{html.escape(t)}</span>" for t in res.get("tags", []))
-        cards.append(f"""<section class=card>
-<h2>{html.escape(r['name'])} <small>{html.escape(r['note'])}</small></h2>
-<div class=pics><figure><img src="{html.escape(r['photo'])}" alt=""><figcaption>photo</figcaption></figure>
-<figure><img src="{html.escape(r['overlay'])}" alt=""><figcaption>aesthetic saliency</figcaption></figure></div>
-<p class=score><b>{res['score']:.1f}</b>/10 &nbsp; {'★' * r['rating']}{'☆' * (5 - r['rating'])}</p>
-<dl>{attrs}</dl><p>{tags}</p><p class=meta>sidecar: {html.escape(r['sidecar'])}</p></section>""")
-    page = f"""<!doctype html><meta charset=utf-8><title>ASE-MLLM demo report</title>
-<style>body{{font:15px/1.45 system-ui,sans-serif;background:#15171a;color:#e6e6e6;margin:2em auto;max-width:1100px}}
-.card{{background:#1f2226;border-radius:8px;padding:1em 1.4em;margin:1.2em 0}}
-h2 small{{color:#9aa;font-weight:normal;font-size:.8em}} .pics{{display:flex;gap:1em}}
-figure{{margin:0;flex:1}} img{{width:100%;border-radius:4px}} figcaption{{color:#9aa;font-size:.85em}}
-.score b{{font-size:1.8em}} dt{{font-weight:bold;margin-top:.4em}} dd{{margin:0 0 0 1em}}
-.tag{{display:inline-block;background:#2d3a4a;border-radius:10px;padding:0 .6em;margin:.15em;font-size:.85em}}
-.meta{{color:#889;font-size:.8em}} .err{{color:#f77}}</style>
-<h1>ASE-MLLM demo report</h1>
-<p>Model <code>{html.escape(model)}</code> — {len(rows)} photos in {seconds:.1f} s. The starter model is a
-demo-grade critic of the technical side of aesthetics (docs/starter-model.md).</p>
-{''.join(cards)}"""
-    path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .client import Client, DaemonError, DaemonUnavailable, ensure_daemon
+    from .report import THUMB_SIDE, overlay_jpeg, write_report
     from .xmp import SidecarOptions, rating_from_score, write_sidecar
 
     ap = argparse.ArgumentParser(prog="ase-mllm demo", description=__doc__.splitlines()[0])
@@ -124,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     out = Path(args.out).resolve()
-    photos_dir, overlays_dir = out / "photos", out / "overlays"
+    photos_dir, overlays_dir, thumbs_dir = out / "photos", out / "overlays", out / "thumbs"
     overlays_dir.mkdir(parents=True, exist_ok=True)
+    thumbs_dir.mkdir(parents=True, exist_ok=True)
     print(f"ASE-MLLM demo -> {out}")
     photos = prepare_photos(photos_dir)
     print(f"  {len(photos)} sample photos in {photos_dir}")
@@ -148,9 +104,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             overlay = overlays_dir / (path.stem + "-saliency.jpg")
             overlay_jpeg(path, png, overlay)
+            thumb = thumbs_dir / (path.stem + "-saliency.jpg")
+            overlay_jpeg(path, png, thumb, max_side=THUMB_SIDE)  # drawn at its own size: smooth, not shrunk
             sidecar = write_sidecar(path, result, options)
             rows.append({**row, "result": result, "overlay": f"overlays/{overlay.name}",
-                         "sidecar": str(sidecar.relative_to(out)), "rating": rating_from_score(result["score"])})
+                         "thumb": f"thumbs/{thumb.name}", "sidecar": str(sidecar.relative_to(out)),
+                         "rating": rating_from_score(result["score"])})
     seconds = time.perf_counter() - t0
     model = next((r["result"]["model"] for r in rows if "result" in r), info.get("model") or "?")
     report = write_report(out, rows, model, seconds)

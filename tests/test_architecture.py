@@ -20,7 +20,7 @@ PACKAGES = {"ase_model": ROOT / "ase_model", "ase_daemon": ROOT / "daemon", "ase
 CONTRACT = "ase_daemon.contract"  # the wire contract: the one module (or package) that names codes and ops
 CLIENT_SIDE = ("ase_daemon.client", "ase_daemon.contract")  # what the viewer may use of the daemon package
 TORCH_FREE = ("ase_model.imageio", "ase_model.imagesafety", "ase_model.overlay", "ase_model.attributes",
-              "ase_model.saliency", "ase_model.personal.profiles")
+              "ase_model.saliency", "ase_model.personal.profiles", "ase_model.remarks")
 MAX_FILE_LINES, MAX_CLASS_LINES, MAX_LUA_LINES = 600, 300, 400
 
 

@@ -88,7 +88,7 @@ def test_compose_overlay(photos):
     sal = blob()
     m = upsample(sal, w, h)
     assert m.shape == (h, w) and m.max() == pytest.approx(1.0) and m.min() >= 0
-    hi, lo = m > 0.8, m < 0.05
+    hi, lo = m > 0.8, m < 0.02  # heat mode's log scale leaves the photo clear under ~2 % of the peak
     peak = np.unravel_index(np.argmax(m), m.shape)
     assert abs(peak[0] / h - 0.3) < 0.06 and abs(peak[1] / w - 0.7) < 0.06  # upsampled in place, not stretched off
 
@@ -261,7 +261,7 @@ def test_overlay_toggle_opacity_and_export(qtbot, daemon, photo_files, tmp_path,
     exported = np.asarray(Image.open(out).convert("RGB"))
     assert exported.shape == photo.shape  # the displayed photo's size
     assert diff(exported, photo)[hi].mean() > 20  # the overlay is in it
-    assert np.array_equal(exported[m < 0.05], photo[m < 0.05])
+    assert np.array_equal(exported[m < 0.02], photo[m < 0.02])  # heat's log scale: clear under ~2 % of the peak
 
 
 def test_navigation_keys_and_drop(qtbot, daemon, photo_files, settings):
