@@ -4,6 +4,7 @@ It runs the model locally (as `ase-mllm critique` does) but shares the daemon's 
 daemon (or an earlier cull) stored under the same model fingerprint is not critiqued again, and every new critique
 and culling measurement is stored, so re-culling a folder after adding photos only critiques the new ones. A photo
 culled before needs no decoding at all. `--apply` writes each decision into the photo's XMP sidecar (xmp_cull.py).
+`--profile NAME` ranks by a personal profile's score (daemon/personal.py computes it; docs/culling.md).
 
 It lives in the daemon package because `--apply` needs the XMP writer and the store (ase_model never imports
 ase_daemon); `ase-mllm cull` forwards here (mllm_cli.py). Exit codes: 0 the cull ran (unreadable files are reported

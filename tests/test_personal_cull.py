@@ -201,3 +201,30 @@ def test_op_refuses_a_missing_or_foreign_profile(daemon, tmp_path):
         with pytest.raises(DaemonError) as e:
             c.request(P.OP_CULL, {"paths": [str(shoot)], "profile": 7})
         assert e.value.code == P.BAD_REQUEST
+
+
+def test_rank_by_personal_scores_without_a_model(photos):
+    """ase_model.culling alone: the personal scores replace the critic's among clean frames, defects still come
+    first, a group with a photo lacking a personal score is ranked by the critic's score, and the records keep
+    their old form without a profile."""
+    from ase_model.culling import CullDecision, CullFeatures, cull, descriptor
+
+    clean = {"subject_detail": 1.0, "background_detail": 1.0, "frame_detail": 1.0, "motion_anisotropy": 0.1,
+             "noise_sigma": 1.0, "highlight_clip": 0.0, "exposure_ev": 0.0}
+    scene = descriptor(photos["coffee"])
+    soft = {"subject_detail": 0.3, "frame_detail": 0.3, "background_detail": 0.3}
+    recs = [CullFeatures(path=f"f{i}.jpg", capture_time=T0 + i, time_source="exif", descriptor=scene, score=score,
+                         measurements={**clean, **extra})
+            for i, (score, extra) in enumerate([(7.0, {}), (5.0, {}), (6.0, {}), (4.0, soft)])]
+    plain = cull(recs)
+    assert [d.decision for d in plain] == ["pick", "keep", "keep", "reject"]
+    assert "personal_score" not in plain[0].to_dict() and "score 5.0 vs the pick's 7.0" in plain[1].reason
+    mine = cull(recs, personal=[3.0, 8.0, 5.0, 9.9])
+    assert [d.decision for d in mine] == ["keep", "pick", "keep", "reject"]  # the soft frame stays rejected
+    assert mine[1].reason == "best of 4 (personal score 8.0); 1 soft on the subject"
+    assert "personal score 3.0 vs the pick's 8.0" in mine[0].reason
+    assert [d.personal_score for d in mine] == [3.0, 8.0, 5.0, 9.9]
+    assert CullDecision.from_dict(mine[1].to_dict()) == mine[1]
+    mixed = cull(recs, personal=[3.0, None, 5.0, 9.9])  # one scale per group: the critic's
+    assert [d.decision for d in mixed] == ["pick", "keep", "keep", "reject"] and "personal" not in mixed[0].reason
+    assert mixed[1].personal_score is None and mixed[0].personal_score == 3.0
