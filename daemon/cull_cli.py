@@ -120,8 +120,11 @@ def _local_critique(args, critic, store, model_id: str, mnt: int, personal=None)
                 store.put_critique(h, model_id, mnt, result, P.encode_saliency(c.saliency))
         if personal is not None:
             scores, name = personal
-            scores.compute(critic(), name, [im for _, im, _ in items],
-                           [hashlib.sha256(data).hexdigest() for _, _, data in items])
+            try:  # cached for personal_scores; a failure here is tried (and reported) once more there
+                scores.compute(critic(), name, [im for _, im, _ in items],
+                               [hashlib.sha256(data).hexdigest() for _, _, data in items])
+            except Exception as e:
+                print(f"ase-mllm cull: personal features: {type(e).__name__}: {e}", file=sys.stderr)
         return found
 
     return run
@@ -144,7 +147,11 @@ def _personal_compute(critic, scores, name: str, budget=None):
             except (OSError, ValueError) as e:
                 out[k] = e
         if images:
-            for k, s in zip(idx, scores.compute(critic(), name, images, keys)):
+            try:
+                got = scores.compute(critic(), name, images, keys)
+            except Exception as e:  # e.g. the profile was relearnt meanwhile: these photos go by the critic's score
+                got = [e] * len(images)
+            for k, s in zip(idx, got):
                 out[k] = s
         return out
 
