@@ -303,15 +303,18 @@ class Client:
 
     def cull(self, paths, recursive: bool = False, apply: bool = False, pick_rating: int | None = None,
              overwrite_rating: bool = False, on_progress: Callable[[dict], None] | None = None, wait: bool = True,
-             request_id: str | None = None, **thresholds) -> dict:
+             request_id: str | None = None, profile: str | None = None, **thresholds) -> dict:
         """Cull photos on the daemon's machine (local endpoints): files and folders, as a background job.
 
         Returns {"job", "state", "decisions", "errors", "counts"} (docs/culling.md); with wait=False only the job's
         id and state (`job(id)` gives the decisions once it is done, `cancel(id)` stops it). `on_progress(data)`
-        gets the progress events; `thresholds`: max_gap_s, min_similarity.
+        gets the progress events; `profile`: rank by this personal profile's score (decisions get
+        personal_score); `thresholds`: max_gap_s, min_similarity.
         """
         args = {"paths": [os.path.abspath(os.fspath(p)) for p in paths], "progress": on_progress is not None,
                 "wait": wait, **{k: v for k, v in thresholds.items() if v is not None}}
+        if profile:
+            args["profile"] = profile
         for key, value in (("recursive", recursive), ("apply", apply), ("overwrite_rating", overwrite_rating)):
             if value:
                 args[key] = True

@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     cu.add_argument("--apply", action="store_true", help="write the decisions into the photos' XMP sidecars")
     cu.add_argument("--pick-rating", type=int, choices=range(1, 6), metavar="1..5", help="with --apply: raise picks")
     cu.add_argument("--json", action="store_true", help="one JSON record per photo")
+    cu.add_argument("--profile", metavar="NAME", help="rank by this personal profile's score (ase-mllm learn)")
     w = sub.add_parser("watch", help="folders whose new photos are critiqued into XMP sidecars (docs/watcher.md)")
     wsub = w.add_subparsers(dest="watch_command", required=True, metavar="ACTION")
     wa = wsub.add_parser("add", help="watch a folder (remembered across restarts)")
@@ -113,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     wa.add_argument("--flat-keywords", dest="flat_keywords", action=argparse.BooleanOptionalAction, default=None,
                     help="also put the tags' leaves that read alone ('golden hour') in the flat keyword list "
                     "(dc:subject); default: the daemon's [watch] setting (off)")
+    wa.add_argument("--profile", metavar="NAME", help="the folder's critiques also get this personal profile's "
+                    "personal_score (ase-mllm learn); '' takes it away")
+    wa.add_argument("--personal-rating", dest="personal_rating", action=argparse.BooleanOptionalAction, default=None,
+                    help="with --rating and --profile: stars from the personal score, not the critic's score")
     wr = wsub.add_parser("remove", help="stop watching a folder")
     wr.add_argument("folder")
     wl = wsub.add_parser("list", help="watched folders and their progress")
@@ -196,6 +201,8 @@ class App:
                 for key in P.WATCH_OPTIONS:
                     if getattr(a, key) is not None:
                         args[key] = getattr(a, key)
+                if a.profile is not None:
+                    args["profile"] = a.profile
                 r = c.request(P.OP_WATCH_ADD, args).result
                 said = ("watching" if r.get("added") else
                         "already watching (options changed)" if r.get("changed") else "already watching")
@@ -415,7 +422,7 @@ class App:
 
         with self.client() as c:
             result = c.cull(a.paths, recursive=a.recursive, apply=a.apply, pick_rating=a.pick_rating,
-                            on_progress=progress)
+                            on_progress=progress, profile=a.profile)
         if sys.stderr.isatty():
             print(file=sys.stderr)
         for e in result.get("errors", []):
@@ -476,6 +483,8 @@ def _folder_flags(f: dict) -> str:
     writes += ["flat keywords"] if f.get("write_tags") and f.get("flat_keywords") else []
     flags.append("writes " + ("+".join(writes) if writes else "only our namespace"))
     flags += [f"overwrites the user's {k[10:]}" for k in ("overwrite_description", "overwrite_rating") if f.get(k)]
+    if f.get("profile"):  # a personal profile: its score in the results (and the stars, with personal_rating)
+        flags.append(f"profile {f['profile']}" + (" (stars from it)" if f.get("personal_rating") else ""))
     return ", ".join(flags)
 
 

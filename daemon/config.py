@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -60,6 +61,7 @@ WATCH_FOLDER_OPTIONS = {
     "overwrite_description": False,  # replace a description the user wrote
     "overwrite_rating": False,  # replace a rating the user set
     "flat_keywords": False,  # also the tags' leaves that read alone ("golden hour") in dc:subject (keywords.py)
+    "personal_rating": False,  # with a folder `profile`: xmp:Rating from its personal score, not the critic's score
 }
 
 
@@ -266,8 +268,13 @@ def _watch_folder(entry, defaults: dict, where: str, source: str) -> dict:
     for key, value in entry.items():
         if key == "path":
             continue
+        if key == "profile":  # a personal profile (ase-mllm learn): the folder's critiques get its personal_score
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+                raise ConfigError(f"{where}: folder option profile must be a profile's name (letters, digits, . _ -)")
+            folder[key] = value
+            continue
         if key not in WATCH_FOLDER_OPTIONS:
-            raise ConfigError(f"{where}: unknown folder option {key!r} (known: path, "
+            raise ConfigError(f"{where}: unknown folder option {key!r} (known: path, profile, "
                               f"{', '.join(sorted(WATCH_FOLDER_OPTIONS))})")
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: folder option {key} must be true or false")

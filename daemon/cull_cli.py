@@ -4,6 +4,7 @@ It runs the model locally (as `ase-mllm critique` does) but shares the daemon's 
 daemon (or an earlier cull) stored under the same model fingerprint is not critiqued again, and every new critique
 and culling measurement is stored, so re-culling a folder after adding photos only critiques the new ones. A photo
 culled before needs no decoding at all. `--apply` writes each decision into the photo's XMP sidecar (xmp_cull.py).
+`--profile NAME` ranks by a personal profile's score (daemon/personal.py computes it; docs/culling.md).
 
 It lives in the daemon package because `--apply` needs the XMP writer and the store (ase_model never imports
 ase_daemon); `ase-mllm cull` forwards here (mllm_cli.py). Exit codes: 0 the cull ran (unreadable files are reported
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="longest pause inside a burst, seconds (default 5)")
     ap.add_argument("--min-similarity", type=float, default=None, metavar="X",
                     help="lowest descriptor similarity to join a group, 0..1 (default 0.80)")
+    ap.add_argument("--profile", metavar="NAME",
+                    help="rank by this personal profile's score (ase-mllm learn) instead of the critic's; the records "
+                    "get personal_score")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return ap
 
@@ -75,11 +79,8 @@ def print_table(decisions, out=None) -> None:
           f"{counts['reject']} rejects", file=out)
 
 
-def _local_critique(args, cfg, store, model_id: str, mnt: int):
-    """critique(items) for CullSource: a local Critic loaded on first use; each critique is stored as the daemon
-    stores its own (same key, same form), so the daemon answers these photos from the store."""
-    import hashlib
-
+def _critic_loader(args, cfg):
+    """critic(): the local Critic, loaded on first use (a cull of known photos never loads it)."""
     holder = {}
 
     def critic():
@@ -90,6 +91,15 @@ def _local_critique(args, cfg, store, model_id: str, mnt: int):
                 print("ase-mllm cull: loading the model ...", file=sys.stderr)
             holder["critic"] = Critic.from_pretrained(args.model or cfg.model, device=args.device)
         return holder["critic"]
+
+    return critic
+
+
+def _local_critique(args, critic, store, model_id: str, mnt: int, personal=None):
+    """critique(items) for CullSource with the local `critic()`; each critique is stored as the daemon stores its
+    own (same key, same form), so the daemon answers these photos from the store. With `personal` (a profile's
+    PersonalScores and name) the batch's personal features are computed from the same decoded photos and cached."""
+    import hashlib
 
     def run(items):
         from ase_model.saliency import summary
@@ -108,9 +118,44 @@ def _local_critique(args, cfg, store, model_id: str, mnt: int):
                                           saliency=summary(c.saliency), timings=c.timings, model=model_id, hash=h,
                                           cached=False)
                 store.put_critique(h, model_id, mnt, result, P.encode_saliency(c.saliency))
+        if personal is not None:
+            scores, name = personal
+            try:  # cached for personal_scores; a failure here is tried (and reported) once more there
+                scores.compute(critic(), name, [im for _, im, _ in items],
+                               [hashlib.sha256(data).hexdigest() for _, _, data in items])
+            except Exception as e:
+                print(f"ase-mllm cull: personal features: {type(e).__name__}: {e}", file=sys.stderr)
         return found
 
     return run
+
+
+def _personal_compute(critic, scores, name: str, budget=None):
+    """compute([(path, hash)]) for cull_run.personal_scores: decode each photo and run the image side once."""
+    from ase_model.imageio import load_image
+
+    from .cull_run import DECODE_SIDE, _read
+
+    def compute(items):
+        out: list = [None] * len(items)
+        images, keys, idx = [], [], []
+        for k, (path, h) in enumerate(items):
+            try:
+                images.append(load_image(_read(Path(path)), name=path, max_side=DECODE_SIDE, budget=budget))
+                keys.append(h)
+                idx.append(k)
+            except (OSError, ValueError) as e:
+                out[k] = e
+        if images:
+            try:
+                got = scores.compute(critic(), name, images, keys)
+            except Exception as e:  # e.g. the profile was relearnt meanwhile: these photos go by the critic's score
+                got = [e] * len(images)
+            for k, s in zip(idx, got):
+                out[k] = s
+        return out
+
+    return compute
 
 
 def _model_id(args, cfg) -> str:
@@ -171,8 +216,20 @@ def _cull(args, cfg, files, store, model_id, mnt, prog, CullSource) -> int:
 
     from ase_model.culling import CullConfig, GroupingConfig, cull
 
-    source = CullSource(store, model_id, _local_critique(args, cfg, store, model_id, mnt), max_new_tokens=mnt,
-                        batch_size=args.batch_size)
+    critic = _critic_loader(args, cfg)
+    personal = None
+    if args.profile:
+        from .errors import DaemonFault
+        from .personal import PersonalScores
+
+        personal = (PersonalScores(), args.profile)
+        try:  # no such profile, a bad name, or learnt with another model (the message says to learn it again)
+            personal[0].profile(args.profile, model_id)
+        except DaemonFault as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
+    source = CullSource(store, model_id, _local_critique(args, critic, store, model_id, mnt, personal),
+                        max_new_tokens=mnt, batch_size=args.batch_size)
     errors: dict[str, str] = {}
     with tqdm(total=len(files), desc="culling", unit="photo", file=sys.stderr,
               disable=True if args.no_progress else None) as bar:
@@ -187,7 +244,17 @@ def _cull(args, cfg, files, store, model_id, mnt, prog, CullSource) -> int:
         grouping.max_gap_s = args.max_gap
     if args.min_similarity is not None:
         grouping.min_similarity = args.min_similarity
-    decisions = [d.to_dict() for d in cull(feats, CullConfig(grouping=grouping))]
+    mine = None
+    if personal is not None:
+        from .cull_run import personal_scores
+
+        scores, name = personal
+        unscored: dict[str, str] = {}  # culled all the same, by the critic's score (their group too)
+        mine = personal_scores(feats, source.hashes, lambda h: scores.from_cache(name, model_id, h),
+                               _personal_compute(critic, scores, name), unscored)
+        for message in unscored.values():
+            print(f"{prog}: {message}", file=sys.stderr)
+    decisions = [d.to_dict() for d in cull(feats, CullConfig(grouping=grouping), personal=mine)]
     failed = 0
     if args.apply and decisions:
         from .xmp_cull import CullSidecarOptions, apply_decisions

@@ -1,7 +1,7 @@
 """The daemon's `cull` op: culling a shoot as a background job, with progress events, cancel and stored results.
 
     request  cull {paths: [absolute files or folders], recursive?, apply?, pick_rating?, overwrite_rating?,
-                   max_gap_s?, min_similarity?, progress?, wait?}
+                   max_gap_s?, min_similarity?, profile?, progress?, wait?}
     events   progress {stage: "accepted" | "waiting for the model" | "culling" | "critiquing" | "writing sidecars",
                        job, done, total}
     reply    {job, state: "done", decisions: [CullDecision + sidecar/rating with apply], errors: [{path, message}],
@@ -76,6 +76,8 @@ class Culler:
             raise BadArgument("cull: pick_rating must be 1..5")
         if not 0.0 <= a.get("min_similarity", 0.5) <= 1.0 or a.get("max_gap_s", 0.0) < 0:
             raise BadArgument("cull: min_similarity must be 0..1 and max_gap_s >= 0")
+        if a.get("profile") is not None:  # refused now, not after the queue: no such profile, or another model's
+            self.worker.personal.profile(a["profile"], self.worker.model_id)
         meta = {k: v for k, v in a.items() if k not in ("progress", "wait")}
         loop = asyncio.get_running_loop()
         job, created = await loop.run_in_executor(None, lambda: self.store.add_job(
@@ -165,8 +167,10 @@ class Culler:
         a = job.meta
         files, errors = list_photos(a["paths"], recursive=a.get("recursive", False))
         model_id = self._model_id(job.id)
-        source = CullSource(self.store, model_id, self._critic(job.id), max_new_tokens=self.worker.max_new_tokens,
-                            batch_size=self.worker.max_batch, budget=self.worker.decode_budget())
+        name = a.get("profile")  # new photos' critiques compute the profile's features in the same batch
+        source = CullSource(self.store, model_id, self._critic(job.id, name),
+                            max_new_tokens=self.worker.max_new_tokens, batch_size=self.worker.max_batch,
+                            budget=self.worker.decode_budget())
         total = len(files)
         self._event(job.id, {"stage": "culling", "job": job.id, "done": 0, "total": total})
 
@@ -179,7 +183,16 @@ class Culler:
         grouping = GroupingConfig()
         grouping.max_gap_s = float(a.get("max_gap_s", grouping.max_gap_s))
         grouping.min_similarity = float(a.get("min_similarity", grouping.min_similarity))
-        decisions = [d.to_dict() for d in cull(feats, CullConfig(grouping=grouping))]
+        mine = None
+        if name is not None:
+            from .cull_run import personal_scores
+
+            unscored: dict[str, str] = {}
+            mine = personal_scores(feats, source.hashes, lambda h: self.worker.personal.from_cache(name, model_id, h),
+                                   self._personal_compute(job.id, name), unscored)
+            for message in unscored.values():
+                log.warning("cull job %s: %s", job.id, message)
+        decisions = [d.to_dict() for d in cull(feats, CullConfig(grouping=grouping), personal=mine)]
         sidecar_errors: dict[str, str] = {}
         if a.get("apply"):
             options = CullSidecarOptions(pick_rating=a.get("pick_rating"),
@@ -221,36 +234,42 @@ class Culler:
                 self._event(job_id, {"stage": "waiting for the model", "job": job_id, "model": self.worker.state})
             time.sleep(0.05)
 
-    def _critic(self, job_id: str):
+    def _through_worker(self, job_id: str, paths: list, profile: str | None = None) -> list[Outcome | None]:
+        """Critiques of photo files through the worker's background lane (stored by the worker), one Outcome each;
+        with `profile` each result also has that profile's personal_score."""
+        self._wait_ready(job_id)
+        outcomes: list[Outcome | None] = [None] * len(paths)
+        left = [len(paths)]
+        all_done = threading.Event()
+        lock = threading.Lock()
+        tasks = []
+        for k, path in enumerate(paths):
+            def on_done(outcome: Outcome, k=k) -> None:
+                outcomes[k] = outcome
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        all_done.set()
+
+            task = Task(path=str(path), name=str(path), lane=BACKGROUND, on_done=on_done, profile=profile)
+            tasks.append(task)
+            try:
+                self.worker.submit(task)
+            except DaemonFault as e:
+                on_done(Outcome(error=e))
+        while paths and not all_done.wait(self.heartbeat_s):
+            if self._cancelled(job_id):
+                for t in tasks:
+                    self.worker.cancel(t)
+            self._event(job_id, {"stage": "critiquing", "job": job_id, "photos": len(paths)})
+        return outcomes
+
+    def _critic(self, job_id: str, profile: str | None = None):
         """critique(items) for CullSource through the worker's background lane (the worker stores each critique)."""
         from .cull_run import critique_from_result
 
         def run(items):
-            self._wait_ready(job_id)
-            outcomes: list[Outcome | None] = [None] * len(items)
-            left = [len(items)]
-            all_done = threading.Event()
-            lock = threading.Lock()
-            tasks = []
-            for k, (path, _, _) in enumerate(items):
-                def on_done(outcome: Outcome, k=k) -> None:
-                    outcomes[k] = outcome
-                    with lock:
-                        left[0] -= 1
-                        if left[0] == 0:
-                            all_done.set()
-
-                task = Task(path=str(path), name=str(path), lane=BACKGROUND, on_done=on_done)
-                tasks.append(task)
-                try:
-                    self.worker.submit(task)
-                except DaemonFault as e:
-                    on_done(Outcome(error=e))
-            while not all_done.wait(self.heartbeat_s):
-                if self._cancelled(job_id):
-                    for t in tasks:
-                        self.worker.cancel(t)
-                self._event(job_id, {"stage": "critiquing", "job": job_id, "photos": len(items)})
+            outcomes = self._through_worker(job_id, [path for path, _, _ in items], profile)
             out = []
             for (path, _, _), o in zip(items, outcomes):
                 if o is not None and o.ok:
@@ -261,3 +280,15 @@ class Culler:
             return out
 
         return run
+
+    def _personal_compute(self, job_id: str, profile: str):
+        """compute([(path, hash)]) for cull_run.personal_scores: photos whose features are not cached go through
+        the worker with the profile (a stored critique then runs the model's image side once more)."""
+
+        def compute(items):
+            outcomes = self._through_worker(job_id, [path for path, _ in items], profile)
+            return [o.result.personal_score if o is not None and o.ok and o.result.personal_score is not None
+                    else ValueError(o.error.message if o is not None and o.error else "not computed")
+                    for o in outcomes]
+
+        return compute

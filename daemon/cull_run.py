@@ -4,6 +4,7 @@
     source = CullSource(store, model_id, critique=..., max_new_tokens=160)
     feats = source.features(files, progress=bar, errors=errors)        # store first, the model only for new photos
     decisions = cull(feats)                                              # ase_model.culling
+    decisions = cull(feats, personal=personal_scores(feats, source.hashes, cached, compute))   # with a profile
 
 Per photo, cheapest first: its CullFeatures stored under (content hash, model) (no decoding at all); else the
 stored critique of that content by that model (decode + ~50 ms of measurements, no model); else a new critique
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CritiqueLike", "CullSource", "critique_from_result", "list_photos", "verdicts_from_tags"]
+__all__ = ["CritiqueLike", "CullSource", "critique_from_result", "list_photos", "personal_scores",
+           "verdicts_from_tags"]
 
 DECODE_SIDE = 1024  # the features are measured at 512 px and the model sees less: no need to decode more
 
@@ -122,6 +124,7 @@ class CullSource:
         self.store, self.model_id, self.critique = store, model_id, critique
         self.max_new_tokens, self.batch_size, self.budget = max_new_tokens, batch_size, budget
         self.counts = {"known": 0, "from_critique": 0, "critiqued": 0, "unreadable": 0}
+        self.hashes: dict[str, str] = {}  # path (as given) -> content hash, for every photo read
 
     def features(self, paths: Sequence[str | os.PathLike], progress: Callable[[int, int], None] | None = None,
                  errors: dict | None = None, cancelled: Callable[[], bool] | None = None) -> list:
@@ -170,6 +173,7 @@ class CullSource:
                     progress(done, total)
                 continue
             h = hashlib.sha256(data).hexdigest()
+            self.hashes[str(path)] = h
             known = self.store.get_cull_features(h, self.model_id) if self.store is not None else None
             if known is not None:
                 f = CullFeatures.from_dict(known)
@@ -213,6 +217,31 @@ class CullSource:
         if self.store is not None:
             self.store.put_cull_features(h, self.model_id, f.to_dict())
         return f
+
+
+def personal_scores(feats: Sequence, hashes: dict[str, str], cached: Callable[[str], float | None],
+                    compute: Callable[[list[tuple[str, str]]], list], errors: dict | None = None) -> list:
+    """Each culled photo's personal score (what `cull(..., personal=...)` takes): from the cached feature vector
+    where there is one, the rest by `compute` in one call (it runs the model's image side and caches the vectors).
+
+    Args:
+        feats: the photos' CullFeatures (`CullSource.features`).
+        hashes: path -> content hash (`CullSource.hashes`).
+        cached: cached(hash) -> the score, or None when the photo's features are not cached.
+        compute: compute([(path, hash)]) -> a score or an Exception per photo.
+        errors: where a photo whose score could not be computed is reported ({path: message}); it is culled
+            with the critic's score (its group too: one scale per group).
+    """
+    out: list = [cached(hashes[f.path]) for f in feats]
+    todo = [i for i, s in enumerate(out) if s is None]
+    if todo:
+        for i, s in zip(todo, compute([(feats[i].path, hashes[feats[i].path]) for i in todo])):
+            if isinstance(s, Exception):
+                if errors is not None:
+                    errors[feats[i].path] = f"{feats[i].path}: no personal score ({s})"
+                continue
+            out[i] = float(s)
+    return out
 
 
 def _read(path: Path) -> bytes:

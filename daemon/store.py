@@ -29,8 +29,9 @@ from .store_watched import WatchedFile, _WatchedTables
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoredCritique", "Job", "WatchedFile", "QueueFull", "content_hash"]
 
-SCHEMA_VERSION = 6  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile;
-#                    5: library + library_tags (store_library.py); 6: cull_features + cull_results (store_cull.py).
+SCHEMA_VERSION = 7  # 2: watch_folders + watched_files (the folder watcher); 3: jobs.owner; 4: jobs.profile;
+#                    5: library + library_tags (store_library.py); 6: cull_features + cull_results (store_cull.py);
+#                    7: watch_folders.profile (store_watched.py).
 #                    Upgrades only add.
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -146,6 +147,7 @@ class Store(_JobHistory, _WatchedTables, _LibraryTables, _CullTables):
             if "profile" not in columns:  # before schema 4
                 self._db.execute("ALTER TABLE jobs ADD COLUMN profile TEXT")
             self._db.executescript(LIBRARY_SCHEMA)
+            self._upgrade_watched()  # before schema 7: watched folders without a profile
             if old_version < 5:  # a store from before the library: index the photos it already knows
                 with self._tx():
                     self._backfill_library()

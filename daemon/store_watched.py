@@ -44,16 +44,30 @@ class _WatchedTables:
     """Store's watch_folders and watched_files tables."""
 
     # ---- the folder watcher's tables -----------------------------------------------------------------------
-    def watch_folders(self) -> dict[str, dict]:
-        """Folders added at run time: {path: options}."""
-        with self._lock:
-            rows = self._db.execute("SELECT path, options FROM watch_folders ORDER BY added").fetchall()
-        return {path: json.loads(options) for path, options in rows}
+    def _upgrade_watched(self) -> None:
+        """Schema 7: a watched folder's personal profile (NULL: none), in its own column (options are flags)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(watch_folders)")}
+        if "profile" not in columns:
+            self._db.execute("ALTER TABLE watch_folders ADD COLUMN profile TEXT")
 
-    def save_watch_folder(self, path: str, options: dict) -> None:
+    def watch_folders(self) -> dict[str, dict]:
+        """Folders added at run time: {path: options}, the options with "profile" (a name, or None)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, options, profile FROM watch_folders ORDER BY added").fetchall()
+        return {path: {**json.loads(options), "profile": profile} for path, options, profile in rows}
+
+    def save_watch_folder(self, path: str, options: dict, profile: str | None = None) -> None:
+        """Remember a folder added (or changed) at run time.
+
+        Args:
+            path: the folder.
+            options: its flags (config.WATCH_FOLDER_OPTIONS).
+            profile: the personal profile its critiques are also scored by; None for none.
+        """
         with self._lock, self._tx():
-            self._db.execute("INSERT INTO watch_folders (path, options, added) VALUES (?,?,?) ON CONFLICT(path) DO "
-                             "UPDATE SET options=excluded.options", (path, json.dumps(options), time.time()))
+            self._db.execute("INSERT INTO watch_folders (path, options, added, profile) VALUES (?,?,?,?) ON "
+                             "CONFLICT(path) DO UPDATE SET options=excluded.options, profile=excluded.profile",
+                             (path, json.dumps(options), time.time(), profile))
 
     def delete_watch_folder(self, path: str) -> bool:
         with self._lock, self._tx():
@@ -94,8 +108,9 @@ class _WatchedTables:
         """Queue critiques for arrived files, in ONE transaction with their watched_files rows (a crash between
         "job queued" and "file recorded" would otherwise critique the file twice after a restart).
 
-        items: {"path", "folder", "size", "mtime_ns", "hash"}. A file whose content (hash) is already being
-        critiqued for the watcher joins that job instead of starting another: copies go through the model once.
+        items: {"path", "folder", "size", "mtime_ns", "hash", "profile" (optional: the folder's personal profile,
+        kept with the job)}. A file whose content (hash) is already being critiqued for the watcher with the same
+        profile joins that job instead of starting another: copies go through the model once.
         Returns (path, job id, created) for the files queued; files beyond max_queued are left out (retry later).
         """
         out = []
@@ -105,9 +120,11 @@ class _WatchedTables:
             if max_queued is not None:
                 room = max_queued - self._db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (QUEUED,)).fetchone()[0]
             for it in items:
+                profile = it.get("profile")
                 row = self._db.execute(
                     "SELECT w.job_id FROM watched_files w JOIN jobs j ON j.id = w.job_id WHERE w.hash=? AND "
-                    "w.state=? AND j.state IN (?, ?) LIMIT 1", (it["hash"], QUEUED, QUEUED, RUNNING)).fetchone()
+                    "w.state=? AND j.state IN (?, ?) AND j.profile IS ? LIMIT 1",
+                    (it["hash"], QUEUED, QUEUED, RUNNING, profile)).fetchone()
                 if row is not None:
                     job_id, created = row[0], False
                 else:
@@ -118,9 +135,9 @@ class _WatchedTables:
                             "folder": it["folder"], "sidecar": True}
                     self._db.execute(
                         "INSERT INTO jobs (id, state, priority, kind, origin, path, name, max_new_tokens, meta,"
-                        " created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        " created, updated, profile) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                         (job_id, QUEUED, priority, KIND_CRITIQUE, origin_of(it["folder"]), it["path"], it["path"],
-                         max_new_tokens, json.dumps(meta, ensure_ascii=False), now, now))
+                         max_new_tokens, json.dumps(meta, ensure_ascii=False), now, now, profile))
                     if room is not None:
                         room -= 1
                 self._db.execute(

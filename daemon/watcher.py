@@ -105,12 +105,15 @@ class Watcher(_Events, _Scanning, _Queueing, _Sidecars, _FolderOps):
         persisted = self.store.watch_folders()
         for f in self.settings.folders:
             options = {k: f[k] for k in WATCH_FOLDER_OPTIONS}
+            profile = f.get("profile")
             if f["path"] in persisted and f["source"] == "config":  # changed at run time: that one is newer
                 options.update({k: v for k, v in persisted[f["path"]].items() if k in WATCH_FOLDER_OPTIONS})
-            self._register(f["path"], options, f["source"])
+                profile = persisted[f["path"]].get("profile")
+            self._register(f["path"], options, f["source"], profile)
         for path, options in persisted.items():
             if path not in self._folders:
-                self._register(path, {**WATCH_FOLDER_OPTIONS, **options}, "runtime")
+                flags = {k: v for k, v in options.items() if k in WATCH_FOLDER_OPTIONS}
+                self._register(path, {**WATCH_FOLDER_OPTIONS, **flags}, "runtime", options.get("profile"))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the observers, write the sidecars of jobs that already finished, end the thread."""
@@ -126,8 +129,8 @@ class Watcher(_Events, _Scanning, _Queueing, _Sidecars, _FolderOps):
 
 
     # ---- folders --------------------------------------------------------------------------------------------
-    def _register(self, path: str, options: dict, source: str) -> Folder:
-        folder = Folder(path, options, source)
+    def _register(self, path: str, options: dict, source: str, profile: str | None = None) -> Folder:
+        folder = Folder(path, options, source, profile=profile)
         with self._lock:
             self._folders[path] = folder
         if os.path.isdir(path):

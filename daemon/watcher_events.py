@@ -54,6 +54,7 @@ class Folder:
     error: str | None = None
     next_scan: float = 0.0  # monotonic; 0 = scan now (the catch-up at start)
     cleaned: bool = False  # our stale sidecar temp files removed (once, before the first scan)
+    profile: str | None = None  # a personal profile: its jobs carry it, so results get its personal_score
 
     @property
     def recursive(self) -> bool:
@@ -72,13 +73,14 @@ class Folder:
         return SidecarOptions(write_description=o["write_description"], write_tags=o["write_tags"],
                               write_rating=o["write_rating"], overwrite_description=o["overwrite_description"],
                               overwrite_rating=o["overwrite_rating"], tag_root=tag_root,
-                              flat_keywords=o.get("flat_keywords", False))
+                              flat_keywords=o.get("flat_keywords", False),
+                              personal_rating=bool(self.profile and o.get("personal_rating", False)))
 
     def to_dict(self) -> dict:
         alive = bool(self.observer is not None and self.observer.is_alive())
         state = "watching" if alive else ("missing" if not os.path.isdir(self.path) else "stopped")
-        return {"path": self.path, "source": self.source, **self.options, "observer": self.kind or None,
-                "state": state, "error": self.error}
+        return {"path": self.path, "source": self.source, **self.options, "profile": self.profile,
+                "observer": self.kind or None, "state": state, "error": self.error}
 
 
 @dataclass(eq=False)

@@ -20,8 +20,14 @@ __all__ = []
 class _FolderOps:
     """Watcher's folder management and the watch ops."""
 
-    def add(self, path: str, options: dict | None = None) -> dict:
-        """`watch_add`: start watching a folder now and remember it across restarts."""
+    def add(self, path: str, options: dict | None = None, profile: str | None = None) -> dict:
+        """`watch_add`: start watching a folder now and remember it across restarts.
+
+        Args:
+            path: the folder.
+            options: flags to set (config.WATCH_FOLDER_OPTIONS); absent ones keep the folder's or the defaults.
+            profile: a personal profile for the folder's jobs; "" takes the folder's away; None keeps it.
+        """
         path = os.path.abspath(path)
         if not os.path.exists(path):
             raise NotFound(f"{path}: no such folder")
@@ -29,19 +35,33 @@ class _FolderOps:
             raise BadArgument(f"{path} is not a folder (watch the folder that holds it)")
         if not os.access(path, os.R_OK | os.X_OK):
             raise BadArgument(f"{path}: the daemon cannot read this folder (permission denied)")
+        if profile:  # refused now: no such profile, a bad name, or one learnt with another model
+            personal = getattr(self.worker, "personal", None)
+            if personal is not None:
+                personal.profile(profile, self.worker.model_id)
         with self._lock:
             existing = self._folders.get(path)
             merged = {**(existing.options if existing else self.settings.defaults), **(options or {})}
             merged = {k: bool(merged[k]) for k in WATCH_FOLDER_OPTIONS}
-            if existing is not None and existing.options == merged and existing.observer is not None:
-                self.store.save_watch_folder(path, merged)
+            if profile is None:
+                profile = existing.profile if existing is not None else None
+            profile = profile or None
+            if (options or {}).get("personal_rating") and profile is None:
+                raise BadArgument("personal_rating needs a profile (stars from the personal score of which taste?)")
+            if (existing is not None and existing.options == merged and existing.profile == profile
+                    and existing.observer is not None):
+                self.store.save_watch_folder(path, merged, profile)
                 return {**existing.to_dict(), "added": False, "changed": False}
+        if existing is not None and existing.options == merged and existing.observer is not None:
+            existing.profile = profile  # only the profile changed: the observer stays; files arriving now carry it
+            self.store.save_watch_folder(path, merged, profile)
+            return {**existing.to_dict(), "added": False, "changed": True}
         if existing is not None:  # new options (recursive/polling need a new observer)
             self._stop_observer(existing)
             with self._lock:
                 self._folders.pop(path, None)
-        self.store.save_watch_folder(path, merged)
-        folder = self._register(path, merged, existing.source if existing else "runtime")
+        self.store.save_watch_folder(path, merged, profile)
+        folder = self._register(path, merged, existing.source if existing else "runtime", profile)
         with self._cv:
             folder.next_scan = 0.0
             self._cv.notify_all()
@@ -91,8 +111,8 @@ class _FolderOps:
     def status(self) -> dict:
         folders = self.list()
         totals = {k: sum(f[k] for f in folders) for k in ("pending", "done", "failed")}
-        return {"folders": [{k: f[k] for k in ("path", "state", "observer", "recursive", "arriving", "queued",
-                                                "pending", "done", "failed")} for f in folders],
+        return {"folders": [{k: f[k] for k in ("path", "state", "observer", "recursive", "profile", "arriving",
+                                                "queued", "pending", "done", "failed")} for f in folders],
                 **totals, "sidecars_written": self.stats["sidecars"]}
 
     def retry(self, path: str | None = None) -> dict:
@@ -137,7 +157,8 @@ class _FolderOps:
 
         def add(call, req):
             path = absolute(req)
-            return run(lambda: self.add(path, {k: v for k, v in req.args.items() if k in WATCH_FOLDER_OPTIONS}))
+            return run(lambda: self.add(path, {k: v for k, v in req.args.items() if k in WATCH_FOLDER_OPTIONS},
+                                        req.args.get("profile")))
 
         def remove(call, req):
             return run(self.remove, absolute(req))

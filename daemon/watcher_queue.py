@@ -179,7 +179,8 @@ class _Queueing:
                                               {"code": P.BAD_IMAGE, "message": str(e)})
             self._drop(a)
             return None
-        return {"path": a.path, "folder": folder.path, "size": sig[0], "mtime_ns": sig[1], "hash": digest}
+        return {"path": a.path, "folder": folder.path, "size": sig[0], "mtime_ns": sig[1], "hash": digest,
+                "profile": folder.profile}
 
     def _fail_unread(self, a: Arrival, st, message: str, code: str = P.BAD_IMAGE) -> None:
         """Record a file we will not read (until it changes, or `watch retry`) and forget the arrival."""

@@ -11,6 +11,7 @@ import os
 from datetime import datetime, timezone
 
 from . import contract as P
+from .errors import DaemonFault
 
 __all__ = []
 
@@ -55,7 +56,7 @@ class _Sidecars:
                     if r.path not in gone]
         if result is None:
             hit = self.store.get_critique(job.hash, job.model, job.max_new_tokens) if job.hash and job.model else None
-            result = hit.result.to_dict() if hit is not None else None
+            result = self._with_personal(hit.result, job).to_dict() if hit is not None else None
         if result is None:  # the critique is not in the store (cannot happen): queue the files again
             for r in rows:
                 self._arrive(r.path, closed=True, force=True)
@@ -65,6 +66,19 @@ class _Sidecars:
         for r in rows:
             updates.append(self._write_one(r, job, result))
         return [u for u in updates if u is not None]
+
+    def _with_personal(self, result, job):
+        """A stored critique (a job that ended while the daemon was down, or answered before the watcher heard of
+        it) with its job's personal_score from the cached features; left out when the profile cannot score it."""
+        personal = getattr(self.worker, "personal", None)
+        if not job.profile or personal is None:
+            return result
+        try:
+            score = personal.from_cache(job.profile, job.model, job.hash)
+        except DaemonFault as e:  # deleted, or relearnt with another model since: the critique still counts
+            log.info("job %s: no personal score (%s)", job.id, e.message)
+            return result
+        return result if score is None else result.with_personal(job.profile, score)
 
     def _write_one(self, row, job, result: dict) -> dict | None:
         from .xmp import SidecarError, write_sidecar

@@ -15,6 +15,7 @@ Layout of our namespace (all written through exiv2's XMP API via pyexiv2, never 
     asecritic:Attributes          Seq                   attribute keys, e.g. "composition", "color_lighting"
     asecritic:<CamelCaseKey>      Lang Alt (x-default)  one per attribute: asecritic:Composition, ...ColorLighting
     asecritic:Score               simple                score 0..10, two decimals ("7.25")
+    asecritic:PersonalScore, :Profile  simple           a personal profile's score (two decimals) and its name
     asecritic:Model               simple                model fingerprint
     asecritic:Date                simple                ISO 8601 time of the critique
     asecritic:Tags                Seq                   the rooted tags suggested, "aesthetics|exposure|underexposed"
@@ -75,10 +76,12 @@ K_ADDED_TAGS = _NS + "AddedTags"
 K_ADDED_KEYWORDS = _NS + "AddedKeywords"
 K_WRITTEN_RATING = _NS + "WrittenRating"
 K_WROTE_DESCRIPTION = _NS + "WroteDescription"
+K_PERSONAL_SCORE, K_PROFILE = _NS + "PersonalScore", _NS + "Profile"  # a folder's profile (watcher.md)
 _SALIENCY = "Saliency"
 _CULL = "Cull"  # asecritic:Cull* belong to a cull's decision (xmp_cull.py): a re-critique keeps them
 _RESERVED = {k[len(_NS):] for k in (K_CRITIQUE, K_ATTRIBUTES, K_SCORE, K_MODEL, K_DATE, K_TAGS, K_ADDED_TAGS,
-                                     K_ADDED_KEYWORDS, K_WRITTEN_RATING, K_WROTE_DESCRIPTION)}
+                                     K_ADDED_KEYWORDS, K_WRITTEN_RATING, K_WROTE_DESCRIPTION, K_PERSONAL_SCORE,
+                                     K_PROFILE)}
 
 K_SUBJECT = "Xmp.dc.subject"
 K_HIER = "Xmp.lr.hierarchicalSubject"
@@ -117,6 +120,7 @@ class SidecarOptions:
         overwrite_rating: replace an existing xmp:Rating (any value, incl. 0 and -1 reject).
         tag_root: our tags live under it; old ones of ours under it are cleaned out.
         flat_keywords: dc:subject gets the leaves that read alone (keywords.py); off: none.
+        personal_rating: xmp:Rating from the result's personal_score instead of its score (none without one).
     """
 
     write_description: bool = False
@@ -126,6 +130,7 @@ class SidecarOptions:
     overwrite_rating: bool = False
     tag_root: str = "aesthetics"
     flat_keywords: bool = False
+    personal_rating: bool = False
 
 
 def sidecar_path(image_path) -> Path:
@@ -296,6 +301,9 @@ def _our_values(result: dict, score: float | None) -> dict:
 
     if score is not None:
         new[K_SCORE] = f"{score:.2f}"
+    if result.get("personal_score") is not None:
+        new[K_PERSONAL_SCORE] = f"{_finite(result['personal_score']):.2f}"
+        new[K_PROFILE] = _simple(_clean_text(result.get("profile") or ""))
     model = _clean_text(result.get("model") or "")
     if model:
         new[K_MODEL] = _simple(model)
@@ -341,6 +349,9 @@ def _decode_ours(cur: dict) -> dict:
             out["score"] = float(score)
         except ValueError:
             pass
+    if _as_text(cur.get(K_PERSONAL_SCORE)) is not None:
+        out["personal_score"] = _parse_scalar(_as_text(cur[K_PERSONAL_SCORE]))
+        out["profile"] = _as_text(cur.get(K_PROFILE))
     for field, key in (("model", K_MODEL), ("created", K_DATE)):
         value = _as_text(cur.get(key))
         if value is not None:
@@ -366,15 +377,17 @@ def _decode_ours(cur: dict) -> dict:
     return out
 
 
+def _finite(value) -> float:
+    """A score rounded to the two decimals stored; ValueError when it is not a finite number."""
+    score = float(value)
+    if not math.isfinite(score):
+        raise ValueError(f"score {value!r} is not finite")
+    return round(score, 2)
+
+
 def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
     """The pyexiv2 change set turning the sidecar `cur` into one carrying `result`."""
-    raw_score = result.get("score")
-    score = None
-    if raw_score is not None:
-        score = float(raw_score)
-        if not math.isfinite(score):
-            raise ValueError(f"score {raw_score!r} is not finite")
-        score = round(score, 2)
+    score = None if result.get("score") is None else _finite(result["score"])
 
     # Our namespace is replaced wholesale (but for a cull's decision): drop every old value of ours first.
     changes: dict[str, Any] = {k: None for k in cur if k.startswith(_NS) and not k.startswith(_NS + _CULL)}
@@ -448,9 +461,11 @@ def _merge(cur: dict, result: dict, options: SidecarOptions) -> dict:
     prev_written = _as_text(cur.get(K_WRITTEN_RATING))
     rating_is_ours = bool(cur_rating) and cur_rating == prev_written
     written_rating = cur_rating if rating_is_ours else None
-    if options.write_rating and score is not None:
+    # the stars come from the critic's score, or from the personal one (a folder's profile with personal_rating)
+    rated = score if not options.personal_rating else result.get("personal_score")
+    if options.write_rating and rated is not None:
         if not cur_rating or rating_is_ours or options.overwrite_rating:
-            written_rating = str(rating_from_score(score))
+            written_rating = str(rating_from_score(_finite(rated)))
             changes[K_RATING] = written_rating
         else:
             written_rating = None

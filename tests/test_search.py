@@ -113,7 +113,7 @@ def test_a_schema_3_store_gains_the_library(tmp_path):
     finally:
         store.close()
     with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
 
 
 def ase_client(*args, env, timeout=60):

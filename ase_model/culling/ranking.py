@@ -11,6 +11,8 @@ The rule (docs/culling.md):
   frame is never rejected for sharing a group with a better one, and every reject names what is wrong with it.
 - The pick is the frame with the fewest defects, then the best quality (the critic's score plus the subject's
   relative sharpness); the pick is never rejected (in a group where every frame is defective it says so).
+- With a personal profile (`personal` scores), its score takes the critic's place in the quality, and the
+  reasons say "personal score"; defects still come first (a profile does not rescue a blurred frame).
 - A group of one is its own pick; its reason repeats the critic's defect verdicts, if any.
 """
 
@@ -69,6 +71,8 @@ class CullDecision:
         rank: 1 = the pick, in quality order inside the group.
         group_size: frames in the group (a RAW+JPEG pair is one frame).
         defects: short names of the frame's defects (e.g. ["soft", "under"]).
+        personal_score: the photo's score by a personal profile, when the cull ranked by one (else None, and
+            left out of `to_dict`).
     """
 
     path: str
@@ -78,9 +82,13 @@ class CullDecision:
     rank: int = 1
     group_size: int = 1
     defects: list[str] = field(default_factory=list)
+    personal_score: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.personal_score is None:  # a cull without a profile: the records stay as they were
+            del out["personal_score"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> CullDecision:
@@ -88,7 +96,8 @@ class CullDecision:
             raise ValueError(f"decision must be one of {DECISIONS}, not {d['decision']!r}")
         return cls(path=str(d["path"]), group=int(d["group"]), decision=str(d["decision"]), reason=str(d["reason"]),
                    rank=int(d.get("rank", 1)), group_size=int(d.get("group_size", 1)),
-                   defects=[str(x) for x in d.get("defects", [])])
+                   defects=[str(x) for x in d.get("defects", [])],
+                   personal_score=None if d.get("personal_score") is None else float(d["personal_score"]))
 
 
 _STOP_WORDS = {1.0: "one stop", 1.5: "1.5 stops", 2.0: "two stops", 2.5: "2.5 stops", 3.0: "three stops"}
@@ -172,36 +181,43 @@ def _summary(defects: Sequence[list[tuple[str, str]]]) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items())
 
 
-def rank_group(reps: Sequence[CullFeatures], config: CullConfig | None = None) -> list[tuple[int, str, str, list[str]]]:
+def rank_group(reps: Sequence[CullFeatures], config: CullConfig | None = None,
+               personal: Sequence[float] | None = None) -> list[tuple[int, str, str, list[str]]]:
     """(rank, decision, reason, defects) per frame of one group, in the order given.
 
     Args:
         reps: the group's frames (one CullFeatures each).
         config: thresholds (CullConfig() when None).
+        personal: the frames' personal scores (a profile's, 0..10): the quality that ranks clean frames uses them
+            in place of the critic's score, and the reasons name the "personal score". None: the critic's score.
     """
     cfg = config or CullConfig()
     n = len(reps)
+    scores = [f.score for f in reps] if personal is None else [float(p) for p in personal]
+    label = "score" if personal is None else "personal score"
     if n == 1:
         f = reps[0]
         flagged = [w for (k, v), w in _SINGLE_VERDICTS.items() if f.verdicts.get(k) == v]
-        said = f"; the critic finds it {', '.join(flagged)}" if flagged else f" (score {f.score:.1f})"
+        said = f"; the critic finds it {', '.join(flagged)}" if flagged else f" ({label} {scores[0]:.1f})"
         reason = "only frame" + said
         return [(1, "pick", reason, [])]
     ms = _group_measurements(reps)
     ref = _reference(ms, cfg)
     defects = [_defects(m, ref, cfg) for m in ms]
-    quality = [f.score + cfg.sharpness_weight * min(1.0, _rel(m, ref, "subject_detail")) for f, m in zip(reps, ms)]
+    quality = [s + cfg.sharpness_weight * min(1.0, _rel(m, ref, "subject_detail")) for s, m in zip(scores, ms)]
     order = sorted(range(n), key=lambda i: (len(defects[i]), -quality[i], reps[i].path))
     rank = {i: r + 1 for r, i in enumerate(order)}
     pick = order[0]
     sharpest = max(range(n), key=lambda i: ms[i]["subject_detail"] if not defects[i] else -1.0)
     out = []
-    for i, f in enumerate(reps):
+    for i in range(n):
         names = [s for s, _ in defects[i]]
         if i == pick:
-            lead = f"sharpest on the subject of {n}" if i == sharpest else f"best of {n} (score {f.score:.1f})"
+            lead = f"sharpest on the subject of {n}" if i == sharpest else f"best of {n} ({label} {scores[i]:.1f})"
             if defects[i]:
                 lead = f"best of {n}, though {', '.join(p for _, p in defects[i])}"
+            if personal is not None and (i == sharpest or defects[i]):  # say which score ranked
+                lead += f" ({label} {scores[i]:.1f})"
             others = _summary([defects[j] for j in range(n) if j != i])
             out.append((1, "pick", lead + (f"; {others}" if others else ""), names))
         elif defects[i]:
@@ -209,17 +225,21 @@ def rank_group(reps: Sequence[CullFeatures], config: CullConfig | None = None) -
         else:
             rel = _rel(ms[i], ref, "subject_detail")
             out.append((rank[i], "keep", f"clean, #{rank[i]} of {n} (subject {min(rel, 1.0):.0%} as sharp as the "
-                                         f"sharpest, score {f.score:.1f} vs the pick's {reps[pick].score:.1f})", names))
+                                         f"sharpest, {label} {scores[i]:.1f} vs the pick's {scores[pick]:.1f})", names))
     return out
 
 
-def cull(records: Sequence[CullFeatures], config: CullConfig | None = None) -> list[CullDecision]:
+def cull(records: Sequence[CullFeatures], config: CullConfig | None = None,
+         personal: Sequence[float | None] | None = None) -> list[CullDecision]:
     """Group and rank photos whose CullFeatures are known (no image decoding): one decision per record, in the
     order given. RAW+JPEG files of one frame share the frame's decision.
 
     Args:
         records: the photos' features (any order; an empty list gives an empty list).
         config: thresholds (CullConfig() when None).
+        personal: per record, its personal score by a profile (or None where there is none): a group whose
+            frames all have one is ranked by it (rank_group), and every decision carries its photo's
+            `personal_score`. None: the critic's score ranks.
     """
     cfg = config or CullConfig()
     if not records:
@@ -232,10 +252,14 @@ def cull(records: Sequence[CullFeatures], config: CullConfig | None = None) -> l
         members.setdefault(g, []).append(k)
     out: list[CullDecision | None] = [None] * len(records)
     for g, ks in members.items():
-        for k, (rank, decision, reason, names) in zip(ks, rank_group([reps[k] for k in ks], cfg)):
+        mine = None if personal is None else [personal[frame_list[k][0]] for k in ks]
+        if mine is not None and any(p is None for p in mine):  # one scale per group: the critic's, then
+            mine = None
+        for k, (rank, decision, reason, names) in zip(ks, rank_group([reps[k] for k in ks], cfg, mine)):
             for i in frame_list[k]:
+                own = None if personal is None or personal[i] is None else round(float(personal[i]), 3)
                 out[i] = CullDecision(path=records[i].path, group=g, decision=decision, reason=reason, rank=rank,
-                                      group_size=len(ks), defects=names)
+                                      group_size=len(ks), defects=names, personal_score=own)
     return out  # type: ignore[return-value]
 
 

@@ -130,11 +130,13 @@ OPS: dict[str, OpSpec] = {
 
 # the per-folder options of `watch_add` (their defaults are the daemon's [watch] settings, config.py)
 WATCH_OPTIONS = ("recursive", "polling", "write_description", "write_tags", "write_rating", "overwrite_description",
-                 "overwrite_rating", "flat_keywords")
+                 "overwrite_rating", "flat_keywords", "personal_rating")
 WATCH_FILE_STATES = (QUEUED, DONE, FAILED)
 
 WATCH_OPS: dict[str, OpSpec] = {
-    OP_WATCH_ADD: OpSpec({"path": (str, True), **{k: (bool, False) for k in WATCH_OPTIONS}}, local_only=True),
+    # profile: a personal profile's name for the folder's jobs ("" = none); personal_rating: stars from its score
+    OP_WATCH_ADD: OpSpec({"path": (str, True), **{k: (bool, False) for k in WATCH_OPTIONS}, "profile": (str, False)},
+                         local_only=True),
     OP_WATCH_REMOVE: OpSpec({"path": (str, True)}, local_only=True),
     OP_WATCH_LIST: OpSpec(local_only=True),
     OP_WATCH_RETRY: OpSpec({"path": (str, False)}, local_only=True),
@@ -149,7 +151,7 @@ CULL_OPS: dict[str, OpSpec] = {
     OP_CULL: OpSpec({"paths": (list, True), "recursive": (bool, False), "apply": (bool, False),
                      "pick_rating": (int, False), "overwrite_rating": (bool, False),
                      "max_gap_s": ((int, float), False), "min_similarity": ((int, float), False),
-                     "progress": (bool, False), "wait": (bool, False)}, local_only=True),
+                     "profile": (str, False), "progress": (bool, False), "wait": (bool, False)}, local_only=True),
 }
 ALL_OPS: dict[str, OpSpec] = {**OPS, **WATCH_OPS, **CULL_OPS}
 
