@@ -37,16 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ase_model.starter.known import EDIT_VERDICTS, MIN_TILT_DEG  # noqa: E402  (after the path insert)
+
 PREVIOUS_COMMIT = "8f725a9"
 SIZE = 512
-# Edit kind -> (attribute, the labels that name it).
-EXPECTED = {"underexpose": ("exposure", {"underexposed"}), "overexpose": ("exposure", {"overexposed"}),
-            "blur": ("sharpness", {"soft"}), "desaturate": ("saturation", {"muted", "monochrome"}),
-            "cool_cast": ("white_balance", {"cool cast"}), "tilt": ("tilt", {"tilted"}),
-            "noise": ("noise", {"noisy"}), "cut_crop": ("framing", {"cut off"})}
+# Edit kind -> (attribute, the labels that name it): the same map the training labels are corrected by.
+EXPECTED = {kind: (attribute, set(labels)) for kind, (attribute, labels) in EDIT_VERDICTS.items()}
 WRONG_DIRECTION = {"cool_cast": {"warm cast", "green cast", "magenta cast"}}
 NAMED_TARGET = {"tilt": 0.80, "cut_crop": 0.80}  # the rest: 0.90
-MIN_TILT_DEG = 5.0
 TARGETS = {"lower": 0.95, "stars": 4, "unreadable": 0.01, "contradicting": 0.01, "seconds": 0.5, "megabytes": 16.0}
 
 

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from ase_model.critic import Critic
 from ase_model.starter import recipe
 
-TOY = ["--n", "12", "--synthetic", "4", "--batch-size", "4", "--vision-epochs", "1", "--saliency-epochs", "0.5", "--measure-epochs", "1",
-       "--verdict-epochs", "0.5", "--epochs", "0.5", "--attribute-epochs", "2", "--score-epochs", "2", "--size", "160",
-       "--twins", "0.5"]
+TOY = ["--n", "12", "--synthetic", "4", "--batch-size", "4", "--vision-epochs", "1", "--saliency-epochs", "0.5",
+       "--measure-epochs", "1", "--verdict-epochs", "0.5", "--epochs", "0.5", "--attribute-epochs", "2",
+       "--score-epochs", "2", "--size", "160", "--twins", "0.5"]
 
 
 @pytest.fixture(scope="module")
