@@ -5,8 +5,8 @@
 Every held-out photo (a whole source never used in training: ase_model.starter.sources.holdout_photos) is
 brought to 512 px on the long side (never upscaled) and saved as JPEG q92 with its eight defect edits
 (ase_model.starter.edits, strength drawn by a rng seeded per photo and kind). The new model and the previous
-shipped model critique all of them through ase_model.critic.Critic, the path users get (the previous one as it
-shipped: without the run-time repair of its text); the teacher (ase_model.starter.analytic.analyze) judges the
+shipped model critique all of them through ase_model.critic.Critic, the path users get (with the run-time repair
+of the text, which needs an attribute head: a previous model without one is run as it shipped); the teacher (ase_model.starter.analytic.analyze) judges the
 same files and its phrasing writes its text. Printed side by side, each target with ok/MISSED:
   * defect named, per edit kind: the critique's tags name the edit's defect, and no other label of that
     attribute (the teacher: its verdict); a cool cast named warm, green or magenta is counted as wrong direction;
@@ -37,16 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PREVIOUS_COMMIT = "8f725a9"
+from ase_model.starter.known import EDIT_VERDICTS, MIN_TILT_DEG  # noqa: E402  (after the path insert)
+
+PREVIOUS_COMMIT = "f41a30e"  # the starter shipped before this one
 SIZE = 512
-# Edit kind -> (attribute, the labels that name it).
-EXPECTED = {"underexpose": ("exposure", {"underexposed"}), "overexpose": ("exposure", {"overexposed"}),
-            "blur": ("sharpness", {"soft"}), "desaturate": ("saturation", {"muted", "monochrome"}),
-            "cool_cast": ("white_balance", {"cool cast"}), "tilt": ("tilt", {"tilted"}),
-            "noise": ("noise", {"noisy"}), "cut_crop": ("framing", {"cut off"})}
+# Edit kind -> (attribute, the labels that name it): the same map the training labels are corrected by.
+EXPECTED = {kind: (attribute, set(labels)) for kind, (attribute, labels) in EDIT_VERDICTS.items()}
 WRONG_DIRECTION = {"cool_cast": {"warm cast", "green cast", "magenta cast"}}
 NAMED_TARGET = {"tilt": 0.80, "cut_crop": 0.80}  # the rest: 0.90
-MIN_TILT_DEG = 5.0
 TARGETS = {"lower": 0.95, "stars": 4, "unreadable": 0.01, "contradicting": 0.01, "seconds": 0.5, "megabytes": 16.0}
 
 
@@ -462,7 +460,7 @@ def main(argv=None) -> int:
     records, extra, systems = [], {"seconds": {}, "megabytes": {}}, []
     for system, model_dir in (("new", Path(args.model)), ("previous", previous_model_dir(args.previous))):
         try:
-            recs, seconds = run_model(model_dir, system, items, args.batch, repair=system == "new")
+            recs, seconds = run_model(model_dir, system, items, args.batch, repair=True)
         except Exception as exc:  # the old model may not load under new code: say so, bench the rest
             if system == "new":
                 raise

@@ -273,7 +273,8 @@ def _init_worker(out_dir: str, seed: int, size: int, names: list[str], holdout: 
         cv2.setNumThreads(1)  # one item per process; OpenCV's own threads would only contend
     except Exception:  # pragma: no cover
         pass
-    _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout), photos=generation_photos(),
+    _WORKER.update(out=Path(out_dir), seed=seed, size=size, names=names, holdout=set(holdout),
+                   photos=generation_photos(),
                    n_photos=n_photos, twins=twins)
 
 
@@ -288,6 +289,7 @@ def _save_item(img: Image.Image, item_id: str, name: str, params: dict, rng: ran
     from ase_model.tags import suggest_tags
 
     from .analytic import analyze
+    from .known import relabel
     from .phrasing import write_critique
 
     w = _WORKER
@@ -300,7 +302,7 @@ def _save_item(img: Image.Image, item_id: str, name: str, params: dict, rng: ran
     (w["out"] / "images" / f"{item_id}.jpg").write_bytes(data)
     sal = (spectral_residual(saved) * 255.0 + 0.5).astype(np.uint8)
     Image.fromarray(sal).save(w["out"] / "saliency" / f"{item_id}.png", optimize=False)
-    return {
+    record = {
         "image": f"images/{item_id}.jpg",
         "critique": critique,
         "attributes": attributes,
@@ -312,6 +314,7 @@ def _save_item(img: Image.Image, item_id: str, name: str, params: dict, rng: ran
         "saliency": f"saliency/{item_id}.png",
         "measurements": _round_measurements(analysis.measurements),
     }
+    return relabel(record, w["seed"])  # what the edits made known outranks the teacher's reading (known.py)
 
 
 def _make(index: int) -> tuple[str, list[dict]]:
@@ -410,6 +413,7 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
         "n_test": len(splits["test"]),
         "n_synthetic": synthetic,
         "twins": twins,
+        "known_verdicts": True,
         "n_pairs": sum('"pair_of"' in line for lines in splits.values() for line in lines),
         "seed": seed,
         "size": size,
@@ -432,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=224, help="long side of the saved images in px (default 224)")
-    p.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT), help="comma-separated photos (source:stem) kept for test")
+    p.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT),
+                   help="comma-separated photos (source:stem) kept for test")
     p.add_argument("--synthetic", type=int, default=0,
                    help="extra dead-leaves scenes for the vision tower's pretraining (pretrain.jsonl)")
     p.add_argument("--twins", type=float, default=0.0, help="share of photo items that also get a defect twin")

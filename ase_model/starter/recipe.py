@@ -1,7 +1,7 @@
 """The one seeded command that rebuilds the built-in starter model from nothing but installed packages.
 
-    python -m ase_model.starter.recipe --out ase_model/starter_model        # ~1.5 h on 2 CPU cores; minutes on a GPU
-    python -m ase_model.starter.recipe --encoder-from DIR ...               # reuse a trained starter's encoder (~45 min)
+    python -m ase_model.starter.recipe --out ase_model/starter_model # ~1.5 h on 2 CPU cores; minutes on a GPU
+    python -m ase_model.starter.recipe --encoder-from DIR ...        # reuse a trained starter's encoder (~45 min)
 
 1. generate the grounded dataset (real photos of every training source in `sources.py` - never the held-out one -,
    new views of them, controlled augmentations, teacher critiques, stored at 512 px as the teacher judges them;
@@ -64,6 +64,11 @@ def ensure_dataset(data_dir: Path, n: int, seed: int, synthetic: int, size: int 
                 s.get("twins", 0.0)) == (n, synthetic, seed, list(DEFAULT_HOLDOUT), size, twins):
             log(f"dataset {data_dir} already generated (n={n}, synthetic={synthetic}, seed={seed}, "
                 f"validation photos {', '.join(DEFAULT_HOLDOUT)})")
+            if not s.get("known_verdicts"):  # generated before known.py: correct its labels in place
+                from .known import relabel_dataset
+
+                log(f"verdicts the edits determine, relabelled: {relabel_dataset(data_dir, seed)}")
+                s = json.loads(summary.read_text())
             return s
     log(f"generating {n} images (+ defect twins for {twins:.0%}) and {synthetic} synthetic scenes at {size} px "
         f"into {data_dir} (seed {seed})")
@@ -135,7 +140,8 @@ def build_initial(out: Path, data_dir: Path, seed: int, vocab_size: int = 1024) 
 
 
 MEASURES = ("mean_luminance", "median_luminance", "p01_luminance", "p99_luminance", "highlight_clip", "shadow_clip",
-            "subject_highlight_clip", "contrast_spread", "contrast_rms", "colorfulness", "chroma_p99", "mean_saturation",
+            "subject_highlight_clip", "contrast_spread", "contrast_rms", "colorfulness", "chroma_p99",
+            "mean_saturation",
             "neutral_b", "wb_warm", "wb_green", "sharpness", "laplacian_variance", "noise_sigma", "saliency_x",
             "saliency_y", "centre_distance", "thirds_distance")
 
@@ -422,8 +428,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--freeze-tower", action=argparse.BooleanOptionalAction, default=True,
-                    help="keep the measurement-pretrained image encoder (ViT, IASM, fusion) fixed in the caption stages")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: deterministic, and fastest for a model this small)")
+                    help="keep the measurement-pretrained image encoder (ViT, IASM, fusion) fixed in the caption "
+                         "stages")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: deterministic, and fastest for a model this small)")
     ap.add_argument("--size", type=int, default=512, help="long side of the dataset's stored photos (the teacher "
                     "judges them at this size; the model sees them at its own 224 px)")
     ap.add_argument("--twins", type=float, default=0.5, help="share of photo items that get a defect twin (ranking)")
@@ -475,7 +483,8 @@ def main(argv=None) -> int:
     stage3 = work / "stage3-critiques"
     if not done(stage3):
         result = train(TrainArgs(model=str(stage2), out=str(stage3), epochs=args.epochs, **caption, **common))
-        log(f"stage critiques done: {json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str))})}")
+        plain = {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
+        log(f"stage critiques done: {json.dumps(plain)}")
     card_path = Path(__file__).resolve().parents[2] / "docs" / "starter-model.md"
     export(stage3, Path(args.out), card_path.read_text() if card_path.exists() else None)
     log(f"done in {(time.time() - t0) / 60:.1f} min")
