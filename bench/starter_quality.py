@@ -6,8 +6,9 @@ Every held-out photo (a whole source never used in training: ase_model.starter.s
 brought to 512 px on the long side (never upscaled) and saved as JPEG q92 with its eight defect edits
 (ase_model.starter.edits, strength drawn by a rng seeded per photo and kind). The new model and the previous
 shipped model critique all of them through ase_model.critic.Critic, the path users get (with the run-time repair
-of the text, which needs an attribute head: a previous model without one is run as it shipped); the teacher (ase_model.starter.analytic.analyze) judges the
-same files and its phrasing writes its text. Printed side by side, each target with ok/MISSED:
+of the text, which needs an attribute head: a previous model without one is run as it shipped); the teacher
+(ase_model.starter.analytic.analyze) judges the same files and its phrasing writes its text. Printed side by
+side, each target with ok/MISSED:
   * defect named, per edit kind: the critique's tags name the edit's defect, and no other label of that
     attribute (the teacher: its verdict); a cool cast named warm, green or magenta is counted as wrong direction;
   * score lower than the original's (a tie is not lower), over all edits and per kind;
