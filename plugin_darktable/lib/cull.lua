@@ -9,6 +9,7 @@
 
 local dt = require "darktable"
 local _ = require "ase/lib/i18n"
+local client = require "ase/lib/client"
 local json = require "ase/lib/json"
 local panel = require "ase/lib/panel"
 local prefs = require "ase/lib/prefs"
@@ -24,13 +25,17 @@ local function command(files)
   return table.concat(parts, " ")
 end
 
--- ask the daemon to stop the cull job (in the background: the cancel button must not wait for the socket)
+-- the job's cancel: ask the daemon to stop the cull job (in the background: the button must not wait for the
+-- socket), then stop ase-client. Before the daemon has said the job's id, ase-client keeps running until it does
+-- (the line reader then cancels): killed earlier, it would leave the daemon culling with no one to cancel it.
 local function cancel_daemon_job(run)
-  if run.daemon_job and not run.cancel_sent then
+  if not run.daemon_job then return end
+  if not run.cancel_sent then
     run.cancel_sent = true
     dt.control.execute(proc.client_prefix(prefs) .. " cancel " .. util.sh_quote(run.daemon_job) ..
       " </dev/null >/dev/null 2>&1 &")
   end
+  client.kill(run.pid)
 end
 
 -- darktable's side of the decisions: groups (leader = the pick), rejects. Returns groups, rejects (counts)

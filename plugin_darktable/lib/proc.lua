@@ -13,18 +13,24 @@ local util = require "ase/lib/util"
 
 local proc = {}
 
--- a run's state: { cancelled, pid, job (darktable's), serial }; on_cancel(run) runs when the user cancels
+-- a run's state: { cancelled, pid, job (darktable's), serial, cancel }. run.cancel() (the job's cancel button,
+-- critique.cancel_all at exit) marks it cancelled, then calls on_cancel(run) when given (which then decides when to
+-- stop the process), else stops the process at once
 function proc.job(label, on_cancel)
   state.serial = state.serial + 1
   local run = { cancelled = false, pid = nil, serial = state.serial }
-  if state.has_gui then
-    run.job = dt.gui.create_job(label, true, function()
-      run.cancelled = true
-      if on_cancel then pcall(on_cancel, run) end
+  function run.cancel()
+    run.cancelled = true
+    if on_cancel then
+      pcall(on_cancel, run)
+    else
       client.kill(run.pid)
-    end)
+    end
   end
-  state.jobs[run] = true  -- critique.cancel_all (at exit) stops it too
+  if state.has_gui then
+    run.job = dt.gui.create_job(label, true, function() run.cancel() end)
+  end
+  state.jobs[run] = true
   return run
 end
 

@@ -1,9 +1,10 @@
 """The panel's "cull selection" (issue 19) and the personal critic's preference and "learn from my ratings" button
 (issue 20), inside REAL darktable against a REAL daemon (the scripted tiny model, as tests/darktable/test_plugin.py).
 
-Culling: a burst of three frames of one scene (the clean frame, one two stops under, one blurred) and a photo of
-another scene, taken minutes later; after the click darktable's own Lua API must show one group led by the clean
-frame, the two defective frames rejected (rating -1), the other photo alone and kept, and the panel the reason.
+Culling: first a cull cancelled at once (nothing applied, the daemon's job cancelled), then a burst of three frames
+of one scene (the clean frame, one far under-exposed, one blurred) and a photo of another scene taken minutes later;
+after the click darktable's own Lua API must show one group led by the clean frame, the two defective frames
+rejected (rating -1), the other photo alone and kept, and the panel the reason.
 
 Learning: 24 photos rated through darktable's Lua API (darktable writes the stars into the sidecars), the button
 runs ase-mllm learn on the collection's rated images into the daemon user's data folder (XDG_DATA_HOME in the
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ase_daemon.client import Client
 from conftest import DaemonProcess
 from PIL import ImageEnhance, ImageFilter
 from test_plugin import plugin_conf, pytestmark, read_sidecar, run_darktable
@@ -56,6 +58,9 @@ def test_cull_selection_groups_the_burst_and_rejects_the_defects(tmp_path, photo
         files.append(path)
     r = run_darktable(tmp_path, "cull.lua", {"ASE_DT_IMAGES": "\n".join(map(str, files))},
                       plugin_conf(endpoint=daemon.ipc, apply_tags_auto=False))
+    assert (r["cancel.status"], r["cancel.applied"]) == ("cancelled", "0")
+    with Client(daemon.ipc) as c:  # the cancel reached the daemon: its cull job was cancelled, not left running
+        assert c.status()["jobs"].get("cancelled", 0) >= 1
     assert int(r["click_returned_s"]) <= 1 and r["busy_after_click"] == "true"
     got = {name: {k: r[f"img.{name}.{k}"] for k in ("decision", "reason", "rating", "leader", "group_size", "panel")}
            for name in frames}
@@ -107,3 +112,14 @@ def test_learn_button_makes_a_profile_and_critiques_carry_the_personal_score(tmp
     score = float(r["personal_score"])
     assert 0.0 <= score <= 10.0
     assert f"personal {score:.1f} / 10" in r["score_label"], r["score_label"]
+
+
+def test_lines_format_carries_the_personal_score():
+    """The plugin's contract (docs/protocol.md): `personal_score` after `score`, only when the result has one."""
+    from ase_daemon.contract import format_lines, parse_lines
+
+    result = {"score": 7.2, "personal_score": 4.7931, "text": "t", "tags": [], "attributes": {}, "model": "m"}
+    text = format_lines("/p/a.jpg", result)
+    assert text.splitlines()[1:3] == ["score\t7.200", "personal_score\t4.793"]
+    assert parse_lines(text)[0]["personal_score"] == 4.793
+    assert "personal_score" not in format_lines("/p/a.jpg", {**result, "personal_score": None})

@@ -14,6 +14,18 @@ H.run(function()
   end
   dt.gui.selection(images)
 
+  -- cancelled at once (the job's cancel button does what cancel_all does for it): nothing is applied
+  w.cull_button.clicked_callback(w.cull_button)
+  H.wait(function() return false end, 1.5)  -- let ase-client start and the daemon accept the job
+  ase.cancel_all()
+  assert(H.wait(function() return not ase.busy() end, 60), "the cancelled cull did not stop")
+  H.report("cancel.status", w.status.label)
+  local applied = 0
+  for _, image in ipairs(images) do
+    if ase.cull_for(image) or image.rating == -1 or #image:get_group_members() > 1 then applied = applied + 1 end
+  end
+  H.report("cancel.applied", applied)
+
   local t0 = os.time()
   w.cull_button.clicked_callback(w.cull_button)
   H.report("click_returned_s", os.time() - t0)
