@@ -238,6 +238,11 @@ script_data.result_for = function(image) return image and state.cache[image.id] 
 script_data.busy = critique.busy
 script_data.ready = function() return state.setup_done == true end
 script_data.cancel_all = critique.cancel_all
+script_data.jobs_running = function()  -- darktable jobs of this script in progress (critiques, culls, learning)
+  local n = 0
+  for _run in pairs(state.jobs) do n = n + 1 end
+  return n
+end
 script_data.parse_lines = lines.parse
 script_data.rating_from_score = rating.from_score
 script_data.reroot = tags.reroot

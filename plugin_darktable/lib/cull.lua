@@ -40,9 +40,20 @@ end
 
 -- darktable's side of the decisions: groups (leader = the pick), rejects. Returns groups, rejects (counts)
 function cull.apply(decisions, by_path)
+  -- the daemon may name a file by another spelling of its path (a symlinked folder): then by its name, if unique
+  local by_name, names = {}, {}
+  for path, image in pairs(by_path) do
+    local name = path:match("[^/]+$")
+    names[name] = (names[name] or 0) + 1
+    by_name[name] = image
+  end
+  local function image_of(path)
+    local name = tostring(path):match("[^/]+$")
+    return by_path[path] or (name and names[name] == 1 and by_name[name]) or nil
+  end
   local groups, order = {}, {}
   for _i, d in ipairs(decisions) do
-    local image = by_path[d.path]
+    local image = image_of(d.path)
     if image then
       state.culls[image.id] = d
       local g = groups[d.group]
@@ -71,7 +82,7 @@ function cull.apply(decisions, by_path)
     end
   end
   for _i, d in ipairs(decisions) do
-    local image = by_path[d.path]
+    local image = image_of(d.path)
     if image and d.decision == "reject" and image.rating ~= -1 then
       image.rating = -1
       n_rejects = n_rejects + 1
@@ -95,7 +106,7 @@ function cull.images(images)
   if #files == 0 then return {}, nil end
   state.running = state.running + 1
   local run = proc.job(string.format(_("ASE cull of %d image(s)"), #files), cancel_daemon_job)
-  local decisions, errors = {}, 0
+  local decisions = {}
   local ok, code, stderr = pcall(proc.run, run, command(files), function(line)
     local rec = json.decode(line)
     if type(rec) ~= "table" then
@@ -111,8 +122,6 @@ function cull.images(images)
       end
     elseif rec.path and rec.decision then
       table.insert(decisions, rec)
-    elseif rec.path and rec.error then
-      errors = errors + 1
     end
   end)
   proc.finish(run)
@@ -126,6 +135,14 @@ function cull.images(images)
       util.shorten(util.last_line(stderr), 200))
   end
   if not message then
+    -- ase-client names each file it could not read on stderr, one line each; the rest was culled
+    local errors = 0
+    for line in tostring(stderr or ""):gmatch("[^\n]+") do
+      if line:match("^ase%-client: ") then
+        errors = errors + 1
+        state.log("cull: " .. line)
+      end
+    end
     local groups, rejects = cull.apply(decisions, by_path)
     local msg = string.format(_("ASE cull: %d image(s), %d group(s) of bursts, %d rejected"), #decisions, groups,
       rejects)

@@ -16,7 +16,8 @@ H.run(function()
 
   -- cancelled at once (the job's cancel button does what cancel_all does for it): nothing is applied
   w.cull_button.clicked_callback(w.cull_button)
-  H.wait(function() return false end, 1.5)  -- let ase-client start and the daemon accept the job
+  -- once the job is in darktable's job list (the click only dispatches the work to a background thread)
+  assert(H.wait(function() return ase.jobs_running() > 0 end, 30), "the cull job did not start")
   ase.cancel_all()
   assert(H.wait(function() return not ase.busy() end, 60), "the cancelled cull did not stop")
   H.report("cancel.status", w.status.label)
