@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     cu.add_argument("--pick-rating", type=int, choices=range(1, 6), metavar="1..5", help="with --apply: raise picks")
     cu.add_argument("--json", action="store_true", help="one JSON record per photo")
     cu.add_argument("--profile", metavar="NAME", help="rank by this personal profile's score (ase-mllm learn)")
+    cu.add_argument("--progress", action="store_true",
+                    help='with --json: each progress event as a line {"event": "progress", "stage", "job", ...} first')
     w = sub.add_parser("watch", help="folders whose new photos are critiqued into XMP sidecars (docs/watcher.md)")
     wsub = w.add_subparsers(dest="watch_command", required=True, metavar="ACTION")
     wa = wsub.add_parser("add", help="watch a folder (remembered across restarts)")
@@ -417,7 +419,9 @@ class App:
             return EXIT_USAGE
 
         def progress(data: dict) -> None:
-            if "total" in data and sys.stderr.isatty():
+            if a.progress and a.json:  # for programs (the darktable plugin): the job's id, for cancel, and done/total
+                print(json.dumps({"event": "progress", **data}, ensure_ascii=False), flush=True)
+            elif "total" in data and sys.stderr.isatty():
                 print(f"\rculling {data.get('done', 0)}/{data['total']}", end="", file=sys.stderr, flush=True)
 
         with self.client() as c:

@@ -14,6 +14,10 @@
       * open the saliency overlay in ase-viewer
       * import the saliency map and group it with the image
       * critique every imported image in the background (auto mode)
+      * cull the selection (background job): bursts grouped with darktable's grouping (leader = the pick), the
+        defective frames rejected, each photo's decision and reason shown in the panel
+      * show a personal score next to the score (preference "profile") and learn that profile from the current
+        collection's ratings ("learn from my ratings", background job)
 
     The images are critiqued as you developed them: each is exported as a JPEG of at most 1024 px through
     darktable's own pipeline, and the original file is used only when that export fails.
@@ -29,7 +33,8 @@
       * start ase-daemon, start darktable, open the "ASE critic" panel on the right of the lighttable
       * preferences: global preferences > lua options > "ASE critic: ..."
 
-    The script talks to the daemon only through `ase-client ... critique --format lines`; docs/darktable.md
+    The script talks to the daemon only through `ase-client ... critique --format lines` and `ase-client cull --json
+    --progress`, and runs `ase-mllm learn --json` for the profile; docs/darktable.md
     describes the preferences, the buttons and the limits per darktable version.
 
     This file is the entry: the API check, script_manager's hooks, the start-up (preferences, events, the panel)
@@ -37,7 +42,8 @@
       api (the minimum API check)   prefs (preferences)   state (the session's shared state, the log)
       lines (ase-client's output)   rating (score -> stars)   tags   apply (tags, description, rating)
       client (export, ase-client)   critique (the background job)   auto (auto mode)   overlay (saliency)
-      panel (the widgets)   util, i18n (plain helpers)
+      panel (the widgets)   cull (cull selection)   learn (learn from my ratings)
+      proc (long commands in a darktable job)   json (decoder)   util, i18n (plain helpers)
 ]]
 
 local dt = require "darktable"
@@ -82,6 +88,9 @@ local apply = require "ase/lib/apply"
 local auto = require "ase/lib/auto"
 local client = require "ase/lib/client"
 local critique = require "ase/lib/critique"
+local cull = require "ase/lib/cull"
+local json = require "ase/lib/json"
+local learn = require "ase/lib/learn"
 local lines = require "ase/lib/lines"
 local overlay = require "ase/lib/overlay"
 local panel = require "ase/lib/panel"
@@ -166,6 +175,8 @@ local function setup()
       rate_from_score = apply.rating,
       show_saliency = overlay.show,
       import_overlay = overlay.import,
+      cull_selection = cull.selection,
+      learn = learn.collection,
     })
     if dt.gui.current_view().id == "lighttable" then
       install_module()
@@ -227,9 +238,21 @@ script_data.result_for = function(image) return image and state.cache[image.id] 
 script_data.busy = critique.busy
 script_data.ready = function() return state.setup_done == true end
 script_data.cancel_all = critique.cancel_all
+script_data.jobs_running = function()  -- darktable jobs of this script in progress (critiques, culls, learning)
+  local n = 0
+  for _run in pairs(state.jobs) do n = n + 1 end
+  return n
+end
 script_data.parse_lines = lines.parse
 script_data.rating_from_score = rating.from_score
 script_data.reroot = tags.reroot
 script_data.sh_quote = util.sh_quote
+script_data.cull_images = cull.images
+script_data.cull_selection = cull.selection
+script_data.cull_for = function(image) return image and state.culls[image.id] or nil end
+script_data.learn_images = learn.images
+script_data.learn_collection = learn.collection
+script_data.rated_images = learn.rated_images
+script_data.json_decode = json.decode
 
 return script_data

@@ -60,6 +60,8 @@ def format_lines(image: str, result: dict | None = None, error: tuple[str, str] 
         return "".join(f"{k}\t{v if k == 'error' else escape(v)}\n" for k, v in lines) + "end\n"
     assert result is not None
     lines.append(("score", f"{float(result['score']):.3f}"))
+    if result.get("personal_score") is not None:  # only when the request named a profile
+        lines.append(("personal_score", f"{float(result['personal_score']):.3f}"))
     if rating is not None:
         lines.append(("rating", str(int(rating))))
     lines += [("tag", t) for t in result.get("tags", [])]
@@ -95,8 +97,8 @@ def parse_lines(text: str) -> list[dict]:
         elif key == "error":
             code, _, message = value.partition("\t")
             cur["error"] = {"code": unescape(code), "message": unescape(message)}
-        elif key == "score":
-            cur["score"] = float(value)
+        elif key in ("score", "personal_score"):
+            cur[key] = float(value)
         elif key == "rating":
             cur["rating"] = int(value)
         elif key == "cached":

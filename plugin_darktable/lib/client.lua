@@ -80,8 +80,10 @@ local function command(files, errfile)
     table.insert(parts, "--endpoint " .. sh_quote(endpoint))
   end
   table.insert(parts, "--timeout " .. tostring(prefs.timeout()))
-  table.insert(parts, "critique --format lines --saliency-out " .. sh_quote(client.session_dir() .. "/saliency") ..
-    " --")
+  table.insert(parts, "critique --format lines --saliency-out " .. sh_quote(client.session_dir() .. "/saliency"))
+  local profile = prefs.profile()
+  if profile ~= "" then table.insert(parts, "--profile " .. sh_quote(profile)) end  -- adds personal_score
+  table.insert(parts, "--")
   for _i, f in ipairs(files) do table.insert(parts, sh_quote(f)) end
   -- the shell prints its pid and becomes ase-client (exec), so that cancel can stop it
   return "echo $$; exec " .. table.concat(parts, " ") .. " </dev/null 2>" .. sh_quote(errfile)

@@ -164,13 +164,17 @@ function critique.selection()
   end, images)
 end
 
--- cancel every running critique and empty the auto-mode queue
+-- cancel every running job (critiques, culls, learning) and empty the auto-mode queue
 function critique.cancel_all()
   for _i, image in ipairs(state.queue) do state.queued[image.id] = nil end
   state.queue = {}
   for run in pairs(state.jobs) do
-    run.cancelled = true
-    client.kill(run.pid)
+    if run.cancel then  -- a cull or a learning run (ase/lib/proc): it knows how to stop
+      run.cancel()
+    else
+      run.cancelled = true
+      client.kill(run.pid)
+    end
   end
 end
 

@@ -2,7 +2,8 @@
     ase/lib/lines: parse ase-client's `--format lines` output (docs/protocol.md); plain Lua, no darktable
 
     key<TAB>value lines, one block per image from `image` to `end`; values escape backslash, newline, tab and
-    carriage return. A block is { image, score, rating, text, tags = { ... }, attributes = { { name, value } },
+    carriage return. A block is { image, score, personal_score, rating, text, tags = { ... },
+    attributes = { { name, value } },
     saliency, cached, model, error = { code, message } } with only the fields the client printed; a block
     without a usable score or critique gets a `bad_output` error. tests/fixtures/lines_golden.* pin it down.
 ]]
@@ -36,6 +37,8 @@ end
 local function set_field(block, key, value)
   if key == "score" then
     block.score = tonumber(value)
+  elseif key == "personal_score" then
+    block.personal_score = tonumber(value)
   elseif key == "rating" then
     local r = tonumber(value)
     if r and r >= 0 and r <= 5 then block.rating = math.floor(r) end

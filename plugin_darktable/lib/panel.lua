@@ -15,6 +15,20 @@ function panel.set_status(msg)
   if state.widgets.status then state.widgets.status.label = msg or "" end
 end
 
+function panel.set_learn_result(text)
+  if state.widgets.learn_result then state.widgets.learn_result.label = text or "" end
+end
+
+-- the image's last cull decision: "PICK (#1 of 4): reason"; "" when it was not culled this session
+local function cull_line(image)
+  local d = image and state.culls[image.id]
+  if not d then return "" end
+  local names = { pick = _("PICK"), keep = _("keep"), reject = _("REJECT") }
+  local size = tonumber(d.group_size) or 1
+  local where = size > 1 and string.format(_(" (#%d of %d)"), tonumber(d.rank) or 0, size) or ""
+  return (names[d.decision] or tostring(d.decision)) .. where .. ": " .. tostring(d.reason or "")
+end
+
 local function clear_result(w)
   w.score.label = ""
   w.attributes.label = ""
@@ -27,6 +41,9 @@ function panel.display(image)
   local w = state.widgets
   if not state.has_gui or not w.critique then return end
   state.shown_id = image and image.id or nil
+  local culled = cull_line(image)
+  w.cull.label = util.shorten(culled, 70)
+  w.cull.tooltip = culled
   if not image then
     w.image_label.label = _("no image")
     clear_result(w)
@@ -42,7 +59,8 @@ function panel.display(image)
       or _("not critiqued yet: click \"critique selection\"")
     return
   end
-  w.score.label = string.format(_("score %.1f / 10   %s"), res.score, rating.stars(rating.of(res)))
+  local personal = res.personal_score and string.format(_("   personal %.1f / 10"), res.personal_score) or ""
+  w.score.label = string.format(_("score %.1f / 10%s   %s"), res.score, personal, rating.stars(rating.of(res)))
   w.critique.text = res.text
   local attrs, full = {}, {}
   for _i, a in ipairs(res.attributes) do
@@ -90,7 +108,8 @@ local function button(text, tooltip, fn)
 end
 
 -- build the widgets into state.widgets; actions: the buttons' functions (critique_selection, apply_tags,
--- write_description, rate_from_score, show_saliency, import_overlay), called without arguments
+-- write_description, rate_from_score, show_saliency, import_overlay, cull_selection, learn), called without
+-- arguments
 function panel.build(actions)
   local w = state.widgets
   w.image_label = dt.new_widget("section_label") { label = _("no image") }
@@ -100,6 +119,8 @@ function panel.build(actions)
   w.attributes = label("")
   w.tags = label("")
   w.status = label("")
+  w.cull = label("")
+  w.learn_result = label("")
   pcall(function() w.status.ellipsize = "middle" end)
   w.critique_button = button(_("critique selection"),
     _("export the selected images as developed and critique them in the background"), actions.critique_selection)
@@ -114,10 +135,17 @@ function panel.build(actions)
     _("open the image in ase-viewer with its saliency overlay"), actions.show_saliency)
   w.overlay_button = button(_("import overlay"),
     _("import the saliency map beside the image and group it with the image"), actions.import_overlay)
+  w.cull_button = button(_("cull selection"),
+    _("group the bursts (leader: the best frame) and reject the defective frames, each with a reason; " ..
+      "a background job"), actions.cull_selection)
+  w.learn_button = button(_("learn from my ratings"),
+    _("learn a personal profile from the stars and rejects of the current collection's rated images " ..
+      "(preferences: profile); a background job"), actions.learn)
   w.container = dt.new_widget("box") {
     orientation = "vertical",
     w.image_label,
     w.score,
+    w.cull,
     w.critique,
     dt.new_widget("section_label") { label = _("attributes") },
     w.attributes,
@@ -128,6 +156,9 @@ function panel.build(actions)
     dt.new_widget("box") { orientation = "horizontal", w.apply_tags_button, w.describe_button },
     dt.new_widget("box") { orientation = "horizontal", w.rate_button, w.saliency_button },
     w.overlay_button,
+    dt.new_widget("section_label") { label = _("culling and your taste") },
+    dt.new_widget("box") { orientation = "horizontal", w.cull_button, w.learn_button },
+    w.learn_result,
     w.status,
   }
   panel.display(nil)

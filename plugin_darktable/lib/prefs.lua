@@ -40,6 +40,21 @@ function prefs.viewer_cmd()
   return prefs.string("viewer_cmd", DEFAULTS.viewer_cmd)
 end
 
+-- ase-mllm (learn from my ratings): the preference, else the ase-mllm beside ase-client (install.sh installs both
+-- in one folder), else ase-mllm on the PATH
+function prefs.mllm_cmd()
+  local set = prefs.string("mllm_cmd", "")
+  if set ~= "" then return set end
+  local client = prefs.client_cmd()
+  local dir = client:match("^(.*/)ase%-client$")
+  return dir and (dir .. "ase-mllm") or "ase-mllm"
+end
+
+-- the personal profile critiques ask for ("" = none)
+function prefs.profile()
+  return prefs.string("profile", "")
+end
+
 function prefs.endpoint()
   return prefs.string("endpoint", "")
 end
@@ -73,6 +88,14 @@ function prefs.register()
   dt.preferences.register(MODULE, "endpoint", "string", _("ASE critic: daemon endpoint"),
     _("ipc:// or tcp:// address of ase-daemon; empty: ase-client's default (its config file, then the local socket)"),
     "")
+  dt.preferences.register(MODULE, "profile", "string", _("ASE critic: personal profile"),
+    _("critiques also get a personal score by this profile (learnt with \"learn from my ratings\" or " ..
+      "ase-mllm learn); empty: none"), "")
+  dt.preferences.register(MODULE, "learn_model", "string", _("ASE critic: model folder for learning"),
+    _("the daemon's model folder when it does not run the built-in starter model: a profile only works with the " ..
+      "model it was learnt with; empty: ase-mllm's default"), "")
+  dt.preferences.register(MODULE, "mllm_cmd", "string", _("ASE critic: ase-mllm command"),
+    _("path of ase-mllm (learn from my ratings); empty: the one beside ase-client"), "")
   dt.preferences.register(MODULE, "client_cmd", "string", _("ASE critic: ase-client command"),
     _("path of ase-client (e.g. ~/.local/share/ase-mllm/venv/bin/ase-client)"), DEFAULTS.client_cmd)
 end

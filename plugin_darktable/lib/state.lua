@@ -12,6 +12,7 @@ local state = {
   widgets = {},
   cache = {},            -- image id -> parsed critique (the last good one)
   errors = {},           -- image id -> message of the last failed critique
+  culls = {},            -- image id -> its last cull decision ({ decision, reason, group, rank, group_size })
   queue = {},            -- images imported in auto mode, waiting for the worker
   queued = {},           -- image id -> true while in the queue
   worker_running = false,
