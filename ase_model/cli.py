@@ -121,13 +121,19 @@ def critique_targets(args, prog: str = "ase-mllm critique", lookup=None, on_new=
               + ("" if args.recursive else " (sub-folders need --recursive)"), file=sys.stderr)
         return 0
     writer = RecordWriter(fmt, prog, extra=extra_formats, summary=len(frames) + len(missing) > 1)
-    critic = Critic.from_pretrained(args.model, device=args.device, tag_root=args.tag_root)
+    loaded = {}
+
+    def critic():  # loaded on first use: a rerun whose photos are all stored needs no model
+        if "critic" not in loaded:
+            loaded["critic"] = Critic.from_pretrained(args.model, device=args.device, tag_root=args.tag_root)
+        return loaded["critic"]
+
     personal = None
     if args.profile:
         from .personal import ProfileError
 
         try:
-            personal = _personal_scorer(critic, args.profile)
+            personal = _personal_scorer(critic(), args.profile)
         except ProfileError as e:  # no such profile, or learnt with another model: says to learn it again
             print(f"ase-mllm: {e}", file=sys.stderr)
             return 2
@@ -136,7 +142,7 @@ def critique_targets(args, prog: str = "ase-mllm critique", lookup=None, on_new=
         sal_dir.mkdir(parents=True, exist_ok=True)
 
     def critique(items):
-        results = critic.critique([im for _, _, im in items], max_new_tokens=args.max_new_tokens,
+        results = critic().critique([im for _, _, im in items], max_new_tokens=args.max_new_tokens,
                                   names=[str(f.master) for f, _, _ in items])
         mine = personal([(str(f.master), im) for f, _, im in items]) if personal else [None] * len(results)
         out = []

@@ -76,13 +76,15 @@ def ranked(records: Sequence[dict]) -> list[dict]:
     return sorted(good, key=lambda r: (-_rank_score(r), r["image"]))
 
 
-def summary_text(records: Sequence[dict], total: int | None = None, interrupted: bool = False) -> str:
+def summary_text(records: Sequence[dict], total: int | None = None, interrupted: bool = False,
+                 counts: dict | None = None) -> str:
     """The ranked summary: one line per photo, best first, with its score and main remark; then the counts.
 
     Args:
         records: the records of this run.
         total: how many frames the run had (said when interrupted).
         interrupted: the run was cut short (Ctrl-C).
+        counts: FolderRun.counts, to say how many came from the store.
     """
     best = ranked(records)
     failed = sum("error" in r for r in records)
@@ -95,6 +97,8 @@ def summary_text(records: Sequence[dict], total: int | None = None, interrupted:
             score = f"{r['score']:4.1f}" + (f" (personal {mine:4.1f})" if mine is not None else "")
             lines.append(f"{i:4d}. {score}  {_label(r):{width}s}  {main_remark(r)}")
     tail = f"{len(best)} critiqued" + (f", {failed} failed" if failed else "")
+    if counts and counts.get("stored"):
+        tail += f" ({counts['stored']} from the store, {counts.get('critiqued', 0)} by the model now)"
     if interrupted:
         tail = f"interrupted: {len(records)} of {total if total is not None else '?'} done ({tail}); " \
                "run the same command again to go on"
@@ -277,7 +281,7 @@ class RecordWriter:
         """
         if self.summary or run.interrupted:
             where = self.out if self.fmt == "text" else self.err
-            text = summary_text(run.records, run.total, run.interrupted)
+            text = summary_text(run.records, run.total, run.interrupted, run.counts)
             if not self.summary:  # only the line that says it was cut short
                 text = text.splitlines()[-1] + "\n"
             elif self.fmt == "text":
@@ -298,8 +302,9 @@ def _text_block(record: dict) -> str:
     buf.write(record["text"] + "\n")
     if record.get("tags"):
         buf.write("tags: " + ", ".join(record["tags"]) + "\n")
-    for key in ("saliency_png", "sidecar"):
-        if record.get(key):
-            buf.write(f"{key.split('_')[0]}: {record[key]}\n")
+    if isinstance(record.get("saliency"), str) or record.get("saliency_png"):
+        buf.write(f"saliency: {record.get('saliency_png') or record['saliency']}\n")
+    if record.get("sidecars"):
+        buf.write("sidecar: " + ", ".join(record["sidecars"]) + "\n")
     buf.write("\n")
     return buf.getvalue()
