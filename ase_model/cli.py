@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         return 130
 
 
-__all__ = ["DELEGATED", "build_parser", "main"]
+__all__ = ["DELEGATED", "add_critique_arguments", "build_parser", "critique_targets", "main"]
 
 
 if __name__ == "__main__":
