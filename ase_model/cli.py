@@ -1,4 +1,4 @@
-"""`ase-mllm`: build, critique, info, train, eval, learn.
+"""`ase-mllm`: build, critique (photos and folders), info, train, eval, learn.
 
 The installed `ase-mllm` script is ase_daemon.mllm_cli, which adds `demo` (it drives the daemon, so it lives
 there: ase_model never imports ase_daemon). Nothing here imports torch until a command runs.
@@ -86,74 +86,120 @@ def _personal_scorer(critic, name: str):
     return score
 
 
-def cmd_critique(args) -> int:
+def _progress_bar(args, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="critiquing", unit="photo", file=sys.stderr,
+                disable=True if getattr(args, "no_progress", False) else None)
+
+
+def critique_targets(args, prog: str = "ase-mllm critique", lookup=None, on_new=None, on_record=None,
+                     extra_formats=None) -> int:
+    """`ase-mllm critique` over files and folders (ase_model.folders, ase_model.folder_critique): RAW+JPEG pairs
+    once (the JPEG is critiqued), a progress bar, results as they come, a ranked summary, Ctrl-C keeps what is done.
+
+    Args:
+        args: the parsed `critique` arguments.
+        prog: the name messages start with.
+        lookup: lookup(frame, data) -> a stored record or None (the installed ase-mllm's store: resume).
+        on_new: on_new(frame, data, critique, record) after each new critique (to store it).
+        on_record: on_record(record) before each record is printed (to write its sidecar).
+        extra_formats: more --format choices, {name: record -> text}.
+
+    Returns the exit status: 0, 1 when a photo failed, 2 on a usage error, 130 when interrupted.
+    """
     from .critic import Critic
-    from .imageio import ImageLoadError, load_image
+    from .folder_critique import RecordWriter, critique_frames
+    from .folders import list_photos, pair_frames
     from .saliency import to_png
 
-    critic = Critic.from_pretrained(args.model, device=args.device, tag_root=args.tag_root)
+    fmt = "jsonl" if args.json else args.format
+    files, missing = list_photos(args.images, recursive=args.recursive)
+    frames = pair_frames(files, master="jpeg")
+    if not frames and not missing:
+        print(f"{prog}: no photos in {', '.join(args.images)}"
+              + ("" if args.recursive else " (sub-folders need --recursive)"), file=sys.stderr)
+        return 0
+    writer = RecordWriter(fmt, prog, extra=extra_formats, summary=len(frames) + len(missing) > 1)
+    loaded = {}
+
+    def critic():  # loaded on first use: a rerun whose photos are all stored needs no model
+        if "critic" not in loaded:
+            loaded["critic"] = Critic.from_pretrained(args.model, device=args.device, tag_root=args.tag_root)
+        return loaded["critic"]
+
     personal = None
     if args.profile:
         from .personal import ProfileError
 
         try:
-            personal = _personal_scorer(critic, args.profile)
+            personal = _personal_scorer(critic(), args.profile)
         except ProfileError as e:  # no such profile, or learnt with another model: says to learn it again
             print(f"ase-mllm: {e}", file=sys.stderr)
             return 2
     sal_dir = Path(args.saliency_dir) if args.saliency_dir else None
     if sal_dir:
         sal_dir.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    pending: list[tuple[str, object]] = []
 
-    def flush():
-        if not pending:
-            return
-        results = critic.critique([im for _, im in pending], max_new_tokens=args.max_new_tokens,
-                                  names=[n for n, _ in pending])
-        mine = personal(pending) if personal else [None] * len(results)
-        for c, personal_score in zip(results, mine):
+    def critique(items):
+        results = critic().critique([im for _, _, im in items], max_new_tokens=args.max_new_tokens,
+                                  names=[str(f.master) for f, _, _ in items])
+        mine = personal([(str(f.master), im) for f, _, im in items]) if personal else [None] * len(results)
+        out = []
+        for (frame, data, _), c, personal_score in zip(items, results, mine):
             record = c.to_dict()
+            if on_new is not None:
+                on_new(frame, data, c, record)
             if personal_score is not None:
                 record["personal_score"] = personal_score
             if sal_dir:
-                path = sal_dir / (Path(c.image).name + ".saliency.png")
+                path = sal_dir / (frame.master.name + ".saliency.png")
                 path.write_bytes(to_png(c.saliency))
                 record["saliency"] = str(path)
-            if args.json:
-                print(json.dumps(record, ensure_ascii=False), flush=True)
-            else:
-                print(f"== {c.image}  score {c.score:.1f}/10"
-                      + (f"  personal {personal_score:.1f}/10" if personal_score is not None else ""))
-                print(c.text)
-                if c.tags:
-                    print("tags: " + ", ".join(c.tags))
-                print(flush=True)
-        pending.clear()
+            out.append(record)
+        return out
 
-    for name in args.images:
-        try:
-            pending.append((name, load_image(name)))
-        except ImageLoadError as e:
-            failures += 1
-            if args.json:
-                print(json.dumps({"image": name, "error": {"code": "bad_image", "message": str(e)}}), flush=True)
-            else:
-                print(f"ase-mllm: {e}", file=sys.stderr)
-        if len(pending) >= args.batch_size:
-            flush()
-    flush()
-    return 1 if failures else 0
+    def stored(frame, data):
+        record = lookup(frame, data) if lookup is not None else None
+        if record is not None and personal is not None:  # its features are cached by content: no model run
+            from .imageio import load_image
+
+            record["personal_score"] = personal([(str(frame.master), load_image(data, name=str(frame.master)))])[0]
+        return record
+
+    def emit(record):
+        if on_record is not None and "error" not in record:
+            on_record(record)
+        with bar.external_write_mode(file=sys.stdout):
+            writer.write(record)
+
+    with _progress_bar(args, len(frames)) as bar:
+        gone = [{"image": t, "error": {"code": "not_found", "message": m}} for t, m in missing.items()]
+        for record in gone:
+            emit(record)
+        run = critique_frames(frames, critique, batch_size=args.batch_size, lookup=stored if lookup else None,
+                              on_record=emit, progress=bar.update)
+    run.records[:0] = gone
+    run.total += len(gone)
+    run.counts["failed"] += len(gone)
+    return writer.finish(run)
+
+
+def cmd_critique(args) -> int:
+    return critique_targets(args)
 
 
 # ---- info ----------------------------------------------------------------------------------------------------
 def cmd_info(args) -> int:
-    from .critic import fingerprint
+    """What the model is first (name, version, size, sources, quality table from its card), its internals after."""
+    from .model_card import describe, format_card
+    from .model_id import default_model_dir
+
+    model_dir = Path(args.model).expanduser() if args.model else default_model_dir()
+    card = describe(model_dir)  # FileNotFoundError (no config.json) is reported by main
     from .flops import vision_flops
     from .modeling_ase import ASEForConditionalGeneration
 
-    model_dir = Path(args.model)
     model = ASEForConditionalGeneration.from_pretrained(model_dir)
     c = model.config
     parts = {
@@ -164,8 +210,8 @@ def cmd_info(args) -> int:
         "language model": model.model.language_model,
         "score head": model.model.score_head,
     }
-    info = {
-        "model": fingerprint(model_dir),
+    internals = {
+        "model": card["fingerprint"],
         "vision": f"{c.vision_config.model_type} {c.vision_config.num_hidden_layers}x{c.vision_config.hidden_size} "
                   f"@{c.vision_config.image_size}px/{c.vision_config.patch_size}",
         "llm": f"{c.text_config.model_type} {c.text_config.num_hidden_layers}x{c.text_config.hidden_size}, "
@@ -175,10 +221,12 @@ def cmd_info(args) -> int:
         "parameters": {k: sum(p.numel() for p in v.parameters()) for k, v in parts.items()},
         "flops": {k: round(v, 4) for k, v in vision_flops(c).items()},
     }
-    if args.json:
-        print(json.dumps(info, indent=2))
+    if args.json:  # the card's keys first; the internals keep their old top-level keys
+        print(json.dumps({**card, **internals}, indent=2, ensure_ascii=False))
     else:
-        for key, value in info.items():
+        print(format_card(card), end="")
+        print("\ninternals:")
+        for key, value in internals.items():
             print(f"{key:15s} {value}")
     return 0
 
@@ -191,6 +239,31 @@ def _delegate(module: str, argv: list[str]) -> int:
 
 # commands handed to another module's main(argv) untouched (their own parsers and --help)
 DELEGATED = {"train": "ase_model.training", "eval": "ase_model.evaluation", "learn": "ase_model.personal.cli"}
+
+
+def add_critique_arguments(c: argparse.ArgumentParser, formats=None) -> None:
+    """The `critique` arguments (the installed ase-mllm's front adds its own to the same parser).
+
+    Args:
+        c: the subparser.
+        formats: the --format choices (default: ase_model.folder_critique.FORMATS).
+    """
+    from .folder_critique import FORMATS
+
+    c.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="photos, and folders whose photos are taken")
+    c.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    c.add_argument("--format", choices=formats or FORMATS, default="text",
+                   help="text (default; a ranked summary at the end), json or jsonl (one JSON object a line), "
+                   "csv" + (", lines (the darktable plugin's)" if formats and "lines" in formats else ""))
+    c.add_argument("--json", action="store_true", help="the same as --format jsonl")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    c.add_argument("--model", metavar="DIR", help="model folder (default: the built-in starter model)")
+    c.add_argument("--saliency-dir", metavar="DIR", help="write each saliency map as DIR/<image name>.saliency.png")
+    c.add_argument("--max-new-tokens", type=int, default=None)
+    c.add_argument("--batch-size", type=int, default=4)
+    c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
+    c.add_argument("--tag-root", default="aesthetics")
+    c.add_argument("--profile", metavar="NAME", help="also give a personal_score from this profile (ase-mllm learn)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,23 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, metavar="DIR")
     b.set_defaults(func=cmd_build)
 
-    c = sub.add_parser("critique", help="critique photos")
-    c.add_argument("images", nargs="+", metavar="IMAGE")
-    c.add_argument("--model", metavar="DIR", help="model folder (default: the built-in starter model)")
-    c.add_argument("--json", action="store_true", help="one JSON line per image")
-    c.add_argument("--saliency-dir", metavar="DIR", help="write each saliency map as DIR/<image name>.saliency.png")
-    c.add_argument("--max-new-tokens", type=int, default=None)
-    c.add_argument("--batch-size", type=int, default=4)
-    c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
-    c.add_argument("--tag-root", default="aesthetics")
-    c.add_argument("--profile", metavar="NAME", help="also give a personal_score from this profile (ase-mllm learn)")
+    c = sub.add_parser("critique", help="critique photos and folders of photos",
+                       description="Critique photos and folders (docs/folders.md): RAW+JPEG pairs once, a progress "
+                       "bar, results as they come and a ranked summary at the end; Ctrl-C keeps what is done.")
+    add_critique_arguments(c)
     c.set_defaults(func=cmd_critique)
 
-    i = sub.add_parser("info", help="describe a model folder")
-    i.add_argument("model", metavar="DIR")
+    i = sub.add_parser("info", help="describe a model: what it is, its quality, where it came from, its internals")
+    i.add_argument("model", metavar="DIR", nargs="?", help="model folder (default: the model in use: $ASE_MODEL or "
+                   "the built-in starter model)")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
-
     for name, text in (
         ("train", "train (stages saliency, align, finetune); also under accelerate launch"),
         ("eval", "evaluate on a captioning benchmark"),
@@ -259,9 +326,11 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except FileNotFoundError as e:
         print(f"ase-mllm: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while the model loads (a run in progress handles its own)
+        return 130
 
 
-__all__ = ["DELEGATED", "build_parser", "main"]
+__all__ = ["DELEGATED", "add_critique_arguments", "build_parser", "critique_targets", "main"]
 
 
 if __name__ == "__main__":

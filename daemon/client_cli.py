@@ -1,7 +1,8 @@
 """`ase-client`: talk to ase-daemon from the shell (and from the darktable plugin, through `--format lines`).
 
     ase-client [--endpoint URL] [--timeout S] [--start] ping | status | load | unload | shutdown
-    ase-client critique IMAGE… [--format text|json|lines] [--stream] [--saliency-out DIR] [--max-new-tokens N] [--force]
+    ase-client critique IMAGE|DIR… [--recursive] [--format text|json|jsonl|csv|lines] [--write-xmp] [--stream]
+                        [--saliency-out DIR] [--max-new-tokens N] [--force]
     ase-client submit IMAGE… | job ID [--saliency-out DIR] | cancel ID
     ase-client watch add DIR [--recursive] [--polling] | remove DIR | list | retry [PATH] | files [PATH]
     ase-client profiles [--json]       (personal profiles on this machine; needs no daemon)
@@ -16,12 +17,11 @@ import argparse
 import json
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 from . import contract as P
 from .client import Client, DaemonError, DaemonUnavailable, start_daemon
+from .client_critique import CLIENT_FORMATS, add_folder_arguments
 from .config import ConfigError, is_local, load_config, names_paths, resolve_endpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -67,9 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser(P.OP_STATUS, help="queue, batches, memory, counters, watched folders")
     st.add_argument("--format", choices=("json", "text"), default="json",
                     help="json (default, for scripts) or text (a summary for people)")
-    c = sub.add_parser(P.OP_CRITIQUE, help="critique images and print the results")
-    c.add_argument("images", nargs="+", metavar="IMAGE")
-    c.add_argument("--format", choices=("text", "json", "lines"), default="text")
+    c = sub.add_parser(P.OP_CRITIQUE, help="critique photos and folders (--recursive, --write-xmp); print the results")
+    c.add_argument("images", nargs="+", metavar="IMAGE|DIR")
+    c.add_argument("--format", choices=CLIENT_FORMATS, default="text",
+                   help="text (default; a ranked summary at the end), json = jsonl (one object a line), csv, lines "
+                   "(the darktable plugin's)")
+    add_folder_arguments(c)
     c.add_argument("--stream", action="store_true", help="print the critique as it is written (one image at a time)")
     c.add_argument("--saliency-out", metavar="DIR", help="write each saliency map as DIR/<name>.saliency.png")
     c.add_argument("--max-new-tokens", type=int)
@@ -235,139 +238,10 @@ class App:
                     print(json.dumps(f, ensure_ascii=False))
         return EXIT_OK
 
-    def critique(self) -> int:
-        a = self.args
-        if a.saliency_out:
-            Path(a.saliency_out).mkdir(parents=True, exist_ok=True)
-        n = len(a.images)
-        results: list = [None] * n
-        done = [threading.Event() for _ in range(n)]
-        unavailable: list[DaemonUnavailable] = []
-        next_index = iter(range(n))
-        lock = threading.Lock()
-        streaming = a.stream
+    def critique(self) -> int:  # photos and folders: client_critique.py
+        from .client_critique import CritiqueCommand
 
-        def run_one(c: Client, i: int):
-            image = a.images[i]
-            stream = self._stream_printer(image) if streaming else None
-            data = None
-            if not self.local or a.send_bytes:
-                try:
-                    data = read_photo(image)
-                except PhotoUnreadable as e:
-                    return None, (e.code, e.message)
-            waited_ready = False
-            for _ in range(BUSY_RETRIES):
-                try:
-                    if data is None:
-                        res, png = c.critique(path=image, stream=stream, saliency=bool(a.saliency_out),
-                                              max_new_tokens=a.max_new_tokens, force=a.force, profile=a.profile)
-                    else:
-                        res, png = c.critique(data=data, name=Path(image).name, stream=stream,
-                                              saliency=bool(a.saliency_out), max_new_tokens=a.max_new_tokens,
-                                              force=a.force, profile=a.profile)
-                    return (res, png), None
-                except DaemonError as e:
-                    if e.code == P.BUSY:
-                        time.sleep(e.retry_after or 0.5)
-                    elif e.code == P.NOT_READY and not waited_ready and e.retry_after is not None:
-                        waited_ready = True
-                        _err(f"waiting for the model: {e.message}")
-                        c.wait_ready(a.wait_ready)
-                    else:
-                        return None, (e.code, e.message)
-            return None, (P.BUSY, "the daemon stayed busy")
-
-        def worker():
-            with self.client() as c:
-                while True:
-                    with lock:
-                        i = next(next_index, None)
-                    if i is None or unavailable:
-                        return
-                    try:
-                        results[i] = run_one(c, i)
-                    except DaemonUnavailable as e:
-                        unavailable.append(e)
-                        results[i] = None
-                    except Exception as e:  # report, never hang the caller
-                        results[i] = (None, (P.INTERNAL, f"{type(e).__name__}: {e}"))
-                    finally:
-                        done[i].set()
-
-        threads = [threading.Thread(target=worker, daemon=True)
-                   for _ in range(1 if streaming else max(1, min(a.parallel, n)))]
-        for t in threads:
-            t.start()
-        failures = 0
-        for i in range(n):  # print in the order given, as soon as each is ready
-            done[i].wait()
-            if unavailable:
-                break
-            ok, error = results[i]
-            failures += error is not None
-            self._print_result(a.images[i], ok, error)
-        if unavailable:
-            raise unavailable[0]
-        return EXIT_FAILED if failures else EXIT_OK
-
-    def _stream_printer(self, image: str):
-        fmt = self.args.format
-
-        def emit(text: str) -> None:
-            if fmt == "lines":
-                sys.stdout.write(P.format_token(text))
-            elif fmt == "json":
-                event = {"image": image, "event": P.TOKEN, "text": text}
-                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
-            else:
-                sys.stdout.write(text)
-            sys.stdout.flush()
-
-        return emit
-
-    def _print_result(self, image: str, ok, error) -> None:
-        fmt, out = self.args.format, sys.stdout
-        if error is not None:
-            code, message = error
-            if fmt == "lines":
-                out.write(P.format_lines(image, error=(code, message)))
-            elif fmt == "json":
-                out.write(json.dumps({"image": image, "error": {"code": code, "message": message}}) + "\n")
-            else:
-                _err(f"{image}: {code}: {message}")
-            out.flush()
-            return
-        result, png = ok
-        sal_path = None
-        if png and self.args.saliency_out:
-            sal_path = str(self._saliency_path(image))
-            Path(sal_path).write_bytes(png)
-        rating = _rating(result["score"])
-        if fmt == "lines":
-            out.write(P.format_lines(image, result, saliency_path=sal_path, rating=rating))
-        elif fmt == "json":
-            record = {**result, "image": image}
-            if rating is not None:
-                record["rating"] = rating
-            if sal_path:
-                record["saliency_png"] = sal_path
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        else:
-            if self.args.stream:
-                out.write("\n")
-            else:
-                mine = result.get("personal_score")
-                out.write(f"== {image}  score {result['score']:.1f}/10"
-                          + (f"  personal {mine:.1f}/10" if mine is not None else "")
-                          + f"{' (cached)' if result.get('cached') else ''}\n")
-                out.write(result["text"] + "\n")
-            if result.get("tags"):
-                out.write("tags: " + ", ".join(result["tags"]) + "\n")
-            if sal_path:
-                out.write(f"saliency: {sal_path}\n")
-            out.write("\n")
-        out.flush()
+        return CritiqueCommand(self).run()
 
     def submit(self) -> int:
         failures = 0

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ase_model.folders import list_photos  # the folder walk every command shares (re-exported here)
+
 __all__ = ["CritiqueLike", "CullSource", "critique_from_result", "list_photos", "personal_scores",
            "verdicts_from_tags"]
 
@@ -64,45 +66,6 @@ def critique_from_result(result: dict, saliency_png: bytes | None) -> CritiqueLi
     from ase_model.saliency import from_png
 
     return CritiqueLike(float(result["score"]), from_png(saliency_png), verdicts_from_tags(result.get("tags")))
-
-
-def list_photos(targets: Sequence[str | os.PathLike], recursive: bool = False) -> tuple[list[Path], dict[str, str]]:
-    """The photo files named by `targets` (files, or folders whose photo files are taken), sorted per folder,
-    and the targets that do not exist ({target: message}).
-
-    A file named explicitly is taken whatever its suffix (reading it says whether it is a photo); in a folder only
-    files with a photo suffix (ase_model.imageio.is_supported) are, hidden ones (".name") left out.
-
-    Args:
-        targets: files and folders.
-        recursive: descend into sub-folders of the folders given.
-    """
-    from ase_model.imageio import is_supported
-
-    files: list[Path] = []
-    missing: dict[str, str] = {}
-    seen: set[str] = set()
-
-    def take(p: Path) -> None:
-        key = os.path.abspath(p)
-        if key not in seen:
-            seen.add(key)
-            files.append(p)
-
-    for target in targets:
-        p = Path(target)
-        if p.is_dir():
-            walker = os.walk(p) if recursive else [(str(p), [], [e.name for e in os.scandir(p) if e.is_file()])]
-            for root, dirs, names in walker:
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(names):
-                    if not name.startswith(".") and is_supported(name):
-                        take(Path(root) / name)
-        elif p.exists() or p.is_symlink():
-            take(p)
-        else:
-            missing[str(target)] = f"{target}: no such file or folder"
-    return files, missing
 
 
 class CullSource:

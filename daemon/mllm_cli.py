@@ -18,6 +18,11 @@ DEMO_HELP = "critique sample photos through the daemon into an HTML report"
 CULL_HELP = "group bursts, pick the best frame of each, flag the rejects, with reasons (--apply: into the sidecars)"
 
 
+# `critique` keeps ase_model.cli's arguments and adds the store (a rerun skips what is done), --write-xmp and
+# --format lines, which need this package (critique_cli.py)
+FRONTS = {"critique": "ase_daemon.critique_cli"}
+
+
 def build_parser():
     """ase_model.cli's parser with `demo` and `cull` listed (their own parsers handle their arguments)."""
     parser = cli.build_parser()
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments (default: sys.argv[1:]).
     """
     return cli.main(argv, parser=build_parser(), delegated={**cli.DELEGATED, "demo": "ase_daemon.demo",
-                                                              OP_CULL: "ase_daemon.cull_cli"})
+                                                              OP_CULL: "ase_daemon.cull_cli", **FRONTS})
 
 
 __all__ = ["build_parser", "main"]

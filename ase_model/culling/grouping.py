@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from ..folders import RAW_SUFFIXES, pair_indices
 from .features import CullFeatures
 
 
@@ -31,36 +31,16 @@ class GroupingConfig:
     min_similarity: float = 0.80
 
 
-# Camera RAW suffixes (imageio's list, whether or not rawpy is installed: pairing needs no decoder). When both
-# files of a frame are present the RAW is the master, whose features represent the frame.
-RAW_SUFFIXES = frozenset({
-    ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".rwl", ".pef",
-    ".dng", ".srw", ".3fr", ".fff", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mef", ".mos", ".x3f",
-})
-
-
-def _is_raw(path: str) -> bool:
-    return Path(path).suffix.lower() in RAW_SUFFIXES
-
-
 def frames(records: Sequence[CullFeatures]) -> list[list[int]]:
     """Indices of `records` grouped into frames: files in one folder with one stem (IMG_1.CR2 + IMG_1.JPG) are
     one frame. The first index of each frame is its representative (a RAW when there is one, else the first
-    file). Frames are in the order of their first file.
+    file): the RAW is the master whose features represent the frame. Frames are in the order of their first file.
+    The rule is ase_model.folders.pair_indices, which the folder critiques share.
 
     Args:
         records: the photos' features.
     """
-    by_key: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(records):
-        p = Path(r.path)
-        by_key.setdefault((str(p.parent), p.stem.lower()), []).append(i)
-    out = []
-    for idx in by_key.values():
-        raws = [i for i in idx if _is_raw(records[i].path)]
-        lead = raws[0] if raws else idx[0]
-        out.append([lead] + [i for i in idx if i != lead])
-    return out
+    return pair_indices([r.path for r in records], master="raw")
 
 
 def group_frames(reps: Sequence[CullFeatures], config: GroupingConfig | None = None) -> list[int]:
