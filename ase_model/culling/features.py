@@ -143,16 +143,29 @@ def similarity(a: Sequence[float], b: Sequence[float]) -> float:
     return float(va @ vb) / (na * nb) if na > 0 and nb > 0 else 0.0
 
 
-def _detail(y: np.ndarray, subject: np.ndarray) -> dict[str, float]:
-    """Detail over a fixed region: RMS gradient / luma standard deviation. Blur lowers the gradients far more
-    than the spread of tones; a gain scales both (it cancels). Unlike a ratio over the strongest edges (the
-    analytic critic's sharpness), blurring part of the region lowers it: the edges left sharp cannot take over.
-    Only comparable between frames of one scene (it also grows with the scene's texture and with noise)."""
+def _gradient_energy(y: np.ndarray) -> np.ndarray:
+    """Squared Sobel gradient of the luma (per pixel), computed once for the detail ratio and the grid."""
     import cv2
 
     gx = cv2.Sobel(y, cv2.CV_32F, 1, 0, ksize=3) / 8
     gy = cv2.Sobel(y, cv2.CV_32F, 0, 1, ksize=3) / 8
-    g2 = gx * gx + gy * gy
+    return gx * gx + gy * gy
+
+
+def reduced(image: Image.Image) -> Image.Image:
+    """The photo cheaply shrunk (integer box reduction) to between one and two times MEASURE_SIZE, so the
+    measurement copy and the descriptor do not each resample a full-size decode; area averaging composes, so
+    the measurements barely move."""
+    factor = max(image.size) // MEASURE_SIZE
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def _detail(y: np.ndarray, subject: np.ndarray, g2: np.ndarray | None = None) -> dict[str, float]:
+    """Detail over a fixed region: RMS gradient / luma standard deviation. Blur lowers the gradients far more
+    than the spread of tones; a gain scales both (it cancels). Unlike a ratio over the strongest edges (the
+    analytic critic's sharpness), blurring part of the region lowers it: the edges left sharp cannot take over.
+    Only comparable between frames of one scene (it also grows with the scene's texture and with noise)."""
+    g2 = _gradient_energy(y) if g2 is None else g2
 
     def ratio(where: np.ndarray) -> float:
         if where.sum() < 16:
@@ -164,23 +177,23 @@ def _detail(y: np.ndarray, subject: np.ndarray) -> dict[str, float]:
             "frame_detail": ratio(np.ones_like(subject))}
 
 
-def grid_stats(y: np.ndarray, saliency: np.ndarray) -> dict[str, list[float]]:
+def grid_stats(y: np.ndarray, saliency: np.ndarray, g2: np.ndarray | None = None) -> dict[str, list[float]]:
     """Per-cell moments for region detail at cull time (see CullFeatures.grid).
 
     Args:
         y: luma in [0, 1] (the measurement copy).
         saliency: the critique's map (any resolution, the photo's aspect).
+        g2: the luma's squared gradient, when already computed (`_gradient_energy`).
     """
     import cv2
 
-    gx = cv2.Sobel(y, cv2.CV_32F, 1, 0, ksize=3) / 8
-    gy = cv2.Sobel(y, cv2.CV_32F, 0, 1, ksize=3) / 8
+    g2 = _gradient_energy(y) if g2 is None else g2
 
     def cells(a: np.ndarray) -> list[float]:
         small = cv2.resize(np.ascontiguousarray(a, dtype=np.float32), (GRID, GRID), interpolation=cv2.INTER_AREA)
         return [float(f"{v:.5g}") for v in small.ravel()]
 
-    return {"g2": cells(gx * gx + gy * gy), "y": cells(y), "y2": cells(y * y), "saliency": cells(saliency)}
+    return {"g2": cells(g2), "y": cells(y), "y2": cells(y * y), "saliency": cells(saliency)}
 
 
 def region_detail(grid: dict[str, list[float]], cells: np.ndarray) -> float:
@@ -211,7 +224,7 @@ def _measure(image: Image.Image, saliency: np.ndarray) -> tuple[dict[str, float]
     """(measurements, grid) from one downscaled copy."""
     from ase_model.starter.analytic import _noise, _sharpness, _subject_mask, working_copy
 
-    rgb = working_copy(image, MEASURE_SIZE)
+    rgb = working_copy(reduced(image), MEASURE_SIZE)
     lin = _LINEAR_LUT[rgb] @ _LUMA
     y = (rgb.astype(np.float32) / 255.0) @ _LUMA
     sal = np.asarray(saliency, np.float32)
@@ -220,7 +233,8 @@ def _measure(image: Image.Image, saliency: np.ndarray) -> tuple[dict[str, float]
         sal[2:6, 2:6] = 2.0
     s = _sharpness(y, sal)
     subject = _subject_mask(sal, y.shape)
-    detail = _detail(y, subject)
+    g2 = _gradient_energy(y)
+    detail = _detail(y, subject, g2)
     m = {
         **detail,
         "subject_sharpness": s["subject_sharpness"],
@@ -235,7 +249,7 @@ def _measure(image: Image.Image, saliency: np.ndarray) -> tuple[dict[str, float]
         "exposure_ev": math.log2(float(lin.mean()) + 1e-4),
         "subject_ev": math.log2(float(lin[subject].mean() if subject.any() else lin.mean()) + 1e-4),
     }
-    return {k: round(float(v), 4) for k, v in m.items()}, grid_stats(y, np.asarray(saliency, np.float32))
+    return {k: round(float(v), 4) for k, v in m.items()}, grid_stats(y, np.asarray(saliency, np.float32), g2)
 
 
 def features_from(path: str | os.PathLike, image: Image.Image, critique) -> CullFeatures:
@@ -247,9 +261,10 @@ def features_from(path: str | os.PathLike, image: Image.Image, critique) -> Cull
         critique: its ase_model.critic.Critique (score, saliency, verdicts).
     """
     t, source = capture_time(path)
-    measurements, grid = _measure(image, critique.saliency)
+    small = reduced(image)
+    measurements, grid = _measure(small, critique.saliency)
     return CullFeatures(
-        path=str(path), capture_time=t, time_source=source, descriptor=descriptor(image),
+        path=str(path), capture_time=t, time_source=source, descriptor=descriptor(small),
         score=round(float(critique.score), 4), verdicts=dict(critique.verdicts or {}),
         measurements=measurements, grid=grid,
     )
