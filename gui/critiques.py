@@ -165,6 +165,10 @@ class CritiqueController(QObject):
         """
         self._remember(path, result, saliency)
 
+    def forget(self) -> None:
+        """Forget every critique kept (they are asked again, e.g. with another personal profile)."""
+        self._cache.clear()
+
     def _remember(self, path, result, saliency) -> None:
         self._cache[content_key(path)] = (result, saliency)
         while len(self._cache) > REMEMBERED:

@@ -11,6 +11,7 @@ MainWindow wires its parts together and keeps what is on screen (the photo, its 
     overlay_control.py OverlayControl: on/off, mode, opacity, the layer over the photo, export
     memory.py          ViewerMemory: geometry, splitter, overlay settings, last folder and photo, export folder
     shoot_control.py   ShootControl: background scores (badges), sort, filter, star keys, compare (compare.py)
+    cull_control.py    CullControl: the culling view (cull_view.py), the daemon's cull, P/X/U into the sidecars
     photo_info.py      the histogram with clipping, the EXIF line (shown in the panel)
 
 Threads: photos decode in PhotoLoader's one-thread pool, thumbnails in ThumbnailLoader's pool, the daemon is spoken
@@ -31,6 +32,7 @@ from .compare import CompareView
 from .critique_panel import CritiquePanel
 from .critique_panel import critique_text as format_critique
 from .critiques import CritiqueController
+from .cull_control import CullControl
 from .daemon_link import DaemonLink
 from .daemon_state import DaemonStatus
 from .layout import ThumbnailStrip, ViewerToolbar, central_splitter
@@ -64,6 +66,9 @@ class MainWindow(QMainWindow):
         endpoint: the daemon's endpoint, for a link made here (None: the usual rule, see DaemonLink).
         settings: where geometry, overlay settings and the last folder are remembered; None remembers nothing.
         link: a link to the daemon made by the caller (then `endpoint` is not used).
+        profile: a personal profile to ask critiques with (`personal_score`); None: the one remembered, if any.
+        pick_rating: stars a pick (P, culling view) rated lower is raised to; None: the one remembered, else its
+            stars stay.
         parent: the Qt parent widget, if any.
     """
 
@@ -81,7 +86,8 @@ class MainWindow(QMainWindow):
     overlay_on = _forward("overlay", "on", "Whether the overlay is shown.")
 
     def __init__(self, endpoint: str | None = None, settings: QSettings | None = None,
-                 link: DaemonLink | None = None, parent=None):
+                 link: DaemonLink | None = None, profile: str | None = None, pick_rating: int | None = None,
+                 parent=None):
         super().__init__(parent)
         self.settings = settings
         self.setWindowTitle("ASE-MLLM viewer")
@@ -99,6 +105,8 @@ class MainWindow(QMainWindow):
         self.memory = ViewerMemory(settings)
         self.memory.restore(self, self.splitter, self.overlay)
         self._sync_controls()
+        self.cull.pick_rating = pick_rating if pick_rating is not None else self.memory.pick_rating()
+        self.set_profile(profile or self.memory.profile())
         self._on_state(self.link.state, self.link.info)  # a link made earlier may know it already
 
     # ---- construction ----------------------------------------------------------------------------------------
@@ -121,6 +129,7 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()  # one photo, or two side by side
         self.stack.addWidget(self.view), self.stack.addWidget(self.compare_view)
         self.shoot = ShootControl(self)
+        self.cull = CullControl(self)
         self.splitter = central_splitter(self.stack, self.strip, self.panel)
         self.setCentralWidget(self.splitter)
 
@@ -236,6 +245,36 @@ class MainWindow(QMainWindow):
         self.panel.set_photo_info(histogram(qimage_to_rgb(image)[::2, ::2]), exif_line(self.current))
         self._update_overlay()
         self.photo_shown.emit(self.current)
+
+    # ---- the personal profile ----------------------------------------------------------------------------------
+    @property
+    def profile(self) -> str | None:
+        """The personal profile critiques are asked with (their `personal_score`), or None."""
+        return self.link.profile
+
+    def set_profile(self, name: str | None) -> None:
+        """Ask critiques with a personal profile (learnt with `ase-mllm learn`), or with none. The photo on screen
+        and the folder are asked again: the daemon answers from its store, with the personal score added.
+
+        Args:
+            name: the profile's name; None or "": the generic score only.
+        """
+        from ase_model.personal.profiles import list_profiles
+
+        name = name or None
+        try:
+            names = [p.name for p in list_profiles()]
+        except Exception:  # an unreadable profiles folder: offer none, still use the one asked for
+            names = []
+        self.toolbar.set_profiles(names, name)
+        if name == self.link.profile:
+            return
+        self.link.profile = name
+        self.memory.set_profile(name)
+        self.critiques.forget()
+        self.shoot.set_profile(name)
+        if self.current is not None:
+            self.show_index(self.index)
 
     # ---- critique and daemon state --------------------------------------------------------------------------------
     def _on_critique_shown(self) -> None:
