@@ -97,6 +97,15 @@ class CullControl(QObject):
         elif self.w.current and not self.view.select(self.w.current) and self.view.rows:
             self.view.rows[0].setFocus()
 
+    def opened(self, files: list[str]) -> None:
+        """A new list of photos: culled at once while the view is on screen (else when it is next shown).
+
+        Args:
+            files: the photos opened.
+        """
+        if self.active and files != self._culled:
+            self.start()
+
     def leave(self) -> None:
         """Back to the photo (a cull running goes on; its result is shown next time)."""
         if not self.active:

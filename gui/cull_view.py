@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-from PySide6.QtCore import QEvent, QObject, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -94,6 +95,7 @@ class CullView(QWidget):
         self.decisions: dict[str, dict] = {}  # by path: the cull's decision records
         self.flags: dict[str, str] = {}  # by path: the photographer's decision ("pick" | "keep" | "reject")
         self.rows: list[_Row] = []
+        self._asked: set[int] = set()  # rows whose pictures were asked for (only rows scrolled into view are)
         self._items: dict[str, QListWidgetItem] = {}
         self._icons: dict[str, QIcon] = {}
         loader.ready.connect(self._on_thumb)
@@ -103,9 +105,11 @@ class CullView(QWidget):
         top = QHBoxLayout()
         self.status = QLabel("Cull the folder: groups of similar frames, the best of each, the rejects with reasons.")
         self.status.setWordWrap(True)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # never widen the window
         top.addWidget(self.status, 1)
         self.progress = QProgressBar()
-        self.progress.setFixedWidth(220)
+        self.progress.setMinimumWidth(60)
+        self.progress.setMaximumWidth(220)
         self.progress.hide()
         top.addWidget(self.progress)
         self.cancel_button = QPushButton("Cancel")
@@ -115,13 +119,11 @@ class CullView(QWidget):
         self.rerun_button = QPushButton("Cull again")
         self.rerun_button.clicked.connect(self.rerun_requested)
         top.addWidget(self.rerun_button)
-        back = QPushButton("Back (Esc)")
-        back.clicked.connect(self.back_requested)
-        top.addWidget(back)
-        for b in (self.cancel_button, self.rerun_button, back):
+        for b in (self.cancel_button, self.rerun_button):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.keys = QLabel("P pick · X reject · U unflag · ←/→ frames · ↑/↓ groups · 0–5 stars · Esc back")
+        self.keys = QLabel("P pick · X reject · U unflag · ←/→ frames · ↑/↓ groups · 0–5 stars · Esc or K back")
         self.keys.setStyleSheet("color: palette(mid);")
+        self.keys.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.body = QWidget()
         self.body_layout = QVBoxLayout(self.body)
         self.body_layout.setContentsMargins(6, 6, 6, 6)
@@ -130,6 +132,7 @@ class CullView(QWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setWidget(self.body)
         self.scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.scroll.verticalScrollBar().valueChanged.connect(self._ask_visible)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 6, 8, 6)
         lay.addLayout(top)
@@ -178,7 +181,7 @@ class CullView(QWidget):
         """No groups."""
         for row in self.rows:
             row.parentWidget().deleteLater()
-        self.rows, self._items, self.decisions = [], {}, {}
+        self.rows, self._items, self.decisions, self._asked = [], {}, {}, set()
 
     def show_result(self, result: dict, flags: dict[str, str] | None = None) -> None:
         """Show a cull: a row per group in capture order, the frames in rank order (the pick first).
@@ -205,6 +208,7 @@ class CullView(QWidget):
         if self.rows:
             self.rows[0].setCurrentRow(0)
             self.rows[0].setFocus()
+        QTimer.singleShot(0, self._ask_visible)  # once laid out: the pictures of the rows in view
 
     def _add_row(self, group: int, members: list[dict]) -> None:
         box = QWidget()
@@ -222,12 +226,35 @@ class CullView(QWidget):
             row.addItem(item)
             self._items[d["path"]] = item
             self._paint(d["path"])
-            self.loader.request(d["path"])
         row.installEventFilter(self)
         row.currentItemChanged.connect(lambda cur, _prev: cur is not None and self.selected.emit(cur.data(PathRole)))
         v.addWidget(row)
         self.body_layout.insertWidget(self.body_layout.count() - 1, box)
         self.rows.append(row)
+
+    def _ask_visible(self, *_) -> None:
+        """Ask for the pictures of the rows in view (and one screen below): a shoot of thousands asks for what is
+        seen, as the strip does, and the loader's bounded queue never drops what is on screen."""
+        top = self.scroll.verticalScrollBar().value()
+        bottom = top + 2 * max(self.scroll.viewport().height(), 400)
+        for i, row in enumerate(self.rows):
+            if i in self._asked:
+                continue
+            box = row.parentWidget().geometry()
+            if box.bottom() >= top and box.top() <= bottom:
+                self._asked.add(i)
+                for k in range(row.count()):
+                    path = row.item(k).data(PathRole)
+                    if path not in self._icons:
+                        self.loader.request(path)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        QTimer.singleShot(0, self._ask_visible)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._ask_visible()
 
     def _placeholder(self) -> QIcon:
         pm = QPixmap(self.icon)

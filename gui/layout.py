@@ -8,7 +8,7 @@ toolbar with its actions and shortcuts.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,7 +30,18 @@ from .overlay_control import OPACITY_STEP
 from .shoot import SORT_KEYS
 from .thumbnails import ThumbnailModel
 
-__all__ = ["ThumbnailStrip", "ViewerToolbar", "central_splitter"]
+__all__ = ["ProfileBox", "ThumbnailStrip", "ViewerToolbar", "central_splitter"]
+
+
+class ProfileBox(QComboBox):
+    """The personal profile chooser; `opening` fires before its list drops down, so a profile learnt while the viewer
+    runs is offered without a restart."""
+
+    opening = Signal()
+
+    def showPopup(self) -> None:
+        self.opening.emit()
+        super().showPopup()
 
 
 class ThumbnailStrip(QListView):
@@ -152,7 +163,7 @@ class ViewerToolbar(QToolBar):
         self._add("last", "Last", ["End"], lambda: w.show_index(len(w.files) - 1), toolbar=False)
         self._add("quit", "Quit", ["Ctrl+Q"], w.close, toolbar=False)
         self._add("compare", "Compare", ["X"], w.shoot.toggle_compare)
-        self._add("cull", "Cull", ["K"], w.cull.toggle)  # the culling view (cull_control.py): P / X / U there
+        self._add("culling", "Cull", ["K"], w.cull.toggle)  # the culling view (cull_control.py): P / X / U there
         self._add("leave_compare", "Leave compare", ["Escape"], w.shoot.leave_compare, toolbar=False)
         for n in range(6):  # darktable's keys: 0 clears the stars, 1…5 set them
             self._add(f"rate{n}", f"{n} stars", [str(n)], lambda _=False, n=n: w.shoot.rate(n), toolbar=False)
@@ -171,11 +182,12 @@ class ViewerToolbar(QToolBar):
         self.filter_box.setToolTip("Show only photos whose tags contain every word, within score bounds (>=7, <5)")
         self.filter_box.textChanged.connect(w.shoot.set_filter)
         self.addWidget(self.filter_box)
-        self.profile_box = QComboBox()  # the personal profile the critiques are asked with (issue 20)
+        self.profile_box = ProfileBox()  # the personal profile the critiques are asked with (issue 20)
         self.profile_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.profile_box.setToolTip("Personal profile (ase-mllm learn): a second score, your taste, beside the "
                                     "critic's")
-        self.profile_box.currentIndexChanged.connect(lambda i: w.set_profile(self.profile_box.itemData(i)))
+        self.profile_box.currentIndexChanged.connect(lambda i: w.profiles.set(self.profile_box.itemData(i)))
+        self.profile_box.opening.connect(lambda: w.profiles.set(w.profile))  # lists the profiles on disk again
         self.addWidget(QLabel(" profile "))
         self.addWidget(self.profile_box)
         spacer = QWidget()

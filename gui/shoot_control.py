@@ -137,8 +137,8 @@ class ShootControl(QObject):
             self.scores.start(self.all_files, done=set(self.results))
 
     def _on_scored(self, path: str, result: dict, saliency) -> None:
-        if path not in self.all_files:
-            return
+        if path not in self.all_files or result.get("profile") != self.scores.profile:
+            return  # not listed, or asked before the profile changed (the new pass asks it again)
         self.w.critiques.remember(path, result, saliency)
         self.known(path, result)
 

@@ -12,6 +12,7 @@ MainWindow wires its parts together and keeps what is on screen (the photo, its 
     memory.py          ViewerMemory: geometry, splitter, overlay settings, last folder and photo, export folder
     shoot_control.py   ShootControl: background scores (badges), sort, filter, star keys, compare (compare.py)
     cull_control.py    CullControl: the culling view (cull_view.py), the daemon's cull, P/X/U into the sidecars
+    profile_control.py ProfileControl: the personal profile critiques are asked with (the second score)
     photo_info.py      the histogram with clipping, the EXIF line (shown in the panel)
 
 Threads: photos decode in PhotoLoader's one-thread pool, thumbnails in ThumbnailLoader's pool, the daemon is spoken
@@ -39,8 +40,9 @@ from .layout import ThumbnailStrip, ViewerToolbar, central_splitter
 from .memory import ViewerMemory
 from .navigation import Navigator, PhotoLoader, display_max_side
 from .overlay import qimage_to_rgb
-from .overlay_control import OverlayControl
+from .overlay_control import OverlayControl, export
 from .photo_info import exif_line, histogram
+from .profile_control import ProfileControl
 from .shoot_control import ShootControl
 from .thumbnails import ThumbnailModel, imageio
 from .widgets import PhotoView
@@ -84,6 +86,7 @@ class MainWindow(QMainWindow):
     opacity = _forward("overlay", "opacity", "The overlay's opacity, 0…1.")
     mode = _forward("overlay", "mode", 'The overlay\'s mode, "heat" or "contour".')
     overlay_on = _forward("overlay", "on", "Whether the overlay is shown.")
+    profile = _forward("link", "profile", "The personal profile critiques are asked with (`personal_score`), or None.")
 
     def __init__(self, endpoint: str | None = None, settings: QSettings | None = None,
                  link: DaemonLink | None = None, profile: str | None = None, pick_rating: int | None = None,
@@ -106,7 +109,7 @@ class MainWindow(QMainWindow):
         self.memory.restore(self, self.splitter, self.overlay)
         self._sync_controls()
         self.cull.pick_rating = pick_rating if pick_rating is not None else self.memory.pick_rating()
-        self.set_profile(profile or self.memory.profile())
+        self.profiles.set(profile or self.memory.profile())
         self._on_state(self.link.state, self.link.info)  # a link made earlier may know it already
 
     # ---- construction ----------------------------------------------------------------------------------------
@@ -130,6 +133,7 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.view), self.stack.addWidget(self.compare_view)
         self.shoot = ShootControl(self)
         self.cull = CullControl(self)
+        self.profiles = ProfileControl(self)  # profiles.set(name): critiques with a personal score too
         self.splitter = central_splitter(self.stack, self.strip, self.panel)
         self.setCentralWidget(self.splitter)
 
@@ -163,6 +167,7 @@ class MainWindow(QMainWindow):
         """
         first = self.nav.open(paths)
         self.shoot.opened(self.files)
+        self.cull.opened(self.files)
         files = self.files
         if not files:
             self.show_index(-1)
@@ -246,36 +251,6 @@ class MainWindow(QMainWindow):
         self._update_overlay()
         self.photo_shown.emit(self.current)
 
-    # ---- the personal profile ----------------------------------------------------------------------------------
-    @property
-    def profile(self) -> str | None:
-        """The personal profile critiques are asked with (their `personal_score`), or None."""
-        return self.link.profile
-
-    def set_profile(self, name: str | None) -> None:
-        """Ask critiques with a personal profile (learnt with `ase-mllm learn`), or with none. The photo on screen
-        and the folder are asked again: the daemon answers from its store, with the personal score added.
-
-        Args:
-            name: the profile's name; None or "": the generic score only.
-        """
-        from ase_model.personal.profiles import list_profiles
-
-        name = name or None
-        try:
-            names = [p.name for p in list_profiles()]
-        except Exception:  # an unreadable profiles folder: offer none, still use the one asked for
-            names = []
-        self.toolbar.set_profiles(names, name)
-        if name == self.link.profile:
-            return
-        self.link.profile = name
-        self.memory.set_profile(name)
-        self.critiques.forget()
-        self.shoot.set_profile(name)
-        if self.current is not None:
-            self.show_index(self.index)
-
     # ---- critique and daemon state --------------------------------------------------------------------------------
     def _on_critique_shown(self) -> None:
         self.overlay.invalidate()
@@ -354,7 +329,7 @@ class MainWindow(QMainWindow):
         return self.overlay.composed(self.image, self.saliency)
 
     def export_overlay(self, path: str | None = None) -> str | None:
-        """Save photo + overlay (at the current mode and opacity, shown or not) as PNG.
+        """Save photo + overlay (at the current mode and opacity, shown or not) as PNG (overlay_control.export).
 
         Args:
             path: where; None asks (starting in the last export folder).
@@ -362,21 +337,7 @@ class MainWindow(QMainWindow):
         Returns:
             The path written, or None if there was nothing to save or it could not be written.
         """
-        if self.image is None or self.saliency is None:
-            self.statusBar().showMessage("Nothing to export yet: the photo has no saliency map.", 4000)
-            return None
-        if path is None:
-            folder = self.memory.export_folder(os.path.dirname(self.current))
-            start = os.path.join(folder, f"{Path(self.current).stem}.saliency.png")
-            path, _ = QFileDialog.getSaveFileName(self, "Export the overlay", start, "PNG (*.png)")
-            if not path:
-                return None
-        if not self.overlay.for_export(self.image, self.saliency).save(path, "PNG"):
-            self.statusBar().showMessage(f"Could not write {path}", 6000)
-            return None
-        self.memory.exported(path)
-        self.statusBar().showMessage(f"Exported {path}", 4000)
-        return path
+        return export(self, path)
 
     # ---- drag and drop, closing --------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

@@ -211,7 +211,7 @@ def test_cull_cancel_reports(qtbot, daemon, tmp_path):
     assert not view.cancel_button.isVisible()
 
 
-# ---- the personal score -----------------------------------------------------------------------------------------------
+# ---- the personal score -------------------------------------------------------------------------------------------
 def test_personal_score_in_panel_badges_and_sort(qtbot, daemon, photo_files, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(daemon.data))  # the viewer lists the profiles the daemon has
     folder = photo_files["astronaut"].parent
