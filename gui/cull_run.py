@@ -35,7 +35,9 @@ class CullRun(QObject):
         self._make_client = make_client
         self._gen = 0
         self._job: str | None = None
-        self.running = False
+        self.running = False  # set and cleared on the GUI thread (the end is seen with the result, not before)
+        self.finished.connect(self._ended)  # connected first: runs before the receivers connected later
+        self.failed.connect(self._ended)
 
     def start(self, paths: list[str]) -> None:
         """Cull these photos (files and folders) on the daemon, in the background.
@@ -97,11 +99,12 @@ class CullRun(QObject):
         finally:
             client.close()
 
+    def _ended(self, *_) -> None:
+        self.running = False
+
     def _emit(self, gen: int, signal, *args) -> None:
         if gen != self._gen:
             return
-        if signal is not self.progress:
-            self.running = False
         try:
             signal.emit(*args)
         except RuntimeError:  # the window is gone

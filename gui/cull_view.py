@@ -291,16 +291,6 @@ class CullView(QWidget):
         self.flags[path] = decision
         self._paint(path)
 
-    def current_path(self) -> str | None:
-        """The selected frame's path, or None."""
-        for row in self.rows:
-            if row.hasFocus() and row.currentItem() is not None:
-                return row.currentItem().data(PathRole)
-        for row in self.rows:
-            if row.currentItem() is not None and row.currentItem().isSelected():
-                return row.currentItem().data(PathRole)
-        return None
-
     def select(self, path: str) -> bool:
         """Select a frame (and give its row the focus).
 

@@ -206,7 +206,7 @@ def test_cull_cancel_reports(qtbot, daemon, tmp_path):
     assert view.cancel_button.isVisible() or w.cull.result is not None
     qtbot.waitUntil(lambda: w.cull.run._job is not None or w.cull.result is not None, timeout=CULL_MS)
     view.cancel_button.click()
-    qtbot.waitUntil(lambda: not w.cull.run.running, timeout=CULL_MS)
+    qtbot.waitUntil(lambda: not w.cull.run.running and not view.cancel_button.isVisible(), timeout=CULL_MS)
     assert "cancelled" in view.status.text().lower() or w.cull.result is not None
     assert not view.cancel_button.isVisible()
 
