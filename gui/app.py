@@ -1,6 +1,7 @@
 """ase-viewer: photos with their aesthetic saliency overlay and the critic's critique.
 
     ase-viewer [PATH…] [--endpoint URL]                 files and/or folders; none: the last folder
+    ase-viewer [PATH…] --profile NAME                   critiques with a personal score too (remembered)
     ase-viewer PHOTO --screenshot OUT.png [--timeout S]  render the window with PHOTO's critique to OUT.png
 
 --screenshot exit codes: 0 the critique is in the picture; 2 the daemon is down (that state is in the picture);
@@ -37,6 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="--screenshot: stay open this many seconds after writing (to grab the real screen, e.g. xwd)")
     p.add_argument("--size", default="1400x900", help="--screenshot: window size WxH (default 1400x900)")
     p.add_argument("--mode", choices=["heat", "contour"], help="overlay mode to start with")
+    p.add_argument("--profile", help="a personal profile (ase-mllm learn): a second score, your taste; remembered "
+                                     "(--profile '' goes back to none)")
+    p.add_argument("--pick-rating", type=int, choices=range(0, 6), metavar="N",
+                   help="culling view: P raises a pick rated lower to N stars (1..5; 0: leave its stars); remembered")
     return p.parse_args(argv)
 
 
@@ -151,7 +156,7 @@ def main(argv=None) -> int:
         if len(args.paths) != 1 or not os.path.isfile(args.paths[0]):
             print("ase-viewer: --screenshot needs exactly one photo file", file=sys.stderr)
             return EXIT_ERROR
-        window = MainWindow(settings=None, link=make_link(args))  # a screenshot remembers nothing
+        window = MainWindow(settings=None, link=make_link(args), profile=args.profile)  # remembers nothing
         try:
             w, h = (int(v) for v in args.size.lower().split("x"))
         except ValueError:
@@ -175,6 +180,10 @@ def main(argv=None) -> int:
         return code
 
     settings = QSettings("ase-mllm", "viewer")
+    if args.profile is not None:  # remembered: the next start uses it without the option
+        settings.setValue("personal/profile", args.profile)
+    if args.pick_rating is not None:
+        settings.setValue("cull/pick_rating", args.pick_rating)
     window = MainWindow(settings=settings, link=make_link(args))
     if args.mode:
         window.set_mode(args.mode)

@@ -89,6 +89,8 @@ def critique_text(result: dict | None, path: str | None) -> str:
     lines = [os.path.basename(path or "")]
     if isinstance(r.get("score"), (int, float)):
         lines.append(f"Score: {r['score']:.1f} / 10")
+    if isinstance(r.get("personal_score"), (int, float)):
+        lines.append(f"Personal score ({r.get('profile') or 'profile'}): {r['personal_score']:.1f} / 10")
     lines += ["", (r.get("text") or "").strip()]
     attrs = r.get("attributes") or {}
     if attrs:
@@ -199,6 +201,19 @@ class CritiquePanel(QWidget):
         col.addWidget(self.score_bar)
         col.addStretch(1)
         row.addLayout(col, 1)
+        # the personal profile's score (issue 20), beside the generic one; hidden without a profile
+        self.personal = QLabel("")
+        self.personal.setObjectName("personal")
+        self.personal.setFont(f)
+        self.personal.setStyleSheet("color: #a27ce0;")
+        self.personal_caption = QLabel("")
+        self.personal_caption.setStyleSheet("color: palette(mid);")
+        pcol = QVBoxLayout()
+        pcol.addStretch(1)
+        pcol.addWidget(self.personal_caption)
+        pcol.addStretch(1)
+        row.addWidget(self.personal)
+        row.addLayout(pcol)
         return row
 
     @staticmethod
@@ -225,6 +240,8 @@ class CritiquePanel(QWidget):
         self.set_photo_info(None, "")
         self.score.setText("–")
         self.score_bar.setValue(0)
+        self.personal.hide()
+        self.personal_caption.hide()
         self.text.clear()
         self.text_heading.hide()  # shown with the first streamed word: no empty box while waiting
         self.text.hide()
@@ -293,6 +310,12 @@ class CritiquePanel(QWidget):
         if isinstance(score, (int, float)):
             self.score.setText(f"{score:.1f}")
             self.score_bar.setValue(int(round(score * 10)))
+        personal = result.get("personal_score")
+        if isinstance(personal, (int, float)):
+            self.personal.setText(f"{personal:.1f}")
+            self.personal_caption.setText(f"personal\n({result.get('profile') or 'profile'})")
+        self.personal.setVisible(isinstance(personal, (int, float)))
+        self.personal_caption.setVisible(isinstance(personal, (int, float)))
         self.text.setPlainText((result.get("text") or "").strip())
         attrs = {k: v for k, v in (result.get("attributes") or {}).items() if v}
         parts = [f"<p style='margin:0 0 8px 0'><b>{html.escape(attribute_label(k))}</b>"

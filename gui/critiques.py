@@ -140,7 +140,7 @@ class CritiqueController(QObject):
         if rid != self._rid:
             # a late answer for a photo we left: keep it, it is the critique of that photo
             path = result.get("image")
-            if self._listed(path):
+            if self._listed(path) and result.get("profile") == self.link.profile:  # not one asked before a change
                 self._remember(path, result, saliency)
             return
         self._rid = None
@@ -164,6 +164,10 @@ class CritiqueController(QObject):
             saliency: its saliency map, or None.
         """
         self._remember(path, result, saliency)
+
+    def forget(self) -> None:
+        """Forget every critique kept (they are asked again, e.g. with another personal profile)."""
+        self._cache.clear()
 
     def _remember(self, path, result, saliency) -> None:
         self._cache[content_key(path)] = (result, saliency)

@@ -56,6 +56,7 @@ class DaemonLink(QObject):
         self.local = is_local(self.endpoint)
         self.state = "unknown"
         self.info: dict = {}
+        self.profile: str | None = None  # a personal profile's name: critiques then carry `personal_score` too
         self._ping_interval, self._max_backoff = ping_interval, max_backoff
         self._ping_timeout, self._critique_timeout = ping_timeout, critique_timeout
         self._ids = itertools.count(1)
@@ -212,9 +213,10 @@ class DaemonLink(QObject):
                         with open(path, "rb") as f:
                             data = f.read()
                         result, png = client.critique(data=data, name=os.path.basename(path), request_id=pid,
-                                                      stream=lambda text, rid=rid: self._emit(self.token, rid, text))
+                                                      stream=lambda text, rid=rid: self._emit(self.token, rid, text),
+                                                      profile=self.profile)
                     else:
-                        result, png = client.critique(path=path, request_id=pid,
+                        result, png = client.critique(path=path, request_id=pid, profile=self.profile,
                                                       stream=lambda text, rid=rid: self._emit(self.token, rid, text))
                     self._emit(self.critique_ready, rid, result, decode_saliency(png))
                     break

@@ -8,7 +8,7 @@ toolbar with its actions and shortcuts.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,7 +30,18 @@ from .overlay_control import OPACITY_STEP
 from .shoot import SORT_KEYS
 from .thumbnails import ThumbnailModel
 
-__all__ = ["ThumbnailStrip", "ViewerToolbar", "central_splitter"]
+__all__ = ["ProfileBox", "ThumbnailStrip", "ViewerToolbar", "central_splitter"]
+
+
+class ProfileBox(QComboBox):
+    """The personal profile chooser; `opening` fires before its list drops down, so a profile learnt while the viewer
+    runs is offered without a restart."""
+
+    opening = Signal()
+
+    def showPopup(self) -> None:
+        self.opening.emit()
+        super().showPopup()
 
 
 class ThumbnailStrip(QListView):
@@ -152,6 +163,7 @@ class ViewerToolbar(QToolBar):
         self._add("last", "Last", ["End"], lambda: w.show_index(len(w.files) - 1), toolbar=False)
         self._add("quit", "Quit", ["Ctrl+Q"], w.close, toolbar=False)
         self._add("compare", "Compare", ["X"], w.shoot.toggle_compare)
+        self._add("culling", "Cull", ["K"], w.cull.toggle)  # the culling view (cull_control.py): P / X / U there
         self._add("leave_compare", "Leave compare", ["Escape"], w.shoot.leave_compare, toolbar=False)
         for n in range(6):  # darktable's keys: 0 clears the stars, 1…5 set them
             self._add(f"rate{n}", f"{n} stars", [str(n)], lambda _=False, n=n: w.shoot.rate(n), toolbar=False)
@@ -159,7 +171,7 @@ class ViewerToolbar(QToolBar):
         self.sort_box = QComboBox()
         self.sort_box.addItems(list(SORT_KEYS))
         self.sort_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.sort_box.setToolTip("Sort the photos by name, date or score (best first)")
+        self.sort_box.setToolTip("Sort the photos by name, date, score or personal score (best first)")
         self.sort_box.currentTextChanged.connect(w.shoot.set_sort)
         self.addWidget(QLabel(" sort "))
         self.addWidget(self.sort_box)
@@ -170,6 +182,14 @@ class ViewerToolbar(QToolBar):
         self.filter_box.setToolTip("Show only photos whose tags contain every word, within score bounds (>=7, <5)")
         self.filter_box.textChanged.connect(w.shoot.set_filter)
         self.addWidget(self.filter_box)
+        self.profile_box = ProfileBox()  # the personal profile the critiques are asked with (issue 20)
+        self.profile_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.profile_box.setToolTip("Personal profile (ase-mllm learn): a second score, your taste, beside the "
+                                    "critic's")
+        self.profile_box.currentIndexChanged.connect(lambda i: w.profiles.set(self.profile_box.itemData(i)))
+        self.profile_box.opening.connect(lambda: w.profiles.set(w.profile))  # lists the profiles on disk again
+        self.addWidget(QLabel(" profile "))
+        self.addWidget(self.profile_box)
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.addWidget(spacer)
@@ -189,6 +209,24 @@ class ViewerToolbar(QToolBar):
             self.addAction(a)
         self.named[name] = a
         return a
+
+    def set_profiles(self, names: list[str], current: str | None) -> None:
+        """Offer these profiles (and "none": the generic score only), `current` chosen, without the signal firing.
+
+        Args:
+            names: the profiles' names.
+            current: the one in use, or None.
+        """
+        box = self.profile_box
+        box.blockSignals(True)
+        box.clear()
+        box.addItem("none", None)
+        for name in names:
+            box.addItem(name, name)
+        if current and current not in names:  # asked for on the command line, not (or no longer) on disk here
+            box.addItem(current, current)
+        box.setCurrentIndex(max(0, box.findData(current)) if current else 0)
+        box.blockSignals(False)
 
     def sync(self, opacity: float, mode: str, overlay_on: bool, fit: bool) -> None:
         """Show the overlay settings and the fit mode in the controls, without their signals firing.

@@ -101,3 +101,35 @@ class ViewerMemory:
         """
         if self.settings is not None:
             self.settings.setValue("export/folder", os.path.dirname(os.path.abspath(path)))
+
+    def profile(self) -> str | None:
+        """The personal profile chosen in a previous session (None: none, or no settings)."""
+        value = self.settings.value("personal/profile") if self.settings is not None else None
+        return str(value) if value else None
+
+    def set_profile(self, name: str | None) -> None:
+        """Remember the personal profile chosen (ase-viewer --profile, or the toolbar's box).
+
+        Args:
+            name: the profile's name, or None for none.
+        """
+        if self.settings is not None:
+            self.settings.setValue("personal/profile", name or "")
+
+    def pick_rating(self) -> int | None:
+        """The stars a pick (P) rated lower is raised to (`cull/pick_rating`, 1..5; else None: its stars stay)."""
+        value = self.settings.value("cull/pick_rating") if self.settings is not None else None
+        try:
+            stars = int(value)
+        except (TypeError, ValueError):
+            return None
+        return stars if 1 <= stars <= 5 else None
+
+    def set_pick_rating(self, stars: int | None) -> None:
+        """Remember the pick rating (ase-viewer --pick-rating; 0 or None: leave a pick's stars).
+
+        Args:
+            stars: 1..5, or None.
+        """
+        if self.settings is not None:
+            self.settings.setValue("cull/pick_rating", int(stars) if stars else 0)

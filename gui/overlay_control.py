@@ -14,7 +14,7 @@ from PySide6.QtGui import QImage
 from .overlay import compose_overlay, overlay_layer, rgb_to_qimage
 from .widgets import PhotoView
 
-__all__ = ["OPACITY_STEP", "OverlayControl"]
+__all__ = ["OPACITY_STEP", "OverlayControl", "export"]
 
 OPACITY_STEP = 0.1
 EXPORT_OPACITY = 0.6  # an export of an invisible overlay (opacity 0) is no export
@@ -108,3 +108,36 @@ class OverlayControl:
         settings.setValue("overlay/opacity", self.opacity)
         settings.setValue("overlay/mode", self.mode)
         settings.setValue("overlay/on", "true" if self.on else "false")
+
+
+def export(window, path: str | None = None) -> str | None:
+    """Save the window's photo + overlay (at the current mode and opacity, shown or not) as PNG.
+
+    Args:
+        window: the viewer's MainWindow (its image, saliency, current, overlay, memory and status bar are used).
+        path: where; None asks (starting in the last export folder).
+
+    Returns:
+        The path written, or None if there was nothing to save or it could not be written.
+    """
+    import os
+    from pathlib import Path
+
+    from PySide6.QtWidgets import QFileDialog
+
+    w = window
+    if w.image is None or w.saliency is None:
+        w.statusBar().showMessage("Nothing to export yet: the photo has no saliency map.", 4000)
+        return None
+    if path is None:
+        folder = w.memory.export_folder(os.path.dirname(w.current))
+        start = os.path.join(folder, f"{Path(w.current).stem}.saliency.png")
+        path, _ = QFileDialog.getSaveFileName(w, "Export the overlay", start, "PNG (*.png)")
+        if not path:
+            return None
+    if not w.overlay.for_export(w.image, w.saliency).save(path, "PNG"):
+        w.statusBar().showMessage(f"Could not write {path}", 6000)
+        return None
+    w.memory.exported(path)
+    w.statusBar().showMessage(f"Exported {path}", 4000)
+    return path

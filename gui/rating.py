@@ -14,7 +14,7 @@ import os
 import stat
 import tempfile
 
-__all__ = ["RatingError", "read_rating", "sidecar_path", "write_rating"]
+__all__ = ["RatingError", "edit_sidecar", "read_rating", "sidecar_path", "write_rating"]
 
 _EMPTY = (b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
           b'<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
@@ -88,10 +88,28 @@ def write_rating(photo: str | os.PathLike, stars: int) -> str:
         ValueError: stars out of 0…5.
         RatingError: the sidecar is not a regular file, or cannot be parsed or written.
     """
-    import pyexiv2
-
     if not 0 <= int(stars) <= 5:
         raise ValueError(f"stars must be 0…5, not {stars}")
+    return edit_sidecar(photo, lambda current: {"Xmp.xmp.Rating": str(int(stars))})
+
+
+def edit_sidecar(photo: str | os.PathLike, edit) -> str:
+    """Change some XMP properties of a photo's sidecar (created if missing; nothing else in it changes).
+
+    Args:
+        photo: the photo's path (it must exist; it is not opened).
+        edit: called with the sidecar's current XMP ({key: value}, pyexiv2's keys such as "Xmp.xmp.Rating");
+            returns the changes ({key: value}; None deletes a key). Keys of a namespace other than the standard
+            ones must be registered with pyexiv2 first.
+
+    Returns:
+        The sidecar's path.
+
+    Raises:
+        RatingError: the sidecar is not a regular file, or cannot be parsed or written.
+    """
+    import pyexiv2
+
     photo = os.fspath(photo)
     if not os.path.isfile(photo):
         raise RatingError(f"{photo}: no such photo")
@@ -99,10 +117,18 @@ def write_rating(photo: str | os.PathLike, stars: int) -> str:
     data = _read_regular(path) or _EMPTY
     try:
         with pyexiv2.ImageData(data) as img:
-            img.modify_xmp({"Xmp.xmp.Rating": str(int(stars))})
+            current = img.read_xmp()
+            changes = {k: v for k, v in edit(current).items() if v is not None or k in current}
+            img.modify_xmp(changes)
             out = img.get_bytes()
     except Exception as e:  # exiv2 raises RuntimeError on a broken packet
         raise RatingError(f"{path}: cannot edit the XMP ({e})") from e
+    _replace(path, out)
+    return path
+
+
+def _replace(path: str, out: bytes) -> None:
+    """Write `out` to a temp file beside `path`, then rename it over `path` (atomic)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".ase-rating-", suffix=".tmp", dir=folder)
     try:
@@ -121,4 +147,3 @@ def write_rating(photo: str | os.PathLike, stars: int) -> str:
         except OSError:
             pass
         raise RatingError(f"{path}: {e.strerror or e}") from e
-    return path

@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, Signal
 
 __all__ = ["SORT_KEYS", "Query", "ScorePass", "filter_paths", "matches", "parse_query", "sort_paths"]
 
-SORT_KEYS = ("name", "date", "score")
+SORT_KEYS = ("name", "date", "score", "personal")
 
 
 def _mtime(path: str) -> float:
@@ -36,8 +36,8 @@ def sort_paths(paths: list[str], results: dict[str, dict], key: str) -> list[str
     Args:
         paths: the photos.
         results: critiques by path (the daemon's result dicts); photos without one sort last for "score".
-        key: "name" (case-insensitive file name), "date" (file modification time, oldest first, as shot) or
-            "score" (best first).
+        key: "name" (case-insensitive file name), "date" (file modification time, oldest first, as shot),
+            "score" (best first) or "personal" (the personal profile's `personal_score`, best first).
 
     Returns:
         A new list; ties keep name order.
@@ -45,9 +45,11 @@ def sort_paths(paths: list[str], results: dict[str, dict], key: str) -> list[str
     by_name = sorted(paths, key=lambda p: (os.path.basename(p).lower(), p))
     if key == "date":
         return sorted(by_name, key=_mtime)
-    if key == "score":
+    if key in ("score", "personal"):
+        field = "personal_score" if key == "personal" else "score"
+
         def score(p: str) -> tuple:
-            s = (results.get(p) or {}).get("score")
+            s = (results.get(p) or {}).get(field)
             return (0, -float(s)) if isinstance(s, (int, float)) else (1, 0.0)
         return sorted(by_name, key=score)
     return by_name
@@ -165,6 +167,7 @@ class ScorePass(QObject):
     def __init__(self, make_client, parent=None):
         super().__init__(parent)
         self._make_client = make_client
+        self.profile: str | None = None  # a personal profile: results then carry `personal_score`
         self._gen = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -204,9 +207,10 @@ class ScorePass(QObject):
                 try:
                     if send_bytes:
                         with open(path, "rb") as f:
-                            result, png = client.critique(data=f.read(), name=os.path.basename(path))
+                            result, png = client.critique(data=f.read(), name=os.path.basename(path),
+                                                          profile=self.profile)
                     else:
-                        result, png = client.critique(path=path)
+                        result, png = client.critique(path=path, profile=self.profile)
                 except DaemonError as e:
                     if e.code == FORBIDDEN and not send_bytes:  # a remote daemon: send the bytes from now on
                         send_bytes = True

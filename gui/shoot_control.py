@@ -3,7 +3,8 @@ filter), star keys written to the sidecar, and the side-by-side compare of two f
 
     shoot = ShootControl(window)
     shoot.opened(files)          # a new list: score it in the background
-    shoot.set_sort("score"); shoot.set_filter("exposure >=6")
+    shoot.set_sort("score"); shoot.set_filter("exposure >=6")   # or set_sort("personal")
+    shoot.set_profile("me")      # critiques (and badges) with a personal score too
     shoot.rate(4)                # the photo on screen gets 4 stars in its sidecar
     shoot.toggle_compare()       # the photo shown before | the photo on screen
 """
@@ -106,10 +107,25 @@ class ShootControl(QObject):
         """
         self.results[path] = result
         self._start_pass()
-        score = result.get("score")
-        self.w.model.set_score(path, score if isinstance(score, (int, float)) else None)
-        if self.sort_key == "score" or self.query:
+        score, personal = result.get("score"), result.get("personal_score")
+        self.w.model.set_score(path, score if isinstance(score, (int, float)) else None,
+                               personal if isinstance(personal, (int, float)) else None)
+        if self.sort_key in ("score", "personal") or self.query:
             self._rearrange.start()
+
+    def set_profile(self, name: str | None) -> None:
+        """Score the photos with a personal profile (or none): the badges go, and the pass asks every photo again
+        (the daemon answers from its store; only the personal score is new).
+
+        Args:
+            name: the profile's name, or None for the generic score only.
+        """
+        self.scores.profile = name
+        self.results.clear()
+        self.w.model.clear_scores()
+        self._pass_due = len(self.all_files) > 1
+        if self._pass_due:
+            self._pass_timer.start()
 
     def _start_pass(self) -> None:
         if self._pass_due and self.w.link.state != "ready":  # a dead daemon: no thread waiting on it; look later
@@ -121,8 +137,8 @@ class ShootControl(QObject):
             self.scores.start(self.all_files, done=set(self.results))
 
     def _on_scored(self, path: str, result: dict, saliency) -> None:
-        if path not in self.all_files:
-            return
+        if path not in self.all_files or result.get("profile") != self.scores.profile:
+            return  # not listed, or asked before the profile changed (the new pass asks it again)
         self.w.critiques.remember(path, result, saliency)
         self.known(path, result)
 

@@ -209,11 +209,13 @@ class ThumbnailModel(QAbstractListModel):
 
     PathRole = Qt.ItemDataRole.UserRole + 1
     ScoreRole = Qt.ItemDataRole.UserRole + 2  # the critique's score (float) for the badge, or None
+    PersonalRole = Qt.ItemDataRole.UserRole + 3  # the personal profile's score (float) for the second badge, or None
 
     def __init__(self, parent=None, loader: ThumbnailLoader | None = None, memory_items: int = 600):
         super().__init__(parent)
         self.paths: list[str] = []
         self.scores: dict[str, float] = {}  # by path; kept across set_paths (a re-sort or filter keeps badges)
+        self.personal: dict[str, float] = {}  # by path: the personal scores, as `scores`
         self._rows: dict[str, int] = {}
         self._cache: OrderedDict[str, QIcon] = OrderedDict()
         self._broken: set[str] = set()
@@ -258,23 +260,34 @@ class ThumbnailModel(QAbstractListModel):
             return path
         if role == self.ScoreRole:
             return self.scores.get(path)
+        if role == self.PersonalRole:
+            return self.personal.get(path)
         return None
 
-    def set_score(self, path: str, score: float | None) -> None:
-        """The score a thumbnail's badge shows.
+    def set_score(self, path: str, score: float | None, personal: float | None = None) -> None:
+        """The scores a thumbnail's badges show.
 
         Args:
             path: the photo.
             score: its critique's score, 0…10 (None: no badge).
+            personal: its personal score, 0…10 (None: no second badge).
         """
-        if score is None:
-            self.scores.pop(path, None)
-        else:
-            self.scores[path] = float(score)
+        for table, value in ((self.scores, score), (self.personal, personal)):
+            if value is None:
+                table.pop(path, None)
+            else:
+                table[path] = float(value)
         row = self._rows.get(path)
         if row is not None:
             idx = self.index(row)
-            self.dataChanged.emit(idx, idx, [self.ScoreRole])
+            self.dataChanged.emit(idx, idx, [self.ScoreRole, self.PersonalRole])
+
+    def clear_scores(self) -> None:
+        """No badges (the scores are asked again, e.g. with another personal profile)."""
+        self.scores.clear()
+        self.personal.clear()
+        if self.paths:
+            self.dataChanged.emit(self.index(0), self.index(len(self.paths) - 1), [self.ScoreRole, self.PersonalRole])
 
     def _on_ready(self, path: str, image: QImage) -> None:
         # QIcon (not QPixmap): the view scales icons to its iconSize keeping the aspect; QPixmap is GUI-thread only

@@ -11,6 +11,8 @@ MainWindow wires its parts together and keeps what is on screen (the photo, its 
     overlay_control.py OverlayControl: on/off, mode, opacity, the layer over the photo, export
     memory.py          ViewerMemory: geometry, splitter, overlay settings, last folder and photo, export folder
     shoot_control.py   ShootControl: background scores (badges), sort, filter, star keys, compare (compare.py)
+    cull_control.py    CullControl: the culling view (cull_view.py), the daemon's cull, P/X/U into the sidecars
+    profile_control.py ProfileControl: the personal profile critiques are asked with (the second score)
     photo_info.py      the histogram with clipping, the EXIF line (shown in the panel)
 
 Threads: photos decode in PhotoLoader's one-thread pool, thumbnails in ThumbnailLoader's pool, the daemon is spoken
@@ -31,14 +33,16 @@ from .compare import CompareView
 from .critique_panel import CritiquePanel
 from .critique_panel import critique_text as format_critique
 from .critiques import CritiqueController
+from .cull_control import CullControl
 from .daemon_link import DaemonLink
 from .daemon_state import DaemonStatus
 from .layout import ThumbnailStrip, ViewerToolbar, central_splitter
 from .memory import ViewerMemory
 from .navigation import Navigator, PhotoLoader, display_max_side
 from .overlay import qimage_to_rgb
-from .overlay_control import OverlayControl
+from .overlay_control import OverlayControl, export
 from .photo_info import exif_line, histogram
+from .profile_control import ProfileControl
 from .shoot_control import ShootControl
 from .thumbnails import ThumbnailModel, imageio
 from .widgets import PhotoView
@@ -64,6 +68,9 @@ class MainWindow(QMainWindow):
         endpoint: the daemon's endpoint, for a link made here (None: the usual rule, see DaemonLink).
         settings: where geometry, overlay settings and the last folder are remembered; None remembers nothing.
         link: a link to the daemon made by the caller (then `endpoint` is not used).
+        profile: a personal profile to ask critiques with (`personal_score`); None: the one remembered, if any.
+        pick_rating: stars a pick (P, culling view) rated lower is raised to; None: the one remembered, else its
+            stars stay.
         parent: the Qt parent widget, if any.
     """
 
@@ -79,9 +86,11 @@ class MainWindow(QMainWindow):
     opacity = _forward("overlay", "opacity", "The overlay's opacity, 0…1.")
     mode = _forward("overlay", "mode", 'The overlay\'s mode, "heat" or "contour".')
     overlay_on = _forward("overlay", "on", "Whether the overlay is shown.")
+    profile = _forward("link", "profile", "The personal profile critiques are asked with (`personal_score`), or None.")
 
     def __init__(self, endpoint: str | None = None, settings: QSettings | None = None,
-                 link: DaemonLink | None = None, parent=None):
+                 link: DaemonLink | None = None, profile: str | None = None, pick_rating: int | None = None,
+                 parent=None):
         super().__init__(parent)
         self.settings = settings
         self.setWindowTitle("ASE-MLLM viewer")
@@ -99,6 +108,8 @@ class MainWindow(QMainWindow):
         self.memory = ViewerMemory(settings)
         self.memory.restore(self, self.splitter, self.overlay)
         self._sync_controls()
+        self.cull.pick_rating = pick_rating if pick_rating is not None else self.memory.pick_rating()
+        self.profiles.set(profile or self.memory.profile())
         self._on_state(self.link.state, self.link.info)  # a link made earlier may know it already
 
     # ---- construction ----------------------------------------------------------------------------------------
@@ -121,6 +132,8 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()  # one photo, or two side by side
         self.stack.addWidget(self.view), self.stack.addWidget(self.compare_view)
         self.shoot = ShootControl(self)
+        self.cull = CullControl(self)
+        self.profiles = ProfileControl(self)  # profiles.set(name): critiques with a personal score too
         self.splitter = central_splitter(self.stack, self.strip, self.panel)
         self.setCentralWidget(self.splitter)
 
@@ -154,6 +167,7 @@ class MainWindow(QMainWindow):
         """
         first = self.nav.open(paths)
         self.shoot.opened(self.files)
+        self.cull.opened(self.files)
         files = self.files
         if not files:
             self.show_index(-1)
@@ -315,7 +329,7 @@ class MainWindow(QMainWindow):
         return self.overlay.composed(self.image, self.saliency)
 
     def export_overlay(self, path: str | None = None) -> str | None:
-        """Save photo + overlay (at the current mode and opacity, shown or not) as PNG.
+        """Save photo + overlay (at the current mode and opacity, shown or not) as PNG (overlay_control.export).
 
         Args:
             path: where; None asks (starting in the last export folder).
@@ -323,21 +337,7 @@ class MainWindow(QMainWindow):
         Returns:
             The path written, or None if there was nothing to save or it could not be written.
         """
-        if self.image is None or self.saliency is None:
-            self.statusBar().showMessage("Nothing to export yet: the photo has no saliency map.", 4000)
-            return None
-        if path is None:
-            folder = self.memory.export_folder(os.path.dirname(self.current))
-            start = os.path.join(folder, f"{Path(self.current).stem}.saliency.png")
-            path, _ = QFileDialog.getSaveFileName(self, "Export the overlay", start, "PNG (*.png)")
-            if not path:
-                return None
-        if not self.overlay.for_export(self.image, self.saliency).save(path, "PNG"):
-            self.statusBar().showMessage(f"Could not write {path}", 6000)
-            return None
-        self.memory.exported(path)
-        self.statusBar().showMessage(f"Exported {path}", 4000)
-        return path
+        return export(self, path)
 
     # ---- drag and drop, closing --------------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
