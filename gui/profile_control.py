@@ -6,39 +6,22 @@ choice remembered, and everything asked again when it changes.
     profiles.set(None)        # the generic score only
     profile_names()           # the profiles on disk: ["me", ...]
 
-The names are read from the profiles folder (`$XDG_DATA_HOME/ase-mllm/profiles/NAME/profile.json`, docs/personal.md)
-without importing `ase_model.personal`: that package brings scipy, seconds of start-up the viewer need not pay. The
-daemon checks the profile itself (a missing one or one learnt with another model is its error, shown in the panel).
+The names come from `ase_model.personal.profiles` (torch- and scipy-free). The daemon checks the profile itself (a
+missing one or one learnt with another model is its error, shown in the panel).
 """
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-
 from PySide6.QtCore import QObject
+
+from ase_model.personal.profiles import list_profiles, profiles_dir
 
 __all__ = ["ProfileControl", "profile_names", "profiles_dir"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # ase_model.personal.profiles' rule for a name
-
-
-def profiles_dir() -> Path:
-    """Where profiles live: $XDG_DATA_HOME/ase-mllm/profiles (default ~/.local/share/ase-mllm/profiles)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "ase-mllm" / "profiles"
-
 
 def profile_names() -> list[str]:
-    """The profiles on disk, by name (a folder with a profile.json; hidden temporary folders are not profiles)."""
-    try:
-        with os.scandir(profiles_dir()) as it:
-            names = [e.name for e in it if _NAME.match(e.name) and e.is_dir()
-                     and os.path.isfile(os.path.join(e.path, "profile.json"))]
-    except OSError:  # no folder yet: no profiles
-        return []
-    return sorted(names)
+    """The profiles on disk, by name."""
+    return [info.name for info in list_profiles()]
 
 
 class ProfileControl(QObject):

@@ -46,3 +46,12 @@ def test_ase_model_never_imports_the_other_packages():
     uses = re.compile(r"^\s*(from|import)\s+ase_(daemon|gui)\b|[\"']ase_(daemon|gui)[.\"']", re.M)
     offenders = [str(p) for p in root.rglob("*.py") if uses.search(p.read_text())]
     assert not offenders
+
+
+def test_profiles_import_without_scipy():
+    """The viewer and `ase-client profiles` list profiles: scipy (learning's statistics) loads only to learn."""
+    code = ("import sys\nfrom ase_model.personal import list_profiles\n"
+            "assert 'scipy' not in sys.modules and 'torch' not in sys.modules, sorted(sys.modules)[:5]\n"
+            "from ase_model.personal.learning import srcc\nassert srcc([1, 2, 3], [1, 2, 4]) == 1.0")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

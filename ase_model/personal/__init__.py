@@ -15,32 +15,50 @@
 See docs/personal.md.
 """
 
-from .features import (
-                       FEATURES_VERSION,
-                       FeatureCache,
-                       PhotoFeatures,
-                       content_hash,
-                       feature_names,
-                       features_dir,
-                       photo_features,
-)
-from .learning import MIN_RATINGS, LearnResult, LinearTaste, NotEnoughRatings, learn, srcc
-from .profiles import (
-                       Profile,
-                       ProfileError,
-                       ProfileInfo,
-                       ProfileModelMismatch,
-                       list_profiles,
-                       load_profile,
-                       personal_score,
-                       profiles_dir,
-                       save_profile,
-)
-from .ratings import Rating, ratings_from_darktable, ratings_from_xmp, read_sidecar_rating
+from __future__ import annotations
 
-__all__ = ["FEATURES_VERSION", "FeatureCache", "PhotoFeatures", "content_hash", "feature_names", "features_dir",
-           "photo_features",
-           "MIN_RATINGS", "LearnResult", "LinearTaste", "NotEnoughRatings", "learn", "srcc",
-           "Profile", "ProfileError", "ProfileInfo", "ProfileModelMismatch", "list_profiles", "load_profile",
-           "personal_score", "profiles_dir", "save_profile",
-           "Rating", "ratings_from_darktable", "ratings_from_xmp", "read_sidecar_rating"]
+import importlib
+
+# Names load with their module on first use (as the package ase_model itself does): `profiles` is read by the
+# viewer and `ase-client profiles`, which must not pay for scipy (learning.py) or torch (features.py).
+_LAZY = {
+    "FEATURES_VERSION": "features",
+    "FeatureCache": "features",
+    "PhotoFeatures": "features",
+    "content_hash": "features",
+    "feature_names": "features",
+    "features_dir": "features",
+    "photo_features": "features",
+    "MIN_RATINGS": "learning",
+    "LearnResult": "learning",
+    "LinearTaste": "learning",
+    "NotEnoughRatings": "learning",
+    "learn": "learning",
+    "srcc": "learning",
+    "Profile": "profiles",
+    "ProfileError": "profiles",
+    "ProfileInfo": "profiles",
+    "ProfileModelMismatch": "profiles",
+    "list_profiles": "profiles",
+    "load_profile": "profiles",
+    "personal_score": "profiles",
+    "profiles_dir": "profiles",
+    "save_profile": "profiles",
+    "Rating": "ratings",
+    "ratings_from_darktable": "ratings",
+    "ratings_from_xmp": "ratings",
+    "read_sidecar_rating": "ratings",
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

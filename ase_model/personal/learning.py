@@ -22,8 +22,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import rankdata, spearmanr
-from threadpoolctl import threadpool_limits
+
+# scipy.stats and threadpoolctl load where they are used: profiles.py (read by the viewer and `ase-client
+# profiles`) imports this module for its types, and scipy.stats alone takes seconds to import.
+
+
+def rankdata(a):
+    from scipy.stats import rankdata as _rankdata
+
+    return _rankdata(a)
+
+
+def spearmanr(a, b):
+    from scipy.stats import spearmanr as _spearmanr
+
+    return _spearmanr(a, b)
+
+
+def threadpool_limits(n: int):
+    from threadpoolctl import threadpool_limits as _limits
+
+    return _limits(n)
 
 __all__ = ["MIN_RATINGS", "LAMBDAS", "NotEnoughRatings", "LinearTaste", "LearnResult", "fit_path", "fit_taste", "learn",
            "srcc"]
