@@ -172,7 +172,8 @@ class Critic:
             if self.engine_fallback:
                 log.warning("decode engine not used, falling back to generate: %s", self.engine_fallback)
             else:
-                self.engine = EngineDecoder(self.model, processor.tokenizer.eos_token_id, slots=engine_slots)
+                self.engine = EngineDecoder(self.model, processor.tokenizer.eos_token_id, slots=engine_slots,
+                                            reserve_new_tokens=DEFAULT_MAX_NEW_TOKENS)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None,

@@ -52,10 +52,12 @@ class EngineDecoder:
         model: an ASEForConditionalGeneration the engine supports (see `engine_unsupported`).
         eos_token_id: the stop token (the tokenizer's, as the Critic passes it to `generate`).
         slots: requests decoded at once; a larger batch waits for free slots (continuous batching).
+        reserve_new_tokens: the first cache holds at least this many new tokens after the prompt (a short
+            warm-up request must not size it below the usual critique).
     """
 
-    def __init__(self, model, eos_token_id: int, slots: int = 8):
-        self.model, self.eos, self.slots = model, eos_token_id, slots
+    def __init__(self, model, eos_token_id: int, slots: int = 8, reserve_new_tokens: int = 0):
+        self.model, self.eos, self.slots, self.reserve = model, eos_token_id, slots, reserve_new_tokens
         self.engine: DecodeEngine | None = None
 
     def _engine_for(self, max_len: int) -> DecodeEngine:
@@ -76,7 +78,7 @@ class EngineDecoder:
             max_new_tokens: stop after this many new tokens.
             stream: called with (index in the batch, token id) for every new token, in order per prompt.
         """
-        engine = self._engine_for(int(attention_mask.sum(1).max()) + max_new_tokens)
+        engine = self._engine_for(int(attention_mask.sum(1).max()) + max(max_new_tokens, self.reserve))
         handles = []
         try:
             for i in range(input_ids.shape[0]):
