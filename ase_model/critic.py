@@ -6,7 +6,9 @@
 
 One batched pass serves many images: IAS-ViT, projector and score head run once for the batch, then greedy
 decoding (left-padded, so a batched critique equals one-by-one critiques). On CUDA the decoder uses a static
-KV cache, which transformers compiles (CUDA graphs); `warmup()` pays that cost up front.
+KV cache, which transformers compiles (CUDA graphs); `warmup()` pays that cost up front. With `engine=True`
+greedy decoding runs through ase_model.engine's DecodeEngine instead (the same tokens; docs/engine.md); a model
+the engine cannot decode exactly keeps `generate`, with the reason logged.
 
 A model with an attribute head (the starter model) has its verdicts checked against its words: the decoded
 text is read back sentence by sentence (ase_model.starter.checker) and every sentence that contradicts the
@@ -16,6 +18,7 @@ wins. `text`, `attributes` and `tags` are the repaired critique's; streamed toke
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -36,6 +39,7 @@ from .modeling_ase import ASEForConditionalGeneration
 from .processing_ase import ASEProcessor, pad_box
 
 DEFAULT_MAX_NEW_TOKENS = 160
+log = logging.getLogger("ase_model.critic")
 StreamCallback = Callable[[int, str], None]  # (index of the image in the batch, new text)
 
 
@@ -105,13 +109,17 @@ class _BatchStreamer(BaseStreamer):
             self.prompt_seen = True
             return
         for i, tok in enumerate(value.reshape(len(self.ids), -1)[:, -1].tolist()):
-            if self.done[i]:
-                continue
-            if tok == self.tokenizer.eos_token_id:
-                self.done[i] = True
-                continue
-            self.ids[i].append(tok)
-            self._emit(i, final=False)
+            self.token(i, tok)
+
+    def token(self, i: int, tok: int):
+        """One new token of image i (the decode engine's per-request stream calls this directly)."""
+        if self.done[i]:
+            return
+        if tok == self.tokenizer.eos_token_id:
+            self.done[i] = True
+            return
+        self.ids[i].append(tok)
+        self._emit(i, final=False)
 
     def _emit(self, i: int, final: bool):
         text = self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
@@ -127,8 +135,23 @@ class _BatchStreamer(BaseStreamer):
 
 
 class Critic:
+    """Critiques photos with an ASE-MLLM (module docstring).
+
+    Args:
+        model: the ASE-MLLM.
+        processor: its processor.
+        model_id: the model's fingerprint (reported with every critique).
+        tag_root: the root of the suggested tags.
+        static_cache: `generate` with a static KV cache (default: on CUDA only).
+        repair: make the text agree with the attribute head's verdicts (when the model has one).
+        engine: decode through ase_model.engine's DecodeEngine instead of `generate` (greedy, Llama-style
+            decoders); anything it cannot decode exactly falls back to `generate` with the reason logged.
+        engine_slots: the engine's slots (requests decoded at once).
+    """
+
     def __init__(self, model: ASEForConditionalGeneration, processor: ASEProcessor, model_id: str,
-                 tag_root: str = "aesthetics", static_cache: bool | None = None, repair: bool = True):
+                 tag_root: str = "aesthetics", static_cache: bool | None = None, repair: bool = True,
+                 engine: bool = False, engine_slots: int = 8):
         self.model = model.eval()
         self.repair = repair  # make the text agree with the attribute head's verdicts (when the model has one)
         self.processor = processor
@@ -140,11 +163,23 @@ class Critic:
         self.static_cache = self.device.type == "cuda" if static_cache is None else static_cache
         self._lock = threading.Lock()  # one forward at a time: generate() is not re-entrant
         processor.tokenizer.padding_side = "left"
+        self.engine = None  # an EngineDecoder when decoding goes through the decode engine
+        self.engine_fallback: str | None = None  # why engine=True still uses generate
+        if engine:
+            from .engine.greedy import EngineDecoder, engine_unsupported
+
+            self.engine_fallback = engine_unsupported(self.model)
+            if self.engine_fallback:
+                log.warning("decode engine not used, falling back to generate: %s", self.engine_fallback)
+            else:
+                self.engine = EngineDecoder(self.model, processor.tokenizer.eos_token_id, slots=engine_slots,
+                                            reserve_new_tokens=DEFAULT_MAX_NEW_TOKENS)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None,
                         tag_root: str = "aesthetics", static_cache: bool | None = None,
-                        repair: bool = True) -> Critic:
+                        repair: bool = True, engine: bool = False, engine_slots: int = 8) -> Critic:
+        """Load a model folder (default: the built-in starter model); the other Args are the constructor's."""
         model_dir = Path(path) if path is not None else default_model_dir()
         if not (model_dir / "config.json").exists():
             raise FileNotFoundError(
@@ -155,7 +190,7 @@ class Critic:
         model = ASEForConditionalGeneration.from_pretrained(model_dir, dtype=pick_dtype(dev, dtype)).to(dev)
         processor = ASEProcessor.from_pretrained(model_dir)
         return cls(model, processor, fingerprint(model_dir), tag_root=tag_root, static_cache=static_cache,
-                   repair=repair)
+                   repair=repair, engine=engine, engine_slots=engine_slots)
 
     # ---- the API ------------------------------------------------------------------------------------------
     def load(self, source) -> Image.Image:
@@ -179,24 +214,15 @@ class Critic:
             image_out = self.model.get_image_features(inputs["pixel_values"].to(self.dtype),
                                                       inputs.get("saliency_prior"))
             t_vision = time.perf_counter()
-            gen_kwargs = dict(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                mm_encoder_outputs={"image": image_out},
-                max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
-                do_sample=False,
-                pad_token_id=self.processor.tokenizer.pad_token_id,
-                eos_token_id=self.processor.tokenizer.eos_token_id,
-            )
-            if self.static_cache:
-                gen_kwargs["cache_implementation"] = "static"
-            if stream is not None:
-                gen_kwargs["streamer"] = _BatchStreamer(self.processor.tokenizer, len(pil), stream)
-            out = self.model.generate(**gen_kwargs)
+            n_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+            if self.engine is not None:
+                new_tokens = self._engine_decode(inputs, image_out, n_new, stream, len(pil))
+            else:
+                new_tokens = self._generate(inputs, image_out, n_new, stream, len(pil))
             t_gen = time.perf_counter()
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]
         texts = [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
-        n_tokens = int((new_tokens != self.processor.tokenizer.pad_token_id).sum())
+        pad = self.processor.tokenizer.pad_token_id
+        n_tokens = sum(sum(t != pad for t in row) for row in new_tokens)
         saliency = image_out.saliency.float().cpu().numpy()
         scores = image_out.score.float().cpu().tolist()
         timings = {
@@ -232,6 +258,35 @@ class Critic:
             ))
         return out
 
+    def _generate(self, inputs, image_out, max_new_tokens: int, stream: StreamCallback | None,
+                  batch: int) -> list[list[int]]:
+        """New token ids per image from transformers' greedy `generate` (left-padded batch)."""
+        gen_kwargs = dict(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            mm_encoder_outputs={"image": image_out},
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.processor.tokenizer.pad_token_id,
+            eos_token_id=self.processor.tokenizer.eos_token_id,
+        )
+        if self.static_cache:
+            gen_kwargs["cache_implementation"] = "static"
+        if stream is not None:
+            gen_kwargs["streamer"] = _BatchStreamer(self.processor.tokenizer, batch, stream)
+        out = self.model.generate(**gen_kwargs)
+        return out[:, inputs["input_ids"].shape[1]:].tolist()
+
+    def _engine_decode(self, inputs, image_out, max_new_tokens: int, stream: StreamCallback | None,
+                       batch: int) -> list[list[int]]:
+        """New token ids per image from the decode engine (the same tokens as `_generate`)."""
+        streamer = _BatchStreamer(self.processor.tokenizer, batch, stream) if stream is not None else None
+        tokens = self.engine.decode(inputs["input_ids"], inputs["attention_mask"], image_out.image_features,
+                                    max_new_tokens, stream=None if streamer is None else streamer.token)
+        if streamer is not None:
+            streamer.end()
+        return tokens
+
     @staticmethod
     def _repair(text: str, verdicts: dict[str, str], score: float) -> tuple[str, dict[str, int]]:
         """The text made to agree with the head's verdicts and the score (wording seeded by the text itself, so
@@ -259,6 +314,7 @@ class Critic:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "gates": self.model.model.vision_tower.gates(),
             "static_cache": self.static_cache,
+            "engine": self.engine is not None,
         }
 
 

@@ -54,6 +54,24 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
+def make_worker(cfg, store):
+    """The model worker the daemon runs, from its configuration.
+
+    Args:
+        cfg: the loaded Config (model, device, dtype, threads, engine, [limits], ...).
+        store: the daemon's Store.
+    """
+    from .worker import Worker
+
+    lim = cfg.limits
+    return Worker(cfg.model, store, device=None if cfg.device == "auto" else cfg.device, dtype=cfg.dtype,
+                  threads=cfg.threads, max_queue=lim.max_queue, max_batch=lim.max_batch,
+                  batch_window_ms=lim.batch_window_ms, max_new_tokens=lim.max_new_tokens,
+                  decode_threads=lim.decode_threads, idle_unload_s=cfg.idle_unload_s,
+                  warmup_batch_sizes=cfg.warmup_batch_sizes, max_file_mb=lim.max_file_mb,
+                  decode_budget_mb=lim.decode_budget_mb, engine=cfg.engine)
+
+
 def run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k != "config"}
@@ -71,16 +89,10 @@ def run(argv: list[str]) -> int:
 
     from .server import Server, StartupError
     from .store import Store
-    from .worker import Worker
 
     lim = cfg.limits
     store = Store(cfg.db_path)
-    worker = Worker(cfg.model, store, device=None if cfg.device == "auto" else cfg.device, dtype=cfg.dtype,
-                    threads=cfg.threads, max_queue=lim.max_queue, max_batch=lim.max_batch,
-                    batch_window_ms=lim.batch_window_ms, max_new_tokens=lim.max_new_tokens,
-                    decode_threads=lim.decode_threads, idle_unload_s=cfg.idle_unload_s,
-                    warmup_batch_sizes=cfg.warmup_batch_sizes, max_file_mb=lim.max_file_mb,
-                    decode_budget_mb=lim.decode_budget_mb)
+    worker = make_worker(cfg, store)
     server = Server(cfg, worker, store)
     from .watcher import Watcher
 

@@ -85,6 +85,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    engine: bool = False  # decode through ase_model's DecodeEngine instead of generate (docs/engine.md)
     endpoints: list[str] = field(default_factory=list)  # [] = the default ipc socket + tcp://127.0.0.1:<tcp_port>
     tcp_port: int = DEFAULT_TCP_PORT
     db: str | None = None  # None = $XDG_DATA_HOME/ase-mllm/store.sqlite3
@@ -352,6 +353,8 @@ def _validate(cfg: Config) -> None:
             _check_ipc(ep)
     if not isinstance(cfg.trust_loopback, bool):
         raise ConfigError("trust_loopback must be true or false")
+    if not isinstance(cfg.engine, bool):
+        raise ConfigError("engine must be true or false")
     if not isinstance(cfg.tcp_port, int) or not 0 < cfg.tcp_port < 65536:
         raise ConfigError(f"tcp_port must be 1..65535, not {cfg.tcp_port!r}")
     if cfg.idle_unload_s < 0:

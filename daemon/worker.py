@@ -46,11 +46,12 @@ class Worker(_Intake, _Batches, _ModelLife):
                  batch_window_ms: float = 20.0, max_new_tokens: int = 160, decode_threads: int = 2,
                  idle_unload_s: float = 0.0, warmup_batch_sizes: list[int] | None = None,
                  critic_factory: Callable[[], object] | None = None, max_file_mb: float = 1024.0,
-                 decode_budget_mb: float = 2048.0, personal: PersonalScores | None = None):
+                 decode_budget_mb: float = 2048.0, personal: PersonalScores | None = None, engine: bool = False):
         self.model_path = Path(model).expanduser() if model else None
         self.critic_factory = critic_factory  # builds the Critic instead of loading `model` (benchmarks)
         self.store = store
         self.device, self.dtype, self.threads, self.tag_root = device, dtype, threads, tag_root
+        self.engine = engine  # the Critic decodes through ase_model's DecodeEngine (config `engine`)
         self.max_queue, self.max_batch = max_queue, max_batch
         self.batch_window = batch_window_ms / 1000
         self.max_new_tokens = max_new_tokens

@@ -53,7 +53,8 @@ class _ModelLife:
                 model_dir = self.model_path or default_model_dir()
                 if (model_dir / "config.json").exists():
                     self.model_id = fingerprint(model_dir)  # cache hits can be answered while the weights load
-                critic = Critic.from_pretrained(model_dir, device=self.device, dtype=self.dtype, tag_root=self.tag_root)
+                critic = Critic.from_pretrained(model_dir, device=self.device, dtype=self.dtype, tag_root=self.tag_root,
+                                                engine=self.engine, engine_slots=self.max_batch)
             cuda = critic.device.type == "cuda"
             sizes = self.warmup_batch_sizes or ([1, self.max_batch] if cuda else [1])
             warm = critic.warmup(sorted(set(sizes)), max_new_tokens=self.max_new_tokens if cuda else 8)

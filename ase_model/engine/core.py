@@ -9,13 +9,29 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DecodeEngine", "Request", "UnsupportedArchitecture"]
+__all__ = ["DecodeEngine", "Request", "UnsupportedArchitecture", "unsupported_reason"]
 
 SUPPORTED = {"llama"}
 
 
 class UnsupportedArchitecture(ValueError):
     """The language model is not one this engine computes exactly."""
+
+
+def unsupported_reason(model) -> str | None:
+    """Why the engine cannot decode this model exactly (None: it can).
+
+    Args:
+        model: an ASEForConditionalGeneration.
+    """
+    cfg = model.config.text_config
+    if cfg.model_type not in SUPPORTED:
+        return f"decode engine supports {sorted(SUPPORTED)}, not {cfg.model_type!r}"
+    if getattr(cfg, "rope_scaling", None) and (cfg.rope_scaling or {}).get("rope_type", "default") != "default":
+        return f"rope scaling {cfg.rope_scaling} is not supported"
+    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+        return "attention/MLP biases are not supported"
+    return None
 
 
 def _rotate_half(x):
@@ -54,13 +70,10 @@ class DecodeEngine:
     """
 
     def __init__(self, model, slots: int = 8, max_len: int = 512, eos_token_id: int | None = None):
+        reason = unsupported_reason(model)
+        if reason:
+            raise UnsupportedArchitecture(reason)
         cfg = model.config.text_config
-        if cfg.model_type not in SUPPORTED:
-            raise UnsupportedArchitecture(f"decode engine supports {sorted(SUPPORTED)}, not {cfg.model_type!r}")
-        if getattr(cfg, "rope_scaling", None) and (cfg.rope_scaling or {}).get("rope_type", "default") != "default":
-            raise UnsupportedArchitecture(f"rope scaling {cfg.rope_scaling} is not supported")
-        if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
-            raise UnsupportedArchitecture("attention/MLP biases are not supported")
         self.model, self.lm = model, model.model.language_model
         self.n_heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
