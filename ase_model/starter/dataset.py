@@ -399,7 +399,9 @@ def generate(out_dir: str | Path, n_images: int, seed: int = 0, size: int = 224,
     else:
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # Not "fork": OpenCV's thread pool (used by the teacher) is not fork-safe, and a child forked from a
+        # process that already ran OpenCV can hang in its first cv2 call. forkserver forks from a clean process.
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=args) as pool:
             for i, result in enumerate(pool.imap(_make, range(total), chunksize=4)):
                 consume(i, *result)
