@@ -31,22 +31,15 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from ase_model.starter.known import EDIT_VERDICTS  # noqa: E402
+
 # Real photographs among the installed Debian packages' images (the rest there is digital art, logos, renders,
 # calibration charts, documents), by package; each package's licence is in /usr/share/doc/<package>/copyright.
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 SIZE = 512
 
-# edit kind -> (attribute, the verdicts that name the defect)
-NAMED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "underexpose": ("exposure", ("underexposed",)),
-    "overexpose": ("exposure", ("overexposed",)),
-    "blur": ("sharpness", ("soft",)),
-    "desaturate": ("saturation", ("muted", "monochrome")),
-    "cool_cast": ("white_balance", ("cool cast",)),
-    "tilt": ("tilt", ("tilted",)),
-    "noise": ("noise", ("noisy",)),
-    "cut_crop": ("framing", ("cut off",)),
-}
+# edit kind -> (attribute, the verdicts that name the defect): the map the training labels are corrected by
+NAMED = EDIT_VERDICTS
 TARGETS = {"tilt": 0.90, "cut_crop": 0.90}  # the rest: 0.95
 # The verdicts that are defects (what a false alarm on an original looks like).
 DEFECTS = {
