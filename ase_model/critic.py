@@ -23,24 +23,26 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers.generation.streamers import BaseStreamer
 
 from .attributes import parse_critique
+from .critic_stream import BatchStreamer, StreamCallback
 from .imageio import load_image
 from .model_id import default_model_dir, fingerprint  # noqa: F401  (torch-free; re-exported here)
 from .modeling_ase import ASEForConditionalGeneration
 from .processing_ase import ASEProcessor, pad_box
 
+__all__ = ["Critic", "Critique", "Prepared", "DEFAULT_MAX_NEW_TOKENS", "crop_saliency", "pick_device", "pick_dtype",
+           "fingerprint", "default_model_dir", "StreamCallback"]
+
 DEFAULT_MAX_NEW_TOKENS = 160
 log = logging.getLogger("ase_model.critic")
-StreamCallback = Callable[[int, str], None]  # (index of the image in the batch, new text)
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -94,44 +96,30 @@ class Critique:
         return out
 
 
-class _BatchStreamer(BaseStreamer):
-    """Hands each image's new text to a callback as tokens arrive (transformers' TextStreamer does batch 1)."""
+@dataclass
+class Prepared:
+    """One image after the model's image side, ready for decoding (`Critic.prepare`) and finishing
+    (`Critic.finish`).
 
-    def __init__(self, tokenizer, batch: int, callback: StreamCallback):
-        self.tokenizer, self.callback = tokenizer, callback
-        self.ids: list[list[int]] = [[] for _ in range(batch)]
-        self.sent = [""] * batch
-        self.done = [False] * batch
-        self.prompt_seen = False
+    Args:
+        name: the image's name (reported with its critique).
+        size: the decoded photo's (width, height).
+        input_ids: 1-D prompt ids without padding (image tokens included), on the model's device.
+        image_features: [1, n, hidden] image features for the prompt's image tokens.
+        score: the score head's score.
+        saliency: the model's saliency map over the padded square (float32, uncropped).
+        verdicts: the attribute head's verdicts (None without a head).
+        timings: load_ms, vision_ms and batch (the group the image side ran in).
+    """
 
-    def put(self, value: torch.Tensor):
-        if not self.prompt_seen:  # generate() first passes the prompt
-            self.prompt_seen = True
-            return
-        for i, tok in enumerate(value.reshape(len(self.ids), -1)[:, -1].tolist()):
-            self.token(i, tok)
-
-    def token(self, i: int, tok: int):
-        """One new token of image i (the decode engine's per-request stream calls this directly)."""
-        if self.done[i]:
-            return
-        if tok == self.tokenizer.eos_token_id:
-            self.done[i] = True
-            return
-        self.ids[i].append(tok)
-        self._emit(i, final=False)
-
-    def _emit(self, i: int, final: bool):
-        text = self.tokenizer.decode(self.ids[i], skip_special_tokens=True)
-        if text.endswith("\ufffd") and not final:  # an incomplete UTF-8 sequence: wait for the next token
-            return
-        if len(text) > len(self.sent[i]) and text.startswith(self.sent[i]):
-            delta, self.sent[i] = text[len(self.sent[i]):], text
-            self.callback(i, delta)
-
-    def end(self):
-        for i in range(len(self.ids)):  # whatever was held back waiting for more bytes
-            self._emit(i, final=True)
+    name: str | None
+    size: tuple[int, int]
+    input_ids: torch.Tensor
+    image_features: torch.Tensor
+    score: float
+    saliency: np.ndarray
+    verdicts: dict[str, str] | None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Critic:
@@ -151,7 +139,7 @@ class Critic:
 
     def __init__(self, model: ASEForConditionalGeneration, processor: ASEProcessor, model_id: str,
                  tag_root: str = "aesthetics", static_cache: bool | None = None, repair: bool = True,
-                 engine: bool = False, engine_slots: int = 8):
+                 engine: bool = True, engine_slots: int = 8):
         self.model = model.eval()
         self.repair = repair  # make the text agree with the attribute head's verdicts (when the model has one)
         self.processor = processor
@@ -178,7 +166,7 @@ class Critic:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype=None,
                         tag_root: str = "aesthetics", static_cache: bool | None = None,
-                        repair: bool = True, engine: bool = False, engine_slots: int = 8) -> Critic:
+                        repair: bool = True, engine: bool = True, engine_slots: int = 8) -> Critic:
         """Load a model folder (default: the built-in starter model); the other Args are the constructor's."""
         model_dir = Path(path) if path is not None else default_model_dir()
         if not (model_dir / "config.json").exists():
@@ -199,64 +187,111 @@ class Critic:
     @torch.inference_mode()
     def critique(self, images: Sequence, max_new_tokens: int | None = None, stream: StreamCallback | None = None,
                  prompt: str | None = None, names: Sequence[str | None] | None = None) -> list[Critique]:
-        """Critique one or many images (paths, bytes or PIL images) in one batched pass."""
-        from .tags import suggest_tags
+        """Critique one or many images (paths, bytes or PIL images) in one batched pass: `prepare`, greedy
+        decoding of the whole group, `finish` per image.
 
+        Args:
+            images: paths, bytes or PIL images.
+            max_new_tokens: stop each critique after this many tokens (default DEFAULT_MAX_NEW_TOKENS).
+            stream: called with (index in `images`, new text) as tokens arrive.
+            prompt: the instruction (default: the processor's).
+            names: the images' names (default: the paths' strings).
+        """
         t0 = time.perf_counter()
+        with self._lock:
+            inputs, image_out, prepared = self._prepare_batch(images, names, prompt, t0)
+            t_vision = time.perf_counter()
+            n_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+            if self.engine is not None:
+                new_tokens = self._engine_decode(inputs, image_out, n_new, stream, len(prepared))
+            else:
+                new_tokens = self._generate(inputs, image_out, n_new, stream, len(prepared))
+            t_gen = time.perf_counter()
+        pad = self.processor.tokenizer.pad_token_id
+        first = prepared[0].timings if prepared else {}
+        timings = {  # one dict for the group, as before the split
+            "load_ms": first.get("load_ms", 0.0),
+            "vision_ms": first.get("vision_ms", 0.0),
+            "generate_ms": round(1000 * (t_gen - t_vision), 2),
+            "total_ms": round(1000 * (time.perf_counter() - t0), 2),
+            "batch": len(prepared),
+            "new_tokens": sum(sum(t != pad for t in row) for row in new_tokens),
+        }
+        return [self.finish(p, tokens, timings=timings) for p, tokens in zip(prepared, new_tokens)]
+
+    @torch.inference_mode()
+    def prepare(self, images: Sequence, names: Sequence[str | None] | None = None,
+                prompt: str | None = None) -> list[Prepared]:
+        """Load the images and run the model's image side ONCE for the group; each image's prompt and features
+        then decode on their own (the daemon's streaming worker feeds them to a DecodeEngine).
+
+        Args:
+            images: paths, bytes or PIL images.
+            names: the images' names (default: the paths' strings).
+            prompt: the instruction (default: the processor's).
+        """
+        with self._lock:
+            return self._prepare_batch(images, names, prompt, time.perf_counter())[2]
+
+    def _prepare_batch(self, images: Sequence, names, prompt: str | None, t0: float):
+        """(processor inputs, image-side output, one Prepared per image); the caller holds the lock."""
         pil = [self.load(im) for im in images]
         if names is None:
             names = [str(im) if isinstance(im, (str, os.PathLike)) else None for im in images]
         t_load = time.perf_counter()
         text_prompt = self.processor.build_prompt(prompt)
         inputs = self.processor(images=pil, text=[text_prompt] * len(pil)).to(self.device)
-        with self._lock:
-            t_prep = time.perf_counter()
-            image_out = self.model.get_image_features(inputs["pixel_values"].to(self.dtype),
-                                                      inputs.get("saliency_prior"))
-            t_vision = time.perf_counter()
-            n_new = max_new_tokens or DEFAULT_MAX_NEW_TOKENS
-            if self.engine is not None:
-                new_tokens = self._engine_decode(inputs, image_out, n_new, stream, len(pil))
-            else:
-                new_tokens = self._generate(inputs, image_out, n_new, stream, len(pil))
-            t_gen = time.perf_counter()
-        texts = [t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
-        pad = self.processor.tokenizer.pad_token_id
-        n_tokens = sum(sum(t != pad for t in row) for row in new_tokens)
+        t_prep = time.perf_counter()
+        image_out = self.model.get_image_features(inputs["pixel_values"].to(self.dtype), inputs.get("saliency_prior"))
+        t_vision = time.perf_counter()
+        timings = {"load_ms": round(1000 * (t_load - t0), 2), "vision_ms": round(1000 * (t_vision - t_prep), 2),
+                   "batch": len(pil)}
         saliency = image_out.saliency.float().cpu().numpy()
         scores = image_out.score.float().cpu().tolist()
-        timings = {
-            "load_ms": 1000 * (t_load - t0),
-            "vision_ms": 1000 * (t_vision - t_prep),
-            "generate_ms": 1000 * (t_gen - t_vision),
-            "total_ms": 1000 * (time.perf_counter() - t0),
-            "batch": len(pil),
-            "new_tokens": n_tokens,
-        }
-        timings = {k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()}
         head = self.model.model.attribute_head
-        verdicts = [None] * len(texts)
+        verdicts = [None] * len(pil)
         if head is not None and image_out.attribute_logits is not None:
             verdicts = head.predict(image_out.attribute_logits.float())
-        out = []
-        for raw, score, sal, im, name, v in zip(texts, scores, saliency, pil, names, verdicts):
-            text, repairs = raw, None
-            if v is not None and self.repair:
-                text, repairs = self._repair(raw, v, float(score))
-            out.append(Critique(
-                text=text,
-                attributes=parse_critique(text),
-                score=float(score),
-                tags=suggest_tags(text, root=self.tag_root),
-                saliency=crop_saliency(sal, im.size),
-                model=self.model_id,
-                image=name,
-                timings=timings,
-                verdicts=v,
-                raw_text=raw if v is not None else None,
-                repairs=repairs,
-            ))
-        return out
+        mask = inputs["attention_mask"].bool()
+        prepared = [
+            Prepared(name=name, size=im.size, input_ids=inputs["input_ids"][i][mask[i]],
+                     image_features=image_out.image_features[i:i + 1], score=float(scores[i]), saliency=saliency[i],
+                     verdicts=verdicts[i], timings=dict(timings))
+            for i, (im, name) in enumerate(zip(pil, names))
+        ]
+        return inputs, image_out, prepared
+
+    def finish(self, prepared: Prepared, token_ids: Sequence[int], timings: dict | None = None) -> Critique:
+        """The critique of a prepared image from its new token ids: text, repair, attributes, tags, saliency.
+
+        Args:
+            prepared: the image's `prepare` output.
+            token_ids: its new tokens (the stop token and any padding after it are skipped).
+            timings: the critique's timings (default: the image's own, with new_tokens).
+        """
+        from .tags import suggest_tags
+
+        raw = self.processor.decode(list(token_ids), skip_special_tokens=True).strip()
+        if timings is None:
+            pad = self.processor.tokenizer.pad_token_id
+            timings = dict(prepared.timings, new_tokens=sum(t != pad for t in token_ids))
+        v = prepared.verdicts
+        text, repairs = raw, None
+        if v is not None and self.repair:
+            text, repairs = self._repair(raw, v, prepared.score)
+        return Critique(
+            text=text,
+            attributes=parse_critique(text),
+            score=prepared.score,
+            tags=suggest_tags(text, root=self.tag_root),
+            saliency=crop_saliency(prepared.saliency, prepared.size),
+            model=self.model_id,
+            image=prepared.name,
+            timings=timings,
+            verdicts=v,
+            raw_text=raw if v is not None else None,
+            repairs=repairs,
+        )
 
     def _generate(self, inputs, image_out, max_new_tokens: int, stream: StreamCallback | None,
                   batch: int) -> list[list[int]]:
@@ -273,14 +308,14 @@ class Critic:
         if self.static_cache:
             gen_kwargs["cache_implementation"] = "static"
         if stream is not None:
-            gen_kwargs["streamer"] = _BatchStreamer(self.processor.tokenizer, batch, stream)
+            gen_kwargs["streamer"] = BatchStreamer(self.processor.tokenizer, batch, stream)
         out = self.model.generate(**gen_kwargs)
         return out[:, inputs["input_ids"].shape[1]:].tolist()
 
     def _engine_decode(self, inputs, image_out, max_new_tokens: int, stream: StreamCallback | None,
                        batch: int) -> list[list[int]]:
         """New token ids per image from the decode engine (the same tokens as `_generate`)."""
-        streamer = _BatchStreamer(self.processor.tokenizer, batch, stream) if stream is not None else None
+        streamer = BatchStreamer(self.processor.tokenizer, batch, stream) if stream is not None else None
         tokens = self.engine.decode(inputs["input_ids"], inputs["attention_mask"], image_out.image_features,
                                     max_new_tokens, stream=None if streamer is None else streamer.token)
         if streamer is not None:

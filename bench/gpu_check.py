@@ -128,7 +128,7 @@ def build_critic(device, dtype, tiny: bool):
         num_image_tokens=config.image_seq_length,
     )
     model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 2
-    return Critic(model, processor, "llava-1.5-7b-shape@random", static_cache=device.type == "cuda")
+    return Critic(model, processor, "llava-1.5-7b-shape@random", static_cache=device.type == "cuda", engine=False)
 
 
 def jpeg(seed: int, size: int) -> bytes:

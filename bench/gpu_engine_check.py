@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     t0 = time.perf_counter()
     critics = {
-        "generate": Critic.from_pretrained(STARTER, device=device),
+        "generate": Critic.from_pretrained(STARTER, device=device, engine=False),
         "engine": Critic.from_pretrained(STARTER, device=device, engine=True, engine_slots=max(args.batches)),
     }
     print(f"starter model on {name} ({critics['engine'].dtype}), loaded in {time.perf_counter() - t0:.1f} s; "

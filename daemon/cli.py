@@ -28,7 +28,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: the built-in starter model)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
-    p.add_argument("--threads", type=int, help="torch CPU threads (0 = all cores)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0 = one per worker on CPU)")
     p.add_argument("--endpoint", action="append", dest="endpoints", metavar="URL",
                    help="bind this endpoint (repeatable; replaces the configured/default ones)")
     p.add_argument("--curve-endpoint", action="append", dest="curve_endpoints", metavar="URL",
@@ -69,7 +69,7 @@ def make_worker(cfg, store):
                   batch_window_ms=lim.batch_window_ms, max_new_tokens=lim.max_new_tokens,
                   decode_threads=lim.decode_threads, idle_unload_s=cfg.idle_unload_s,
                   warmup_batch_sizes=cfg.warmup_batch_sizes, max_file_mb=lim.max_file_mb,
-                  decode_budget_mb=lim.decode_budget_mb, engine=cfg.engine)
+                  decode_budget_mb=lim.decode_budget_mb, engine=cfg.engine, slots=lim.slots)
 
 
 def run(argv: list[str]) -> int:

@@ -35,6 +35,7 @@ class Limits:
     max_new_tokens: int = 160  # default critique length; also the cap a request may ask for
     max_jobs: int = 10000  # queued background jobs in the store; more -> `busy`
     decode_threads: int = 2  # image decoding + hashing, in parallel with the model
+    slots: int = 0  # requests the decode engine decodes at once (continuous batching); 0 = max_batch
     # ---- files and decoding (hostile input; docs/daemon.md "Files and sidecars") ----
     max_file_mb: float = 1024.0  # a photo file or image frame larger than this -> `too_large`, before it is read
     decode_budget_mb: float = 2048.0  # decoder memory (estimated from headers) shared by all decodes; more -> wait;
@@ -84,8 +85,8 @@ class Config:
     model: str | None = None  # model folder; None = the built-in starter model (ASE_MODEL overrides)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"
-    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
-    engine: bool = False  # decode through ase_model's DecodeEngine instead of generate (docs/engine.md)
+    threads: int = 0  # torch intra-op threads; 0 = one per worker on CPU, torch's default on a GPU
+    engine: bool = True  # decode through ase_model's DecodeEngine (continuous batching) instead of generate
     endpoints: list[str] = field(default_factory=list)  # [] = the default ipc socket + tcp://127.0.0.1:<tcp_port>
     tcp_port: int = DEFAULT_TCP_PORT
     db: str | None = None  # None = $XDG_DATA_HOME/ase-mllm/store.sqlite3
@@ -337,6 +338,8 @@ def _validate(cfg: Config) -> None:
     for name in ("max_queue", "max_batch", "max_new_tokens", "max_jobs", "decode_threads"):
         if not isinstance(getattr(lim, name), int) or getattr(lim, name) < 1:
             raise ConfigError(f"limits.{name} must be a positive integer, not {getattr(lim, name)!r}")
+    if isinstance(lim.slots, bool) or not isinstance(lim.slots, int) or lim.slots < 0:
+        raise ConfigError(f"limits.slots must be a non-negative integer (0 = max_batch), not {lim.slots!r}")
     for name in ("batch_window_ms", "max_message_mb"):
         if not isinstance(getattr(lim, name), (int, float)) or getattr(lim, name) < 0:
             raise ConfigError(f"limits.{name} must be a non-negative number")

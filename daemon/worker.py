@@ -1,7 +1,11 @@
 """The model worker: one thread owns the device and the Critic; a small pool decodes and hashes images beside it.
 
-    admit ──> decode pool (read, sha256, cache lookup, load_image) ──> lanes ──> model thread (batches) ──> done
-               interactive (critique) lane first, background (jobs) lane fills the rest of a batch
+    admit ──> decode pool (read, sha256, cache lookup, load_image) ──> lanes ──> model thread ──> finisher ──> done
+               interactive (critique) lane first, background (jobs) lane fills the rest
+
+With the Critic's decode engine (the default) the model thread batches continuously: tasks take free engine slots
+at the next step and leave when their critique ends, and results are built and stored on a finisher thread
+(worker_stream.py). Without it (`generate` fallback) the model thread runs static batches (worker_batches.py).
 
 Transport-free on purpose (no zmq import): the server drives it through callbacks, and the GPU benchmark drives
 it directly on machines without pyzmq. Callbacks run on the worker's threads; keep them short and thread-safe
@@ -11,7 +15,8 @@ Background work lives in the Store's job table: the worker claims queued jobs wh
 in the same transaction that stores their critique, and tells `on_job_done` listeners (the folder watcher).
 
 The Worker is split along its seams: worker_intake.py (tasks, decode pool, cache), worker_batches.py (the model
-thread: batching and results), worker_model.py (loading and unloading). Failures are the daemon's own exceptions
+thread: static batches and results), worker_stream.py (continuous batching through the engine), worker_model.py
+(loading and unloading). Failures are the daemon's own exceptions
 (errors.py), which the server maps to error replies.
 """
 
@@ -31,6 +36,7 @@ from .store import Job, Store
 from .worker_batches import JOB_POLL_S, _Batches
 from .worker_intake import BACKGROUND, INTERACTIVE, Outcome, Task, _Intake, log, photo_file_problem
 from .worker_model import _ModelLife
+from .worker_stream import _Stream
 
 __all__ = ["Worker", "Task", "Outcome", "INTERACTIVE", "BACKGROUND", "DECODE_MAX_SIDE", "JOB_POLL_S",
            "photo_file_problem"]
@@ -38,7 +44,7 @@ __all__ = ["Worker", "Task", "Outcome", "INTERACTIVE", "BACKGROUND", "DECODE_MAX
 DECODE_MAX_SIDE = 1024  # until a model is loaded; then twice the model's input size (see _load)
 
 
-class Worker(_Intake, _Batches, _ModelLife):
+class Worker(_Intake, _Stream, _Batches, _ModelLife):
     """The model worker (module docstring). Args are the daemon's [worker] settings (docs/daemon.md)."""
 
     def __init__(self, model: str | Path | None, store: Store, *, device: str | None = None, dtype: str | None = None,
@@ -46,13 +52,15 @@ class Worker(_Intake, _Batches, _ModelLife):
                  batch_window_ms: float = 20.0, max_new_tokens: int = 160, decode_threads: int = 2,
                  idle_unload_s: float = 0.0, warmup_batch_sizes: list[int] | None = None,
                  critic_factory: Callable[[], object] | None = None, max_file_mb: float = 1024.0,
-                 decode_budget_mb: float = 2048.0, personal: PersonalScores | None = None, engine: bool = False):
+                 decode_budget_mb: float = 2048.0, personal: PersonalScores | None = None, engine: bool = True,
+                 slots: int = 0):
         self.model_path = Path(model).expanduser() if model else None
         self.critic_factory = critic_factory  # builds the Critic instead of loading `model` (benchmarks)
         self.store = store
         self.device, self.dtype, self.threads, self.tag_root = device, dtype, threads, tag_root
         self.engine = engine  # the Critic decodes through ase_model's DecodeEngine (config `engine`)
         self.max_queue, self.max_batch = max_queue, max_batch
+        self.slots = slots or max_batch  # the engine's slots (continuous batching); 0 = max_batch
         self.batch_window = batch_window_ms / 1000
         self.max_new_tokens = max_new_tokens
         self.idle_unload_s = idle_unload_s
@@ -81,9 +89,15 @@ class Worker(_Intake, _Batches, _ModelLife):
         self._last_load_s: float | None = None
         self._job_listeners: list[Callable[[Job, Outcome], None]] = []
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="ase-decode")
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="ase-finish")  # results off the model thread
+        self._live: dict = {}  # engine handle -> worker_stream._Live (model thread; read under _cv)
+        self._admitting: set[Task] = set()  # taken from a lane, image side running
+        self._held: list = []  # (live, need): too long for the busy engine's cache, waiting for it to drain
         self._thread = threading.Thread(target=self._run, name="ase-model", daemon=True)
+        # batches = model steps (static batches, or engine steps), slot_steps = images summed over them,
+        # images = critiques the model made; groups = image-side forwards of newcomers (streaming)
         self.stats = {"batches": 0, "images": 0, "max_batch": 0, "batch_seconds": 0.0, "cache_hits": 0, "errors": 0,
-                      "jobs_done": 0, "jobs_failed": 0}
+                      "jobs_done": 0, "jobs_failed": 0, "slot_steps": 0, "groups": 0, "group_images": 0}
 
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
@@ -125,6 +139,7 @@ class Worker(_Intake, _Batches, _ModelLife):
             if self._thread.is_alive():
                 log.warning("the model did not finish its batch within %.0f s; its jobs stay queued", timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._finisher.shutdown(wait=True)  # results of what the model finished are delivered
         with self._cv:
             left = list(self._tasks)
         jobs = [t.job.id for t in left if t.job is not None and t.stage != "running"]
@@ -170,9 +185,11 @@ class Worker(_Intake, _Batches, _ModelLife):
         return task
 
     def cancel(self, task: Task) -> bool:
-        """Cancel a task that has not reached the model. True when it was cancelled."""
+        """Cancel a task that has not reached the model, or is decoding in the engine (its slot is freed at the
+        next step). True when it was cancelled."""
         with self._cv:
-            if task.finished or task.stage == "running":
+            decoding = any(x.task is task for x in self._live.values()) or any(x.task is task for x, _ in self._held)
+            if task.finished or (task.stage == "running" and not decoding):
                 return False
             task.cancelled = True
             for lane in self._lanes:
@@ -199,9 +216,13 @@ class Worker(_Intake, _Batches, _ModelLife):
             "model": self.model_id,
             "device": str(getattr(self.critic, "device", self.device or "auto")),
             "queue": {"interactive": interactive, "background": background},
+            # count: model steps; mean_size / max_size: images per step (with the engine: active slots)
             "batches": {"count": s["batches"], "images": s["images"], "max_size": s["max_batch"],
-                        "mean_size": round(s["images"] / s["batches"], 3) if s["batches"] else 0.0,
-                        "mean_ms": round(1000 * s["batch_seconds"] / s["batches"], 2) if s["batches"] else 0.0},
+                        "mean_size": round(s["slot_steps"] / s["batches"], 3) if s["batches"] else 0.0,
+                        "mean_ms": round(1000 * s["batch_seconds"] / s["batches"], 2) if s["batches"] else 0.0,
+                        "streaming": self._streaming(), "slots": self._slot_count() if self._streaming() else 0,
+                        "groups": s["groups"],
+                        "mean_group": round(s["group_images"] / s["groups"], 3) if s["groups"] else 0.0},
             "cache_hits": s["cache_hits"], "errors": s["errors"],
             "jobs_done": s["jobs_done"], "jobs_failed": s["jobs_failed"],
             "load_seconds": self._last_load_s,
@@ -220,4 +241,6 @@ class Worker(_Intake, _Batches, _ModelLife):
     def _eta(self, waiting: int) -> float:
         s = self.stats
         per_batch = s["batch_seconds"] / s["batches"] if s["batches"] else 1.0
-        return min(60.0, max(0.1, per_batch * (1 + waiting / self.max_batch)))
+        if self._streaming():  # a batch is one engine step: a critique takes about max_new_tokens of them
+            per_batch *= self.max_new_tokens
+        return min(60.0, max(0.1, per_batch * (1 + waiting / self._slot_count())))

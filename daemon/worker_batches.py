@@ -40,6 +40,7 @@ class _Batches:
                 want_load, want_unload = self._want_load, self._want_unload
                 self._want_load = False
             if want_unload:
+                self._stream_drain()
                 self._unload()
                 continue
             if want_load and self.state in (UNLOADED, ERROR):
@@ -52,13 +53,17 @@ class _Batches:
                 self._fail_lanes()
                 continue
             self._feed_jobs()
+            if self._streaming():  # continuous batching through the engine (worker_stream.py)
+                self._stream_once()
+                continue
             batch = self._take_batch()
             if batch:
                 self._run_batch(batch)
+        self._stream_drain()  # stopping: what is decoding ends first (as a running batch does)
         log.debug("model thread exits")
 
     def _has_work(self) -> bool:
-        if self._want_load or self._want_unload or any(self._lanes):
+        if self._want_load or self._want_unload or any(self._lanes) or self._live or self._held:
             return True
         return self.state == READY and self._jobs_hint and not self._paused and self._room_for_jobs() > 0
 
@@ -79,14 +84,15 @@ class _Batches:
 
     def _room_for_jobs(self) -> int:
         in_flight = sum(1 for t in self._tasks if t.lane == BACKGROUND)
-        return 2 * self.max_batch - in_flight
+        return 2 * self._slot_count() - in_flight
 
     def _feed_jobs(self) -> None:
         with self._cv:
             if self._paused or not self._jobs_hint:
                 return
             room = self._room_for_jobs()
-        if room <= 0:
+        # streaming: claim in handfuls, not one job per engine step (each claim is a store transaction)
+        if room <= 0 or (self._live and room < max(1, self._slot_count() // 2)):
             return
         jobs = self.store.claim_jobs(room)
         with self._cv:
@@ -171,10 +177,22 @@ class _Batches:
             s = self.stats
             s["batches"] += 1
             s["images"] += len(batch)
+            s["slot_steps"] += len(batch)
             s["max_batch"] = max(s["max_batch"], len(batch))
             s["batch_seconds"] += seconds
             self._last_work = time.monotonic()
+        self._deliver(batch, critiques, self.critic)
 
+    def _deliver(self, batch: list[Task], critiques: list, critic) -> None:
+        """Critiques to results: CritiqueResult + saliency PNG per task, the store (one transaction for the
+        group), personal scores, each task's answer. Runs on the model thread (static batches) or the finisher
+        thread (worker_stream.py).
+
+        Args:
+            batch: the tasks.
+            critiques: their Critiques, in order (fewer: the rest fail).
+            critic: the Critic that made them (for personal scores).
+        """
         from ase_model.saliency import summary
 
         finished = []
@@ -194,10 +212,10 @@ class _Batches:
                                     t.path) for t, r, png in finished])
         except Exception:
             log.exception("storing a batch failed; answering anyway")
-        for t, result, png in self._with_personal(finished):
+        for t, result, png in self._with_personal(finished, critic):
             self._finish(t, Outcome(result, png), store_job=t.job is not None)
 
-    def _with_personal(self, finished: list) -> list:
+    def _with_personal(self, finished: list, critic) -> list:
         """The results of tasks that name a profile, with its personal_score (not stored: computed per answer).
         The features come from one more pass of the image side, cached for the next time."""
         by_profile: dict[str, list[int]] = {}
@@ -207,7 +225,7 @@ class _Batches:
         out = list(finished)
         for name, idx in by_profile.items():
             try:
-                scores = self.personal.compute(self.critic, name, [finished[i][0].image for i in idx],
+                scores = self.personal.compute(critic, name, [finished[i][0].image for i in idx],
                                                [finished[i][0].hash for i in idx])
             except Exception as e:  # the profile went away or was relearnt meanwhile: the critique still counts
                 log.warning("personal score with profile %r failed: %s: %s", name, type(e).__name__, e)

@@ -43,9 +43,14 @@ class _ModelLife:
 
             hf_logging.disable_progress_bar()  # a daemon's log is not a terminal
             hf_logging.set_verbosity_error()
+            from ase_model.critic import Critic, default_model_dir, fingerprint, pick_device
+
             if self.threads:
                 torch.set_num_threads(self.threads)
-            from ase_model.critic import Critic, default_model_dir, fingerprint
+            elif pick_device(self.device).type == "cpu":
+                # one thread per worker: torch's default (all cores) made a critique 4.7x slower when other work
+                # used the cores, and was no faster on an idle machine (issue 17)
+                torch.set_num_threads(1)
 
             if self.critic_factory is not None:
                 critic = self.critic_factory()
@@ -54,7 +59,7 @@ class _ModelLife:
                 if (model_dir / "config.json").exists():
                     self.model_id = fingerprint(model_dir)  # cache hits can be answered while the weights load
                 critic = Critic.from_pretrained(model_dir, device=self.device, dtype=self.dtype, tag_root=self.tag_root,
-                                                engine=self.engine, engine_slots=self.max_batch)
+                                                engine=self.engine, engine_slots=self.slots)
             cuda = critic.device.type == "cuda"
             sizes = self.warmup_batch_sizes or ([1, self.max_batch] if cuda else [1])
             warm = critic.warmup(sorted(set(sizes)), max_new_tokens=self.max_new_tokens if cuda else 8)

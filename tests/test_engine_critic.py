@@ -43,7 +43,7 @@ def _compare(plain, fast, photos, max_new_tokens=None):
 
 
 def test_tiny_engine_equals_generate(tiny_model_dir, photos):
-    plain = Critic.from_pretrained(tiny_model_dir, device="cpu")
+    plain = Critic.from_pretrained(tiny_model_dir, device="cpu", engine=False)
     fast = Critic.from_pretrained(tiny_model_dir, device="cpu", engine=True)
     assert plain.engine is None and fast.engine is not None and fast.info()["engine"]
     _compare(plain, fast, photos, max_new_tokens=12)
@@ -60,7 +60,7 @@ def test_tiny_engine_equals_generate(tiny_model_dir, photos):
 
 @pytest.mark.skipif(not STARTER.exists(), reason="no starter model")
 def test_starter_engine_equals_generate(photos):
-    plain = Critic.from_pretrained(STARTER, device="cpu")
+    plain = Critic.from_pretrained(STARTER, device="cpu", engine=False)
     fast = Critic.from_pretrained(STARTER, device="cpu", engine=True)
     assert fast.engine is not None
     _compare(plain, fast, photos)  # full-length critiques: EOS, repair, tags
@@ -75,13 +75,13 @@ def test_stream_error_frees_the_slots(tiny_model_dir, photos):
     with pytest.raises(RuntimeError):
         fast.critique([photos["coffee"], photos["china"]], max_new_tokens=8, stream=boom)
     assert not fast.engine.engine.active and not fast.engine.engine.queue
-    plain = Critic.from_pretrained(tiny_model_dir, device="cpu")
+    plain = Critic.from_pretrained(tiny_model_dir, device="cpu", engine=False)
     _same(plain.critique([photos["coffee"]], max_new_tokens=8), fast.critique([photos["coffee"]], max_new_tokens=8))
 
 
 def test_non_llama_decoder_falls_back(tmp_path, photos, caplog):
     path = build_tiny(tmp_path / "qwen", llm="qwen2", open_gates=0.5)
-    plain = Critic.from_pretrained(path, device="cpu")
+    plain = Critic.from_pretrained(path, device="cpu", engine=False)
     with caplog.at_level(logging.WARNING, logger="ase_model.critic"):
         fast = Critic.from_pretrained(path, device="cpu", engine=True)
     assert fast.engine is None and "qwen2" in fast.engine_fallback
@@ -93,7 +93,7 @@ def test_non_llama_decoder_falls_back(tmp_path, photos, caplog):
 
 
 def test_generation_config_processor_falls_back(tiny_model_dir, photos, caplog):
-    plain = Critic.from_pretrained(tiny_model_dir, device="cpu")
+    plain = Critic.from_pretrained(tiny_model_dir, device="cpu", engine=False)
     plain.model.generation_config.repetition_penalty = 1.5  # generate applies it; the engine would not
     with caplog.at_level(logging.WARNING, logger="ase_model.critic"):
         fast = Critic(plain.model, plain.processor, plain.model_id, engine=True)
@@ -115,10 +115,12 @@ def test_daemon_config_engine_reaches_the_critic(tiny_model_dir, tmp_path):
     worker._load()  # the model thread's loading step, without starting the worker
     assert worker.state == "ready", worker.load_error
     assert worker.critic.engine is not None and worker.critic.engine.slots == 3
-    conf.write_text(f'model = "{tiny_model_dir}"\ndevice = "cpu"\n')
+    conf.write_text(f'model = "{tiny_model_dir}"\ndevice = "cpu"\nengine = false\n')
     worker = make_worker(load_config(conf), Store(tmp_path / "w2.db"))
     worker._load()
-    assert worker.critic.engine is None  # default: off
+    assert worker.critic.engine is None  # turned off
+    conf.write_text(f'model = "{tiny_model_dir}"\n')
+    assert load_config(conf).engine is True  # the default: on
     conf.write_text('engine = "yes"\n')
     with pytest.raises(ConfigError, match="engine"):
         load_config(conf)

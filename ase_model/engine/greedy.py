@@ -60,7 +60,13 @@ class EngineDecoder:
         self.model, self.eos, self.slots, self.reserve = model, eos_token_id, slots, reserve_new_tokens
         self.engine: DecodeEngine | None = None
 
-    def _engine_for(self, max_len: int) -> DecodeEngine:
+    def engine_for(self, max_len: int) -> DecodeEngine:
+        """The Critic's DecodeEngine, rebuilt larger when it holds fewer than `max_len` tokens per slot (the old
+        one must be idle then). The daemon's streaming worker submits to it directly.
+
+        Args:
+            max_len: longest prompt + new tokens the slots must hold.
+        """
         if self.engine is None or self.engine.max_len < max_len:
             self.engine = None  # free the old cache before allocating the new one
             self.engine = DecodeEngine(self.model, slots=self.slots, max_len=-(-max_len // 64) * 64,
@@ -78,7 +84,7 @@ class EngineDecoder:
             max_new_tokens: stop after this many new tokens.
             stream: called with (index in the batch, token id) for every new token, in order per prompt.
         """
-        engine = self._engine_for(int(attention_mask.sum(1).max()) + max(max_new_tokens, self.reserve))
+        engine = self.engine_for(int(attention_mask.sum(1).max()) + max(max_new_tokens, self.reserve))
         handles = []
         try:
             for i in range(input_ids.shape[0]):

@@ -1,0 +1,243 @@
+"""The worker's model thread with continuous batching through the Critic's DecodeEngine (issue 17).
+
+    lanes (interactive first) ──> free slots, at the next step: ONE image-side forward for the newcomers together
+    (Critic.prepare) ──> engine.submit per task ──> loop: one engine step over every active slot, tokens streamed
+    per task ──> a finished request leaves its slot at once ──> finisher thread: Critic.finish, CritiqueResult,
+    saliency PNG, personal score, the store (one transaction per group that finished in the same step), on_done
+
+No batch window: a lone request on an idle worker starts at the next loop turn; requests with different
+`max_new_tokens` share the engine. Background jobs never take the last free slot (one is kept for interactive
+requests), so an interactive critique never waits for a background one to end. A cancelled task that is decoding
+leaves its slot at the next step (engine.cancel).
+
+`_Stream` is a part of `Worker` (worker.py), used when the Critic decodes through the engine; without an engine
+(the `generate` fallback) the static batches of worker_batches.py run instead. The engine is not thread-safe: only
+the model thread touches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .errors import ModelFailure
+from .worker_intake import BACKGROUND, INTERACTIVE, Outcome, Task
+
+__all__ = []
+
+log = logging.getLogger("ase_daemon.worker")
+
+
+@dataclass(eq=False)
+class _Live:
+    """A task whose request is in the engine."""
+
+    task: Task
+    prepared: object  # ase_model.critic.Prepared
+    streamer: object | None  # ase_model.critic_stream.BatchStreamer of its group, or None
+    index: int  # its index in the streamer
+    started: float  # perf_counter when its group was admitted
+
+
+class _Stream:
+    """Worker's continuous batching: admission, engine steps, hand-off to the finisher (module docstring)."""
+
+    def _streaming(self) -> bool:
+        """The loaded Critic decodes through the engine (else: static batches through `critique`)."""
+        return self.critic is not None and getattr(self.critic, "engine", None) is not None
+
+    def _slot_count(self) -> int:
+        critic = self.critic
+        decoder = getattr(critic, "engine", None)
+        return decoder.slots if decoder is not None else self.max_batch
+
+    def _stream_once(self) -> None:
+        """One turn of the model thread: drop cancelled requests, admit newcomers, one engine step."""
+        self._stream_drop_cancelled()
+        tasks = self._stream_take()
+        if tasks:
+            self._stream_admit(tasks)
+        self._stream_step()
+
+    # ---- admission -------------------------------------------------------------------------------------------
+    def _stream_take(self) -> list[Task]:
+        """Queued tasks for the free slots: interactive first; background ones leave one slot free."""
+        with self._cv:
+            if self._held:  # a request too long for the engine's cache waits until it drains
+                return []
+            slots = self._slot_count()
+            free = slots - len(self._live) - len(self._admitting)
+            background = sum(1 for x in self._live.values() if x.task.lane == BACKGROUND)
+            reserve = 1 if slots > 1 else 0
+            taken: list[Task] = []
+            for lane, room in ((INTERACTIVE, free), (BACKGROUND, slots - reserve - background)):
+                queue = self._lanes[lane]
+                while queue and len(taken) < free and room > 0:
+                    t = queue.popleft()
+                    if t.cancelled:
+                        continue
+                    t.stage = "running"
+                    taken.append(t)
+                    room -= 1
+            self._admitting.update(taken)
+            return taken
+
+    def _stream_admit(self, tasks: list[Task]) -> None:
+        """One image-side forward for the newcomers, then their requests into the engine."""
+        from ase_model.critic_stream import BatchStreamer
+
+        for t in tasks:
+            if t.on_stage:
+                t.on_stage("running", {"batch": len(tasks)})
+        started = time.perf_counter()
+        try:
+            prepared = self.critic.prepare([t.image for t in tasks], names=[t.name or t.path for t in tasks])
+        except Exception as e:
+            with self._cv:
+                self._admitting.difference_update(tasks)
+            if len(tasks) > 1:  # one bad image must not fail its companions: each alone finds the culprit
+                log.warning("the image side failed on %d images (%s: %s); running them one by one", len(tasks),
+                            type(e).__name__, e)
+                for t in tasks:
+                    with self._cv:
+                        self._admitting.add(t)
+                    self._stream_admit([t])
+                return
+            log.exception("the model failed on %s", tasks[0].name or tasks[0].path)
+            self._finish(tasks[0], Outcome(error=ModelFailure(f"model failure: {type(e).__name__}: {e}")))
+            return
+        with self._cv:
+            s = self.stats
+            s["groups"] += 1
+            s["group_images"] += len(tasks)
+        streams = {i: t.on_token for i, t in enumerate(tasks) if t.on_token is not None}
+
+        def route(i: int, text: str) -> None:
+            try:
+                streams[i](text)
+            except Exception:  # a client's stream must not fail the others
+                log.debug("stream callback failed", exc_info=True)
+
+        streamer = BatchStreamer(self.critic.processor.tokenizer, len(tasks), route) if streams else None
+        for i, (t, p) in enumerate(zip(tasks, prepared)):
+            with self._cv:
+                self._admitting.discard(t)
+                if t.cancelled or t.finished:
+                    continue
+            live = _Live(t, p, streamer if i in streams else None, i, started)
+            need = len(p.input_ids) + max(t.max_new_tokens, self.max_new_tokens)
+            engine = self._engine_with_room(need)
+            if engine is None:  # the cache is too short and busy: this one waits until the engine drains
+                with self._cv:
+                    self._held.append((live, need))
+                continue
+            self._stream_submit(engine, live)
+
+    def _engine_with_room(self, need: int):
+        """The engine if its slots hold `need` tokens (rebuilt larger when idle), else None."""
+        decoder = self.critic.engine
+        engine = decoder.engine
+        if engine is not None and engine.max_len >= need:
+            return engine
+        if engine is not None and (engine.active or engine.queue):
+            return None
+        return decoder.engine_for(need)
+
+    def _stream_submit(self, engine, live: _Live) -> None:
+        from ase_model.engine import Request
+
+        stream = None
+        if live.streamer is not None:
+            streamer, i = live.streamer, live.index
+            stream = lambda tok: streamer.token(i, tok)  # noqa: E731  (the engine's per-token callback)
+        handle = engine.submit(Request(live.prepared.input_ids, live.prepared.image_features,
+                                       live.task.max_new_tokens, stream=stream))
+        with self._cv:
+            self._live[handle] = live
+
+    def _stream_drop_cancelled(self) -> None:
+        """Cancelled (or otherwise finished) tasks leave their slots; held ones enter once the engine drained."""
+        with self._cv:
+            gone = [h for h, x in self._live.items() if x.task.cancelled or x.task.finished]
+            for h in gone:
+                del self._live[h]
+            held = list(self._held) if self._held and not self._live else []
+            if held:
+                self._held.clear()
+        engine = self.critic.engine.engine if self._streaming() else None
+        for h in gone:
+            if engine is not None:
+                engine.cancel(h)
+                engine.finished.pop(h, None)
+        for live, need in held:
+            if not (live.task.cancelled or live.task.finished):
+                self._stream_submit(self._engine_with_room(need), live)
+
+    # ---- decoding --------------------------------------------------------------------------------------------
+    def _stream_step(self) -> None:
+        """One engine step over the active slots; finished requests go to the finisher."""
+        engine = self.critic.engine.engine
+        if engine is None or not (engine.active or engine.queue):
+            return
+        width = min(engine.slots, len(engine.active) + len(engine.queue))
+        t0 = time.perf_counter()
+        try:
+            engine.step()
+        except Exception as e:
+            log.exception("a decode step failed; failing the %d requests in the engine", width)
+            with self._cv:
+                lost = list(self._live.items())
+                self._live.clear()
+            for h, live in lost:
+                engine.cancel(h)
+                engine.finished.pop(h, None)
+                self._finish(live.task, Outcome(error=ModelFailure(f"model failure: {type(e).__name__}: {e}")))
+            return
+        seconds = time.perf_counter() - t0
+        done = []
+        with self._cv:
+            s = self.stats
+            s["batches"] += 1
+            s["slot_steps"] += width
+            s["max_batch"] = max(s["max_batch"], width)
+            s["batch_seconds"] += seconds
+            self._last_work = time.monotonic()
+            for h in [h for h in engine.finished if h in self._live]:
+                done.append((self._live.pop(h), engine.finished.pop(h).tokens))
+            s["images"] += len(done)
+        if not done:
+            return
+        for live, _ in done:  # text held back for more bytes goes out before the result
+            if live.streamer is not None:
+                live.streamer.end_one(live.index)
+        critic, now = self.critic, time.perf_counter()
+        self._finisher.submit(self._stream_finish, critic, done, now)
+
+    def _stream_drain(self) -> None:
+        """Decode what is in the engine to its end, admitting nothing (before stopping or unloading)."""
+        while self._streaming():
+            self._stream_drop_cancelled()
+            with self._cv:
+                if not self._live:
+                    return
+            self._stream_step()
+
+    # ---- finishing (the finisher thread) -------------------------------------------------------------------------
+    def _stream_finish(self, critic, done: list, ended: float) -> None:
+        """Critiques from the tokens, then results, the store and the answers (worker_batches._deliver)."""
+        pairs = []
+        for live, tokens in done:
+            try:  # a failure here fails only its task
+                p = live.prepared
+                pad = critic.processor.tokenizer.pad_token_id
+                generate_ms = 1000 * (ended - live.started) - p.timings.get("vision_ms", 0.0)
+                timings = {"load_ms": p.timings.get("load_ms", 0.0), "vision_ms": p.timings.get("vision_ms", 0.0),
+                           "generate_ms": round(generate_ms, 2), "total_ms": round(1000 * (ended - live.started), 2),
+                           "batch": p.timings.get("batch", 1), "new_tokens": sum(t != pad for t in tokens)}
+                pairs.append((live.task, critic.finish(p, tokens, timings=timings)))
+            except Exception as e:
+                log.exception("finishing %s failed", live.task.name or live.task.path)
+                self._finish(live.task, Outcome(error=ModelFailure(f"model failure: {type(e).__name__}: {e}")))
+        if pairs:
+            self._deliver([t for t, _ in pairs], [c for _, c in pairs], critic)
