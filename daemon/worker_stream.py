@@ -54,11 +54,37 @@ class _Stream:
 
     def _stream_once(self) -> None:
         """One turn of the model thread: drop cancelled requests, admit newcomers, one engine step."""
-        self._stream_drop_cancelled()
-        tasks = self._stream_take()
-        if tasks:
-            self._stream_admit(tasks)
-        self._stream_step()
+        import torch
+
+        try:
+            with torch.inference_mode():  # the engine's tensors are inference tensors (cancel writes to them)
+                self._stream_drop_cancelled()
+                tasks = self._stream_take()
+                if tasks:
+                    self._stream_admit(tasks)
+                self._stream_step()
+        except Exception as e:  # a bug here must not kill the model thread: fail what is in flight
+            log.exception("the streaming loop failed; failing the requests in the engine")
+            self._stream_fail_all(ModelFailure(f"model failure: {type(e).__name__}: {e}"))
+
+    def _stream_fail_all(self, error) -> None:
+        with self._cv:
+            lost = [x for x in self._live.values()] + [x for x, _ in self._held]
+            handles = list(self._live)
+            lost_tasks = [x.task for x in lost] + list(self._admitting)
+            self._live.clear()
+            self._held.clear()
+            self._admitting.clear()
+        engine = self.critic.engine.engine if self._streaming() else None
+        if engine is not None:
+            import torch
+
+            with torch.inference_mode():
+                for h in handles:
+                    engine.cancel(h)
+                    engine.finished.pop(h, None)
+        for t in lost_tasks:
+            self._finish(t, Outcome(error=error))
 
     # ---- admission -------------------------------------------------------------------------------------------
     def _stream_take(self) -> list[Task]:
@@ -186,13 +212,7 @@ class _Stream:
             engine.step()
         except Exception as e:
             log.exception("a decode step failed; failing the %d requests in the engine", width)
-            with self._cv:
-                lost = list(self._live.items())
-                self._live.clear()
-            for h, live in lost:
-                engine.cancel(h)
-                engine.finished.pop(h, None)
-                self._finish(live.task, Outcome(error=ModelFailure(f"model failure: {type(e).__name__}: {e}")))
+            self._stream_fail_all(ModelFailure(f"model failure: {type(e).__name__}: {e}"))
             return
         seconds = time.perf_counter() - t0
         done = []
@@ -216,12 +236,15 @@ class _Stream:
 
     def _stream_drain(self) -> None:
         """Decode what is in the engine to its end, admitting nothing (before stopping or unloading)."""
+        import torch
+
         while self._streaming():
-            self._stream_drop_cancelled()
-            with self._cv:
-                if not self._live:
-                    return
-            self._stream_step()
+            with torch.inference_mode():
+                self._stream_drop_cancelled()
+                with self._cv:
+                    if not self._live:
+                        return
+                self._stream_step()
 
     # ---- finishing (the finisher thread) -------------------------------------------------------------------------
     def _stream_finish(self, critic, done: list, ended: float) -> None:

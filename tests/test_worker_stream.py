@@ -15,7 +15,7 @@ from ase_daemon.worker import Task, Worker
 from PIL import Image
 
 SHORT = 8  # the worker's default critique length
-LONG = 120  # seed 0 and 10 photos run past this without the stop token (checked against the reference below)
+LONG = 64  # seed 0 and 10 photos run past this without the stop token (checked against the reference below)
 JOB_LONG = 48  # seeds 11, 13, 15 run past this
 
 
