@@ -2,6 +2,7 @@
 
     python bench/daemon.py [--size tiny|small] [--images 32] [--threads 1]     # the daemon over ZeroMQ (CPU)
     python bench/daemon.py --worker-only [--device cuda] [--size small]        # the worker alone (no pyzmq)
+    python bench/daemon.py --serving [--slots 8] [--burst 500]                 # issue 17's figures (bench/_serving.py)
 
 Daemon mode (needs pyzmq), measured side by side in one run on the same model and photos:
   1. per image: `ase-mllm critique` in a fresh process vs. a warm daemon (distinct photos, cache bypassed)
@@ -221,8 +222,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = all cores)")
     p.add_argument("--worker-only", action="store_true", help="drive the worker in-process (no pyzmq)")
     p.add_argument("--device", default=None, help="worker-only: cpu | cuda")
+    p.add_argument("--serving", action="store_true",
+                   help="continuous batching figures on CPU with the starter model (bench/_serving.py)")
+    p.add_argument("--slots", type=int, default=8, help="serving: the engine's slots")
+    p.add_argument("--burst", type=int, default=500, help="serving: photos in the background job and the burst")
     args = p.parse_args()
-    worker_mode(args) if args.worker_only else daemon_mode(args)
+    if args.serving:
+        from _serving import serving_mode
+
+        serving_mode(args)
+    else:
+        worker_mode(args) if args.worker_only else daemon_mode(args)
 
 
 if __name__ == "__main__":
