@@ -229,7 +229,9 @@ def test_worker_isolates_the_item_that_fails_its_batch(tmp_path, tiny_model_dir)
 
     from ase_model.critic import Critic
 
-    critic = _FailsOnThin(Critic.from_pretrained(tiny_model_dir, device="cpu"))
+    # generate + static batches (batch window): the path where images share one `critique` call; the streaming
+    # worker's own isolation is in tests/test_worker_stream.py
+    critic = _FailsOnThin(Critic.from_pretrained(tiny_model_dir, device="cpu", engine=False))
     worker = Worker(None, Store(tmp_path / "s.db"), critic_factory=lambda: critic, max_batch=8, batch_window_ms=200,
                     max_new_tokens=4).start()
     try:
