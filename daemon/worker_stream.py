@@ -7,7 +7,9 @@
 
 No batch window: a lone request on an idle worker starts at the next loop turn; requests with different
 `max_new_tokens` share the engine. Background jobs never take the last free slot (one is kept for interactive
-requests), so an interactive critique never waits for a background one to end. A cancelled task that is decoding
+requests, no preemption), so an interactive critique never waits for a background one to end; while an interactive
+critique is queued or decoding, no background newcomer is admitted (the ones decoding go on), so its steps are not
+stalled by their image side and prefill. A cancelled task that is decoding
 leaves its slot at the next step (engine.cancel).
 
 `_Stream` is a part of `Worker` (worker.py), used when the Critic decodes through the engine; without an engine
@@ -97,7 +99,12 @@ class _Stream:
             background = sum(1 for x in self._live.values() if x.task.lane == BACKGROUND)
             reserve = 1 if slots > 1 else 0
             taken: list[Task] = []
-            for lane, room in ((INTERACTIVE, free), (BACKGROUND, slots - reserve - background)):
+            bg_room = slots - reserve - background
+            if self._lanes[INTERACTIVE] or any(x.task.lane == INTERACTIVE for x in self._live.values()):
+                # an interactive critique is decoding: no background newcomer joins until it ends (each one's
+                # image side and prefill would stall every slot's step; the running ones finish as usual)
+                bg_room = 0
+            for lane, room in ((INTERACTIVE, free), (BACKGROUND, bg_room)):
                 queue = self._lanes[lane]
                 while queue and len(taken) < free and room > 0:
                     t = queue.popleft()
