@@ -8,9 +8,9 @@
 No batch window: a lone request on an idle worker starts at the next loop turn; requests with different
 `max_new_tokens` share the engine. Background jobs never take the last free slot (one is kept for interactive
 requests, no preemption), so an interactive critique never waits for a background one to end; while an interactive
-critique is queued or decoding, no background newcomer is admitted (the ones decoding go on), so its steps are not
-stalled by their image side and prefill. A cancelled task that is decoding
-leaves its slot at the next step (engine.cancel).
+critique is in flight (decode pool, lane or engine), no background newcomer is admitted (the ones decoding go on),
+so its steps are not stalled by their image side and prefill. A cancelled task that is decoding leaves its slot at
+the next step (engine.cancel).
 
 `_Stream` is a part of `Worker` (worker.py), used when the Critic decodes through the engine; without an engine
 (the `generate` fallback) the static batches of worker_batches.py run instead. The engine is not thread-safe: only
@@ -100,9 +100,10 @@ class _Stream:
             reserve = 1 if slots > 1 else 0
             taken: list[Task] = []
             bg_room = slots - reserve - background
-            if self._lanes[INTERACTIVE] or any(x.task.lane == INTERACTIVE for x in self._live.values()):
-                # an interactive critique is decoding: no background newcomer joins until it ends (each one's
-                # image side and prefill would stall every slot's step; the running ones finish as usual)
+            if any(t.lane == INTERACTIVE and not t.finished for t in self._tasks):
+                # an interactive critique is in flight (in the decode pool, queued or decoding): no background
+                # newcomer joins until it ends (each one's image side and prefill would stall every slot's step;
+                # the running ones finish as usual)
                 bg_room = 0
             for lane, room in ((INTERACTIVE, free), (BACKGROUND, bg_room)):
                 queue = self._lanes[lane]
