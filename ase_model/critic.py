@@ -6,9 +6,11 @@
 
 One batched pass serves many images: IAS-ViT, projector and score head run once for the batch, then greedy
 decoding (left-padded, so a batched critique equals one-by-one critiques). On CUDA the decoder uses a static
-KV cache, which transformers compiles (CUDA graphs); `warmup()` pays that cost up front. With `engine=True`
+KV cache, which transformers compiles (CUDA graphs); `warmup()` pays that cost up front. By default (`engine=True`)
 greedy decoding runs through ase_model.engine's DecodeEngine instead (the same tokens; docs/engine.md); a model
-the engine cannot decode exactly keeps `generate`, with the reason logged.
+the engine cannot decode exactly keeps `generate`, with the reason logged. `prepare` (load + the image side for a
+group) and `finish` (text, repair, tags, saliency from one image's tokens) split a critique around its decoding:
+the daemon's streaming worker decodes each image as its own engine request between them.
 
 A model with an attribute head (the starter model) has its verdicts checked against its words: the decoded
 text is read back sentence by sentence (ase_model.starter.checker) and every sentence that contradicts the
@@ -132,8 +134,9 @@ class Critic:
         tag_root: the root of the suggested tags.
         static_cache: `generate` with a static KV cache (default: on CUDA only).
         repair: make the text agree with the attribute head's verdicts (when the model has one).
-        engine: decode through ase_model.engine's DecodeEngine instead of `generate` (greedy, Llama-style
-            decoders); anything it cannot decode exactly falls back to `generate` with the reason logged.
+        engine: decode through ase_model.engine's DecodeEngine instead of `generate` (default; greedy,
+            Llama-style decoders); anything it cannot decode exactly falls back to `generate` with the reason
+            logged. False: always `generate`.
         engine_slots: the engine's slots (requests decoded at once).
     """
 
