@@ -88,6 +88,25 @@ def test_interactive_requests_go_to_the_less_loaded_replica(running):
     assert replicas.decode_budget() is replicas.replicas[1].decode_budget()  # one budget for the daemon
 
 
+def test_a_full_replica_passes_the_request_on(running):
+    from ase_daemon.errors import Busy
+    from ase_daemon.worker import Task
+
+    replicas, _, _ = running
+    first, second = replicas.replicas
+    done = threading.Semaphore(0)
+    try:
+        first.max_queue = 0  # full: the request that would go to replica 0 (ties) goes to replica 1
+        task = replicas.submit(Task(data=jpeg(150), name="b.jpg", on_done=lambda o: done.release()))
+        assert replicas.replica_of(task) == 1
+        second.max_queue = 0
+        with pytest.raises(Busy):  # all full
+            replicas.submit(Task(data=jpeg(151), name="c.jpg"))
+    finally:
+        first.max_queue = second.max_queue = replicas.max_queue
+    assert done.acquire(timeout=60)
+
+
 def test_status_reply_with_replicas(running):
     """The server's `status` keeps its keys and gains `replicas` (docs/protocol.md); guests do not see it."""
     from ase_daemon.config import Config
