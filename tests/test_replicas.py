@@ -120,6 +120,9 @@ def test_status_reply_with_replicas(running):
     assert [(r["index"], r["device"], r["state"]) for r in st["replicas"]] == [(0, "cpu", P.READY), (1, "cpu", P.READY)]
     assert "replicas" not in server._op_status(Call(None, [], "tcp"), None) and "replicas" not in GUEST_STATUS
     assert server._op_ping(Call(None, [], None), None)["state"] == P.READY
+    from ase_daemon.client_cli import _status_text
+
+    assert "replica 1 on cpu: ready" in _status_text(st)  # `ase-client status --format text`
 
 
 def test_both_replicas_take_jobs_and_each_job_runs_once(running):
