@@ -258,14 +258,14 @@ def _merge(args, folder: Path, frames, missing: dict, run_id: str, store, model_
     """Rank 0: the shards into the store, then the records printed in frame order, sidecars and saliency maps."""
     index = ShardIndex(read_shards(folder), model_id, mnt)
     run = FolderRun(total=len(frames) + len(missing))
-    gone = [{"image": t, "error": {"code": "not_found", "message": m}} for t, m in missing.items()]
+    gone = [{"image": t, "error": {"code": P.NOT_FOUND, "message": m}} for t, m in missing.items()]
     entries: list[tuple[dict, dict | None]] = [(record, None) for record in gone]
     run.counts["failed"] = len(gone)
     to_store: dict[str, tuple] = {}
     for frame in frames:
         line = index.resolve(str(frame.master))
         if line is None:
-            record = error_record(frame.master, "bad_image", f"{frame.master}: in no shard of {folder}")
+            record = error_record(frame.master, P.BAD_IMAGE, f"{frame.master}: in no shard of {folder}")
         elif line["kind"] == KIND_ERROR:
             record = dict(line["record"])
         else:

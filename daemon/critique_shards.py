@@ -3,7 +3,7 @@
 Every rank appends to its own file, `rank-00003.jsonl` in the shards folder, a batch at a time (one write, flushed
 and fsync'ed), so a killed run loses at most the batch it was in. A line is one of:
 
-* `"kind": "critique"`: critiqued by the model; `record` is the output record (the normal CLI's), `score` the
+* `"kind": "made"`: critiqued by the model; `record` is the output record (the normal CLI's), `score` the
   unrounded score the store keeps, `png` the saliency map (base64 PNG);
 * `"kind": "stored"`: answered by the rank's store, carried whole (record, score, png) so that rank 0 can merge it
   even when it does not see that store (another machine's);
@@ -27,7 +27,7 @@ from pathlib import Path
 __all__ = ["DONE_KINDS", "KIND_CRITIQUE", "KIND_ERROR", "KIND_SAME", "KIND_STORED", "ShardIndex", "ShardWriter",
            "decode_png", "encode_png", "read_shards", "shard_path"]
 
-KIND_CRITIQUE, KIND_STORED, KIND_SAME, KIND_ERROR = "critique", "stored", "same", "error"
+KIND_CRITIQUE, KIND_STORED, KIND_SAME, KIND_ERROR = "made", "stored", "same", "error"
 DONE_KINDS = (KIND_CRITIQUE, KIND_STORED)  # lines that hold a critique a rerun need not make again
 _GLOB = "rank-*.jsonl"
 

@@ -9,6 +9,7 @@ launches are real subprocess trees."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -110,10 +111,18 @@ def test_one_process_without_a_launcher(shoot, tiny_model_dir, reference, capsys
     assert f"rank 0 of 1: {N_JPEGS} frames, {N_JPEGS} critiqued now" in err
     assert_in_store(db, records, reference[0]["model"])
     assert not any((shoot.parent / "shards").iterdir())  # the default shards folder goes once merged
-    # again: all from the store, no model
-    status, again, err = in_process(capsys, critique_args(shoot, tiny_model_dir, db, "--distributed"))
+    # again, with the sidecars: all from the store, no model; rank 0 writes both sidecars of the pair
+    status, again, err = in_process(capsys, critique_args(shoot, tiny_model_dir, db, "--distributed", "--write-xmp"))
     assert status == 0 and essentials(again) == essentials(reference) and all(r["cached"] for r in again)
     assert f"0 critiqued now, {N_JPEGS} done before" in err
+    pair = [str(shoot / "IMG_0001.jpg.xmp"), str(shoot / "IMG_0001.dng.xmp")]
+    assert again[1]["sidecars"] == pair and all(os.path.exists(p) for p in pair)
+    from ase_daemon.xmp import read_sidecar
+
+    assert float(read_sidecar(pair[1])["score"]) == pytest.approx(again[1]["score"], abs=0.006)
+    for r in again:
+        for p in r["sidecars"]:
+            os.remove(p)
 
 
 def free_port() -> int:
@@ -158,7 +167,7 @@ def test_two_processes_killed_then_resumed(shoot, tiny_model_dir, reference):
     killed = time.perf_counter() - t0
     first = shard_lines(shards)
     assert 0 < len(first) < N_JPEGS, f"not killed part way: {len(first)} lines"
-    assert all(line["kind"] == "critique" for line in first)
+    assert all(line["kind"] == "made" for line in first)
 
     t0 = time.perf_counter()
     r = subprocess.run(launch(shoot, tiny_model_dir, db, shards), env=env, capture_output=True, text=True,
@@ -170,7 +179,7 @@ def test_two_processes_killed_then_resumed(shoot, tiny_model_dir, reference):
     assert essentials(records) == essentials(reference)  # the order, the pair, text, score and tags of one process
     lines = shard_lines(shards)
     assert all(line in lines for line in first)  # what the killed run wrote stays
-    made = Counter(line["image"] for line in lines if line["kind"] == "critique")
+    made = Counter(line["image"] for line in lines if line["kind"] == "made")
     assert made == Counter(str(r["image"]) for r in reference)  # every frame by the model exactly once, all runs
     assert len({line["run"] for line in lines}) == 2 and {line["rank"] for line in lines} == {0, 1}
     done_before = sum(int(part.split(" done before")[0].rsplit(", ", 1)[1]) for part in r.stderr.splitlines()
@@ -179,3 +188,23 @@ def test_two_processes_killed_then_resumed(shoot, tiny_model_dir, reference):
     assert sum(not x["cached"] for x in records) == N_JPEGS - len(first)
     assert_in_store(db, records, reference[0]["model"])
     assert f"{N_JPEGS} critiqued ({len(first)} from the store, {N_JPEGS - len(first)} by the model now)" in r.stderr
+
+
+def test_shard_line_cut_by_a_kill_is_dropped_on_reopen(tmp_path):
+    from ase_daemon.critique_shards import ShardIndex, ShardWriter, read_shards
+
+    key = {"model": "m", "max_new_tokens": MNT, "kind": "made", "record": {}}
+    w = ShardWriter(tmp_path, 3, "run1")
+    w.add({**key, "image": "a.jpg", "hash": "ha"})
+    w.close()
+    with open(w.path, "ab") as f:  # a kill in the middle of the next batch's write
+        f.write(b'{"image": "b.jpg", "ha')
+    w = ShardWriter(tmp_path, 3, "run2")
+    w.add({**key, "image": "b.jpg", "hash": "hb"})
+    w.add({**key, "image": "c.jpg", "hash": "hc", "model": "another"})
+    w.close()
+    lines = read_shards(tmp_path)
+    assert [(x["image"], x["run"], x["rank"]) for x in lines] == [("a.jpg", "run1", 3), ("b.jpg", "run2", 3),
+                                                                  ("c.jpg", "run2", 3)]
+    index = ShardIndex(lines, "m", MNT)  # another model's line is not done for this one
+    assert index.done("ha") and index.done("hb") and not index.done("hc")
