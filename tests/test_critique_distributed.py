@@ -83,9 +83,14 @@ def reference(shoot, tiny_model_dir):
 
 
 def shard_lines(folder) -> list[dict]:
+    """The complete lines of the shard files (a kill may have cut the last one short)."""
     out = []
     for path in sorted(folder.glob("rank-*.jsonl")):
-        out += [json.loads(line) for line in path.read_text().splitlines()]
+        for line in path.read_bytes().split(b"\n"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
     return out
 
 
