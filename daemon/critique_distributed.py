@@ -130,12 +130,21 @@ def run_distributed(args, db_path: Path, model_id: str, mnt: int, options, prog:
     Returns the exit status: rank 0's says what the whole run did (0, 1 when a photo or sidecar failed, 130 when
     interrupted); the other ranks return 0 unless interrupted.
     """
-    from ase_model.folders import list_photos, pair_frames
-
     if args.profile:
         print(f"{prog}: --profile is not supported with --distributed yet", file=sys.stderr)
         return 2
     state = _state(args)
+    try:
+        return _run(args, state, db_path, model_id, mnt, options, prog)
+    finally:
+        if state.use_distributed:
+            state.destroy_process_group()
+
+
+def _run(args, state, db_path: Path, model_id: str, mnt: int, options, prog: str) -> int:
+    """run_distributed inside accelerate's state: list, critique this rank's share, wait, merge on rank 0."""
+    from ase_model.folders import list_photos, pair_frames
+
     rank, world, main = state.process_index, state.num_processes, state.is_main_process
     files, missing = list_photos(args.images, recursive=args.recursive)
     frames = pair_frames(files, master="jpeg")
@@ -161,12 +170,12 @@ def run_distributed(args, db_path: Path, model_id: str, mnt: int, options, prog:
         shard = ShardWriter(folder, rank, run_id)
         try:
             run = _critique_share(args, state, frames[rank::world], ShardIndex(read_shards(folder), model_id, mnt),
-                                  shard, store, model_id, mnt, prog)
+                                  shard, store, model_id, mnt)
         finally:
             shard.close()
         print(f"{prog}: rank {rank} of {world}: {len(frames[rank::world])} frames, {run.counts['critiqued']} "
               f"critiqued now, {run.counts['stored']} done before, {run.counts['failed']} failed", file=sys.stderr)
-        if run.interrupted:
+        if run.interrupted:  # every rank got the launcher's SIGINT; a lone one is ended by the launcher
             if main:
                 print(f"{prog}: interrupted: what is done is in {folder}; run the same command again to go on",
                       file=sys.stderr)
@@ -186,12 +195,10 @@ def run_distributed(args, db_path: Path, model_id: str, mnt: int, options, prog:
     finally:
         if store is not None:
             store.close()
-        if state.use_distributed:
-            state.destroy_process_group()
 
 
-def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, store, model_id: str, mnt: int,
-                    prog: str) -> FolderRun:
+def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, store, model_id: str,
+                    mnt: int) -> FolderRun:
     """Critiques this rank's frames into its shard: what a shard line or the store holds is not done again."""
     from tqdm import tqdm
 
