@@ -157,6 +157,7 @@ def kill_tree(proc) -> None:
     proc.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_two_processes_killed_then_resumed(shoot, tiny_model_dir, reference):
     tmp = shoot.parent
     db, shards = tmp / "two.db", tmp / "two-shards"
