@@ -107,10 +107,11 @@ class StaticSteps:
             positions: the new token's position per slot 0..b-1 (0 for free slots: padding).
             b: the bucket.
         """
+        if self.capture:
+            self.warmup()  # first: its warm-up runs use the buffers filled below
         self.tokens[:b].copy_(last[:b])
         self.pos[:b].copy_(torch.tensor(positions, dtype=torch.long), non_blocking=True)
         if self.capture:
-            self.warmup()
             self.graphs[b].replay()
             return self.out[b]
         return self._body(b)
