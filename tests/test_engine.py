@@ -162,6 +162,16 @@ def test_eos_stops(tiny):
     assert e2.run()[h2].tokens == toks[: toks.index(toks[2]) + 1]
 
 
+def test_too_long_is_refused_at_submit(tiny):
+    ids, feats = _prompt(tiny, 4, 90)
+    engine = DecodeEngine(tiny, slots=1, max_len=ids.numel() + 4)
+    with pytest.raises(ValueError, match="exceed max_len"):
+        engine.submit(Request(ids, feats, max_new_tokens=5))
+    assert not engine.queue
+    h = engine.submit(Request(ids, feats, max_new_tokens=4))  # what fits still runs
+    assert 1 <= len(engine.run()[h].tokens) <= 4
+
+
 def test_unsupported_architecture(tmp_path):
     model = ASEForConditionalGeneration.from_pretrained(build_tiny(tmp_path, seed=1), torch_dtype=torch.float32)
     model.config.text_config.model_type = "mistral-ish"

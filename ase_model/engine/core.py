@@ -116,11 +116,13 @@ class DecodeEngine:
 
     # ---- request API -----------------------------------------------------------------------------------
     def submit(self, request: Request) -> int:
-        """Queue a request; it takes a free slot at the next step. Returns its handle.
+        """Queue a request; it takes a free slot at the next step. Returns its handle; raises ValueError when
+        its prompt + max_new_tokens exceed max_len.
 
         Args:
             request: the prompt, its image features and its decoding options.
         """
+        self._check_len(request)  # refused here, before it holds a place in the queue
         request.handle = next(self._ids)
         if request.temperature and request.generator is None:
             request.generator = torch.Generator(device=self.device)
@@ -214,9 +216,9 @@ class DecodeEngine:
         free = [s for s in range(self.slots) if s not in self.active]
         batch = []
         while self.queue and free:
-            r = self.queue[0]
-            self._check_len(r)
-            batch.append((free.pop(0), self.queue.pop(0)))
+            r = self.queue.pop(0)
+            self._check_len(r)  # changed since submit: dropped with the error, the queue moves on
+            batch.append((free.pop(0), r))
         if not batch:
             return
         toks = self._prefill(batch)
