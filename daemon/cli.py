@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -55,16 +56,20 @@ def _run_parser() -> argparse.ArgumentParser:
 
 
 def make_worker(cfg, store):
-    """The model worker the daemon runs, from its configuration.
+    """The model worker the daemon runs, from its configuration: a Worker, or with several `devices` a Replicas
+    holding one Worker per device (replicas.py).
 
     Args:
-        cfg: the loaded Config (model, device, dtype, threads, engine, [limits], ...).
+        cfg: the loaded Config (model, device, devices, dtype, threads, engine, [limits], ...).
         store: the daemon's Store.
     """
+    from .replicas import Replicas, resolve_devices
     from .worker import Worker
 
     lim = cfg.limits
-    return Worker(cfg.model, store, device=None if cfg.device == "auto" else cfg.device, dtype=cfg.dtype,
+    devices = resolve_devices(cfg.devices, None if cfg.device == "auto" else cfg.device)
+    create = Worker if len(devices) == 1 else functools.partial(Replicas, devices=devices)  # one per device
+    return create(cfg.model, store, device=devices[0], dtype=cfg.dtype,
                   threads=cfg.threads, max_queue=lim.max_queue, max_batch=lim.max_batch,
                   batch_window_ms=lim.batch_window_ms, max_new_tokens=lim.max_new_tokens,
                   decode_threads=lim.decode_threads, idle_unload_s=cfg.idle_unload_s,

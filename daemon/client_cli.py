@@ -395,6 +395,11 @@ def _status_text(st: dict) -> str:
         "jobs: " + ", ".join(f"{n} {k}" for k, n in j.items()),
         f"memory: {st.get('memory', {}).get('rss_mb')} MB RSS",
     ]
+    for r in st.get("replicas", []):  # one worker per device (`devices`)
+        rb = r.get("batches", {})
+        out.append(f"  replica {r.get('index')} on {r.get('device')}: {r.get('state')}, {rb.get('images', 0)} images "
+                   f"in {rb.get('count', 0)} batches, {r.get('jobs_done', 0)} jobs done, "
+                   f"{r.get('queue', {}).get('interactive', 0)} interactive in flight")
     w = st.get("watch")
     if w is not None:
         out.append(f"watched folders: {w.get('pending', 0)} pending, {w.get('done', 0)} done, "

@@ -84,6 +84,7 @@ class WatchSettings:
 class Config:
     model: str | None = None  # model folder; None = the built-in starter model (ASE_MODEL overrides)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    devices: str | list | None = None  # "all" | [ids]: one worker replica per device (replicas.py); None = `device`
     dtype: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = one per worker on CPU, torch's default on a GPU
     engine: bool = True  # decode through ase_model's DecodeEngine (continuous batching) instead of generate
@@ -333,6 +334,40 @@ def parse_watch(table: dict, where: str = "[watch]", cli_dirs=(), recursive: boo
     return ws
 
 
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?")
+
+
+def parse_devices(value) -> str | list[str] | None:
+    """The `devices` key: "all" (one replica per visible CUDA GPU, counted when the daemon starts), or a list of
+    devices, one replica each: GPU indices (2 -> "cuda:2") or names ("cuda:0", "cpu", "mps"). Checked here, without
+    torch. Returns None (unset: one worker on `device`), "all", or the list of device names.
+
+    Args:
+        value: the key as written in the config file (None when absent).
+    """
+    if value is None or value == "all":
+        return value
+    if isinstance(value, str):
+        raise ConfigError(f'devices must be "all" or a list like ["cuda:0", "cuda:1"] or [0, 1], not {value!r}')
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f'devices must be "all" or a non-empty list of devices, not {value!r}')
+    names = []
+    for entry in value:
+        if isinstance(entry, int) and not isinstance(entry, bool) and entry >= 0:
+            names.append(f"cuda:{entry}")
+        elif isinstance(entry, str) and _DEVICE.fullmatch(entry.strip().lower()):
+            name = entry.strip().lower()
+            names.append("cuda:0" if name == "cuda" else name)
+        else:
+            raise ConfigError(f"devices: {entry!r} is not a device; use a GPU index (0, 1, ...) or a name like "
+                              '"cuda:1", "cpu" or "mps"')
+    gpus = [n for n in names if n != "cpu"]
+    twice = sorted({n for n in gpus if gpus.count(n) > 1})
+    if twice:  # two engines on one card share its memory and compute: no gain, and the slots would not fit
+        raise ConfigError(f"devices: {', '.join(twice)} listed twice (one replica per GPU)")
+    return names
+
+
 def _validate(cfg: Config) -> None:
     lim = cfg.limits
     for name in ("max_queue", "max_batch", "max_new_tokens", "max_jobs", "decode_threads"):
@@ -358,6 +393,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("trust_loopback must be true or false")
     if not isinstance(cfg.engine, bool):
         raise ConfigError("engine must be true or false")
+    cfg.devices = parse_devices(cfg.devices)
     if not isinstance(cfg.tcp_port, int) or not 0 < cfg.tcp_port < 65536:
         raise ConfigError(f"tcp_port must be 1..65535, not {cfg.tcp_port!r}")
     if cfg.idle_unload_s < 0:

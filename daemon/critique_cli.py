@@ -8,7 +8,9 @@ needs the daemon's package, which ase_model never imports:
   So a rerun after Ctrl-C skips what is done, the daemon answers these photos from the store, and `ase-mllm cull`
   reuses them. `--no-store` critiques everything and keeps nothing; `--db FILE` names another store.
 * `--write-xmp`: the sidecars, with the watcher's writer (folder_sidecars.py);
-* `--format lines`: the darktable plugin's line format (docs/protocol.md).
+* `--format lines`: the darktable plugin's line format (docs/protocol.md);
+* `--distributed [--shards DIR]`: under `accelerate launch`, each process critiques its share into a shard file
+  and process 0 merges them into the store (critique_distributed.py).
 
 Exit codes: 0 all critiqued, 1 a photo (or a sidecar) failed, 2 a usage error, 130 interrupted (what was done is
 printed, stored and summarised).
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .folder_sidecars import add_sidecar_arguments
 
     add_sidecar_arguments(ap)
+    from .critique_distributed import add_distributed_arguments
+
+    add_distributed_arguments(ap)
     return ap
 
 
@@ -81,16 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     model_id = fingerprint(model_dir)
     # the store's key includes the critique length: the daemon's default, so both answer each other's photos
     args.max_new_tokens = mnt = args.max_new_tokens or cfg.limits.max_new_tokens
-    store = None
-    if not args.no_store:
-        from .store import Store
-
-        store = Store(Path(args.db).expanduser() if args.db else cfg.db_path)
+    db_path = Path(args.db).expanduser() if args.db else cfg.db_path
     options = None
     if args.write_xmp:
         from .folder_sidecars import sidecar_options
 
         options = sidecar_options(cfg, args, tag_root=args.tag_root)
+    if args.distributed:  # under accelerate launch: shards per rank, merged by rank 0 (critique_distributed.py)
+        from .critique_distributed import run_distributed
+
+        try:
+            return run_distributed(args, db_path, model_id, mnt, options, prog=PROG)
+        except KeyboardInterrupt:
+            return 130
+    store = None
+    if not args.no_store:
+        from .store import Store
+
+        store = Store(db_path)
     try:
         return _run(args, store, model_id, mnt, options)
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Slot KV cache and a hand-written Llama-style forward over it, with a request API for continuous batching."""
+"""Slot KV cache, batched prefill and decode step over it, with a request API for continuous batching."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+
+from .graphs import StaticSteps
+from .layers import LlamaStack
+from .sampling import choose
 
 __all__ = ["DecodeEngine", "Request", "UnsupportedArchitecture", "unsupported_reason"]
 
@@ -34,11 +37,6 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
-def _rotate_half(x):
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 @dataclass
 class Request:
     """One decode request.
@@ -47,7 +45,11 @@ class Request:
         input_ids: 1-D prompt ids (image tokens included).
         image_features: the model's image features for this prompt ([1, n, hidden]) or None.
         max_new_tokens: stop after this many new tokens.
-        stream: called with each new token id, in order.
+        stream: called with each new token id, in order (in chunks of up to the engine's `sync_every` steps).
+        temperature: sample at this temperature (None or 0: greedy, the tokens of `generate(do_sample=False)`).
+        top_k: sample among the k most likely tokens only (None or 0: all).
+        top_p: sample among the smallest set of tokens whose probability reaches top_p (None: all).
+        seed: seeds the request's own generator (same seed, same tokens; None: a random seed).
     """
 
     input_ids: torch.Tensor
@@ -57,54 +59,94 @@ class Request:
     tokens: list[int] = field(default_factory=list)
     done: bool = False
     handle: int = -1
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    cancelled: bool = False
+    slot: int = -1
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+
 
 
 class DecodeEngine:
-    """A preallocated N-slot KV cache and one batched greedy decode step over the active slots.
+    """A preallocated N-slot KV cache, batched prefill, and one batched decode step over the active slots.
 
     Args:
         model: an ASEForConditionalGeneration whose language model is Llama-style.
         slots: how many requests decode at once.
         max_len: longest prompt + new tokens per slot.
         eos_token_id: stop token (default: the model's generation config).
+        sync_every: read the new tokens back to the host (stop checks, streaming) every this many steps; steps in
+            between stay on the device and tokens past a stop are dropped (default: 1 on CPU, 8 on CUDA).
+        cuda_graphs: decode through static batch buckets (slots 0..b-1), captured as CUDA graphs on CUDA
+            (None: on CUDA only). On CPU, True runs the same bucketed body eagerly.
+        fuse: fuse q/k/v and gate/up weights (None: on CPU only; see LlamaStack).
     """
 
-    def __init__(self, model, slots: int = 8, max_len: int = 512, eos_token_id: int | None = None):
+    def __init__(self, model, slots: int = 8, max_len: int = 512, eos_token_id: int | None = None,
+                 sync_every: int | None = None, cuda_graphs: bool | None = None, fuse: bool | None = None):
         reason = unsupported_reason(model)
         if reason:
             raise UnsupportedArchitecture(reason)
-        cfg = model.config.text_config
-        self.model, self.lm = model, model.model.language_model
-        self.n_heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.model = model
+        self.stack = LlamaStack(model, fuse=fuse)
         self.slots, self.max_len = slots, max_len
         eos = model.generation_config.eos_token_id if eos_token_id is None else eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos])
         p = next(model.parameters())
-        shape = (len(self.lm.layers), slots, self.kv_heads, max_len, self.head_dim)
+        self.device, cuda = p.device, p.device.type == "cuda"
+        self.sync_every = max(1, sync_every if sync_every is not None else (8 if cuda else 1))
+        shape = (len(self.stack.layers), slots, self.stack.kv_heads, max_len, self.stack.head_dim)
         self.k = torch.zeros(shape, dtype=p.dtype, device=p.device)  # allocated once, for the engine's life
         self.v = torch.zeros(shape, dtype=p.dtype, device=p.device)
-        self.lengths = torch.zeros(slots, dtype=torch.long, device=p.device)
+        self.cos, self.sin = self.stack.rotary_table(max_len, p.device, p.dtype)
+        self.lengths = [0] * slots  # host-side: the cache length of each slot (no device read needed)
+        self._count = [0] * slots  # tokens produced per slot, pending ones included
         self.active: dict[int, Request] = {}  # slot -> request
         self.queue: list[Request] = []
         self.finished: dict[int, Request] = {}
         self.last = torch.zeros(slots, dtype=torch.long, device=p.device)
+        self._arange = torch.arange(max(slots, max_len), device=p.device)
+        self._pending: list[tuple[list[Request], torch.Tensor]] = []  # tokens not yet read back, in step order
+        use_graphs = cuda if cuda_graphs is None else cuda_graphs
+        self.static = StaticSteps(self.stack, self.k, self.v, self.cos, self.sin, capture=cuda) if use_graphs else None
         self._ids = itertools.count()
 
     # ---- request API -----------------------------------------------------------------------------------
     def submit(self, request: Request) -> int:
-        """Queue a request; it takes a free slot at the next step. Returns its handle."""
+        """Queue a request; it takes a free slot at the next step. Returns its handle; raises ValueError when
+        its prompt + max_new_tokens exceed max_len.
+
+        Args:
+            request: the prompt, its image features and its decoding options.
+        """
+        self._check_len(request)  # refused here, before it holds a place in the queue
         request.handle = next(self._ids)
+        if request.temperature and request.generator is None:
+            request.generator = torch.Generator(device=self.device)
+            if request.seed is None:
+                request.generator.seed()
+            else:
+                request.generator.manual_seed(request.seed)
         self.queue.append(request)
         return request.handle
 
     def cancel(self, handle: int) -> None:
-        """Drop a request, freeing its slot at once."""
+        """Drop a request, freeing its slot at once (its tokens not yet read back are discarded).
+
+        Args:
+            handle: what `submit` returned.
+        """
+        for r in self.queue:
+            if r.handle == handle:
+                r.cancelled = True
         self.queue = [r for r in self.queue if r.handle != handle]
         for slot, r in list(self.active.items()):
             if r.handle == handle:
-                del self.active[slot]
-                self.lengths[slot] = 0
+                r.cancelled = True
+                self._free(slot)
 
     def run(self) -> dict[int, Request]:
         """Step until every submitted request has finished; returns finished requests by handle."""
@@ -112,79 +154,157 @@ class DecodeEngine:
             self.step()
         return self.finished
 
-    # ---- forward -----------------------------------------------------------------------------------------
-    def _forward(self, x, slots, positions, mask):
-        """x [B, T, H]; slots [B]; positions [B, T]; mask [B, 1, T, L] additive over the cache."""
-        cos, sin = self.lm.rotary_emb(x, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        B, T, _ = x.shape
-        L = mask.shape[-1]
-        dense = bool((slots == torch.arange(B, device=slots.device)).all())
-        for i, layer in enumerate(self.lm.layers):
-            a = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = a.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = a.k_proj(h).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = a.v_proj(h).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            # write the new K/V at each slot's own positions, in place (the cache is never reallocated)
-            self.k[i][slots[:, None], :, positions] = k.transpose(1, 2)
-            self.v[i][slots[:, None], :, positions] = v.transpose(1, 2)
-            if dense:  # slots 0..B-1: a view, no gather copy
-                kc, vc = self.k[i][:B, :, :L], self.v[i][:B, :, :L]
-            else:
-                kc, vc = self.k[i][slots, :, :L], self.v[i][slots, :, :L]
-            o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, enable_gqa=self.n_heads != self.kv_heads)
-            x = x + a.o_proj(o.transpose(1, 2).reshape(B, T, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.model.lm_head(self.lm.norm(x[:, -1]))
+    def warmup(self) -> None:
+        """Capture the CUDA graphs of every batch bucket now (CUDA only; otherwise nothing to do)."""
+        if self.static is not None:
+            self.static.warmup()
 
+    # ---- prefill ----------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def prefill(self, slot: int, request: Request) -> int:
-        """Put a request's prompt (image features merged by the model's own code) into a slot; returns token 1."""
-        ids = request.input_ids.to(self.k.device).view(1, -1)
-        emb = self.model.get_input_embeddings()(ids)
-        if request.image_features is not None:
-            emb = self.model.model.merge_image_features(ids, emb, request.image_features)
-        T = ids.shape[1]
-        if T + request.max_new_tokens > self.max_len:
-            raise ValueError(f"prompt {T} + {request.max_new_tokens} new tokens exceed max_len {self.max_len}")
-        pos = torch.arange(T, device=ids.device)[None]
-        mask = torch.full((T, T), float("-inf"), dtype=emb.dtype, device=ids.device).triu(1)[None, None]
-        logits = self._forward(emb, torch.tensor([slot], device=ids.device), pos, mask)
-        self.lengths[slot] = T
-        self.active[slot] = request
-        return int(logits.argmax(-1))
+    def _prefill(self, batch: list[tuple[int, Request]]) -> torch.Tensor:
+        """Put several prompts (right-padded to one length) into their slots in ONE forward; first tokens [n]."""
+        embs = []
+        for _, r in batch:
+            ids = r.input_ids.to(self.device).view(1, -1)
+            emb = self.stack.embed(ids)
+            if r.image_features is not None:
+                emb = self.model.model.merge_image_features(ids, emb, r.image_features)
+            embs.append(emb[0])
+        lens = [e.shape[0] for e in embs]
+        n, T = len(batch), max(lens)
+        x = torch.nn.utils.rnn.pad_sequence(embs, batch_first=True) if n > 1 else embs[0][None]
+        causal = self._arange[:T][None] <= self._arange[:T][:, None]  # [T(query), T(key)]
+        if n > 1:  # a padded key is hidden from every real query (pad rows see real keys: no empty row)
+            keys = self._arange[:T][None] < torch.tensor(lens, device=self.device)[:, None]
+            causal = causal[None] & keys[:, None, :]
+        zero = torch.zeros((), dtype=x.dtype, device=self.device)
+        mask = torch.where(causal, zero, float("-inf")).to(x.dtype).view(n, 1, T, T) if n > 1 else \
+            torch.where(causal, zero, float("-inf")).to(x.dtype)[None, None]
+        slots = torch.tensor([s for s, _ in batch], device=self.device)
+        pos = self._arange[:T][None].expand(n, T)
+        idx = LlamaStack.write_index(slots, pos, self.stack.kv_heads, self.max_len)
+        cos, sin = self.cos[:T][None, None], self.sin[:T][None, None]
+        h = self.stack.forward(x, self.k, self.v, idx, slots, T, cos, sin, mask)
+        last = h[torch.arange(n, device=self.device), torch.tensor(lens, device=self.device) - 1]
+        return choose(self.stack.logits(last), [r for _, r in batch])
 
-    def _emit(self, slot: int, token: int) -> None:
-        r = self.active[slot]
+    def prefill(self, slot: int, request: Request) -> int:
+        """Put one request's prompt into a slot and make it active; returns its first token (reads it back).
+
+        Args:
+            slot: a free slot.
+            request: the request (already submitted or not).
+        """
+        self._check_len(request)
+        tok = self._prefill([(slot, request)])
+        self._activate(slot, request, tok)
+        return int(tok[0])
+
+    def _check_len(self, r: Request) -> None:
+        T = r.input_ids.numel()
+        if T + r.max_new_tokens > self.max_len:
+            raise ValueError(f"prompt {T} + {r.max_new_tokens} new tokens exceed max_len {self.max_len}")
+
+    def _activate(self, slot: int, r: Request, first: torch.Tensor) -> None:
+        r.slot = slot
+        self.active[slot] = r
+        self.lengths[slot] = r.input_ids.numel()
+        self._count[slot] = 1
+        self.last[slot] = first[0]
+
+    def _admit(self) -> None:
+        free = [s for s in range(self.slots) if s not in self.active]
+        batch = []
+        while self.queue and free:
+            r = self.queue.pop(0)
+            self._check_len(r)  # changed since submit: dropped with the error, the queue moves on
+            batch.append((free.pop(0), r))
+        if not batch:
+            return
+        toks = self._prefill(batch)
+        for i, (slot, r) in enumerate(batch):
+            self._activate(slot, r, toks[i : i + 1])
+        self._pending.append(([r for _, r in batch], toks))
+
+    # ---- stop checks -------------------------------------------------------------------------------------
+    def _free(self, slot: int) -> None:
+        del self.active[slot]
+        self.lengths[slot] = 0
+        self._count[slot] = 0
+
+    def _flush_due(self) -> bool:
+        if not self._pending:
+            return False
+        return len(self._pending) >= self.sync_every or any(
+            self._count[s] >= r.max_new_tokens for s, r in self.active.items())
+
+    def _flush(self) -> None:
+        """Read the pending tokens back (one host sync), emit them in step order, stop at EOS / max_new_tokens."""
+        pending, self._pending = self._pending, []
+        flat = torch.cat([t for _, t in pending]).tolist()
+        i = 0
+        for reqs, _ in pending:
+            for r in reqs:
+                tok, i = flat[i], i + 1
+                if not (r.done or r.cancelled):  # tokens past a stop (decoded before the check) are dropped
+                    self._emit(r, tok)
+
+    def _emit(self, r: Request, token: int) -> None:
         r.tokens.append(token)
         if r.stream is not None:
             r.stream(token)
-        self.last[slot] = token
         if token in self.eos or len(r.tokens) >= r.max_new_tokens:
             r.done = True
             self.finished[r.handle] = r
-            del self.active[slot]
-            self.lengths[slot] = 0
+            if self.active.get(r.slot) is r:
+                self._free(r.slot)
 
+    # ---- decode ------------------------------------------------------------------------------------------
     @torch.inference_mode()
+    def _decode(self, slots: list[int], reqs: list[Request]) -> torch.Tensor:
+        """One decode step over the given active slots; their next tokens [B] (on the device)."""
+        B = len(slots)
+        pos = [self.lengths[s] for s in slots]
+        if self.static is not None:
+            b = self.static.bucket(slots[-1])
+            full = [0] * b
+            for s, p in zip(slots, pos):
+                full[s] = p
+            logits = self.static.run(self.last, full, b)
+            return choose(logits[slots] if B < b else logits, reqs)
+        dense = slots[-1] == B - 1  # sorted and unique: slots 0..B-1, read the cache as a view
+        rows = B if dense else torch.tensor(slots, device=self.device)
+        slot_t = self._arange[:B] if dense else rows
+        L = max(pos) + 1
+        pos_t = torch.tensor(pos, device=self.device)
+        mask = None  # every slot at the same length: all L columns visible to every row
+        if min(pos) != L - 1:
+            mask = torch.where(self._arange[:L][None] <= pos_t[:, None], 0.0, float("-inf"))
+            mask = mask.to(self.k.dtype)[:, None, None, :]
+        x = self.stack.embed(self.last[:B] if dense else self.last[rows])[:, None]
+        idx = LlamaStack.write_index(slot_t, pos_t[:, None], self.stack.kv_heads, self.max_len)
+        cos, sin = self.cos[pos_t][:, None, None], self.sin[pos_t][:, None, None]
+        h = self.stack.forward(x, self.k, self.v, idx, rows, L, cos, sin, mask)
+        return choose(self.stack.logits(h[:, -1]), reqs)
+
     def step(self) -> None:
-        """Admit queued requests into free slots, then ONE batched greedy decode step over active slots."""
-        free = [s for s in range(self.slots) if s not in self.active]
-        while self.queue and free:
-            slot = free.pop(0)
-            self._emit(slot, self.prefill(slot, self.queue.pop(0)))
+        """Admit queued requests into free slots (one batched prefill), then ONE batched decode step over the
+        active slots; tokens are read back every `sync_every` steps (or when a request reaches its limit)."""
+        self._admit()
+        if self._flush_due():
+            self._flush()
         if not self.active:
             return
-        slots = torch.tensor(sorted(self.active), device=self.k.device)
-        pos = self.lengths[slots]  # the new token's position = the slot's length
-        L = int(pos.max()) + 1
-        mask = torch.where(torch.arange(L, device=pos.device)[None] <= pos[:, None], 0.0, float("-inf"))
-        mask = mask.to(self.k.dtype)[:, None, None, :]
-        x = self.model.get_input_embeddings()(self.last[slots])[:, None]
-        logits = self._forward(x, slots, pos[:, None], mask)
-        nxt = logits.argmax(-1).tolist()  # CPU: one sync per step; the CUDA path is not written yet
-        self.lengths[slots] += 1
-        for s, t in zip(slots.tolist(), nxt):
-            self._emit(s, t)
+        slots = sorted(self.active)
+        reqs = [self.active[s] for s in slots]
+        nxt = self._decode(slots, reqs)
+        if self.static is not None or slots[-1] != len(slots) - 1:
+            self.last[torch.tensor(slots, device=self.device)] = nxt
+        else:
+            self.last[: len(slots)] = nxt
+        for s in slots:
+            self.lengths[s] += 1
+            self._count[s] += 1
+        self._pending.append((reqs, nxt))
+        if self._flush_due():
+            self._flush()
