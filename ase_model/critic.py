@@ -45,6 +45,9 @@ __all__ = ["Critic", "Critique", "Prepared", "DEFAULT_MAX_NEW_TOKENS", "crop_sal
 
 DEFAULT_MAX_NEW_TOKENS = 160
 log = logging.getLogger("ase_model.critic")
+# transformers' loading patches process-wide state while it builds a model (parameters created on the meta
+# device); two threads loading at once (one worker per device) can leave it patched for every later model.
+_LOAD_LOCK = threading.Lock()
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -178,8 +181,9 @@ class Critic:
                 "train the starter model (docs/starter-model.md)"
             )
         dev = pick_device(device)
-        model = ASEForConditionalGeneration.from_pretrained(model_dir, dtype=pick_dtype(dev, dtype)).to(dev)
-        processor = ASEProcessor.from_pretrained(model_dir)
+        with _LOAD_LOCK:
+            model = ASEForConditionalGeneration.from_pretrained(model_dir, dtype=pick_dtype(dev, dtype)).to(dev)
+            processor = ASEProcessor.from_pretrained(model_dir)
         return cls(model, processor, fingerprint(model_dir), tag_root=tag_root, static_cache=static_cache,
                    repair=repair, engine=engine, engine_slots=engine_slots)
 

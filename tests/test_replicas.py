@@ -66,7 +66,7 @@ def running(tiny_model_dir, tmp_path_factory):
 def test_interactive_requests_go_to_the_less_loaded_replica(running):
     from ase_daemon.worker import Task
 
-    replicas, _, _ = running
+    replicas, *_ = running
     before = [w.stats["images"] for w in replicas.replicas]
     outcomes, done = {}, threading.Semaphore(0)
     tasks = [Task(data=jpeg(100 + i), name=f"i{i}.jpg",
@@ -92,7 +92,7 @@ def test_a_full_replica_passes_the_request_on(running):
     from ase_daemon.errors import Busy
     from ase_daemon.worker import Task
 
-    replicas, _, _ = running
+    replicas, *_ = running
     first, second = replicas.replicas
     done = threading.Semaphore(0)
     try:
@@ -112,7 +112,7 @@ def test_status_reply_with_replicas(running):
     from ase_daemon.config import Config
     from ase_daemon.server import GUEST_STATUS, Call, Server
 
-    replicas, store, _ = running
+    replicas, store, *_ = running
     server = Server(Config(), replicas, store)
     st = server._op_status(Call(None, [], None), None)
     assert {"state", "model", "device", "queue", "batches", "memory", "counts", "jobs", "limits"} <= set(st)
@@ -205,3 +205,18 @@ def test_devices_config(tmp_path):
         assert two.personal is two.replicas[0].personal is two.replicas[1].personal
     finally:
         store.close()
+
+
+def test_replicas_loading_at_once_leave_model_loading_sound(running):
+    """transformers patches process-wide state while it loads (parameters made on the meta device): the replicas'
+    loads, side by side, must not leave it patched for every model loaded after them."""
+    import torch
+
+    from ase_model.critic import Critic
+
+    replicas, *_ = running
+    for w in replicas.replicas:
+        assert all(p.device.type == "cpu" for p in w.critic.model.parameters())
+    critic = Critic.from_pretrained(None, device="cpu")  # the starter model: it was left on the meta device
+    assert all(p.device.type == "cpu" for p in critic.model.parameters())
+    assert torch.isfinite(critic.model.get_input_embeddings().weight).all()
