@@ -8,9 +8,10 @@
 No batch window: a lone request on an idle worker starts at the next loop turn; requests with different
 `max_new_tokens` share the engine. Background jobs never take the last free slot (one is kept for interactive
 requests, no preemption), so an interactive critique never waits for a background one to end; while an interactive
-critique is in flight (decode pool, lane or engine), no background newcomer is admitted (the ones decoding go on),
-so its steps are not stalled by their image side and prefill. A cancelled task that is decoding leaves its slot at
-the next step (engine.cancel).
+critique is in flight (decode pool, lane or engine), no background newcomer is admitted, so its steps are not stalled
+by their image side and prefill; and while it decodes, the background critiques in the engine keep their slots but
+sit the steps out (engine.paused), so each step costs what the interactive ones alone cost. A cancelled task that
+is decoding leaves its slot at the next step (engine.cancel).
 
 `_Stream` is a part of `Worker` (worker.py), used when the Critic decodes through the engine; without an engine
 (the `generate` fallback) the static batches of worker_batches.py run instead. The engine is not thread-safe: only
@@ -214,7 +215,10 @@ class _Stream:
         engine = self.critic.engine.engine
         if engine is None or not (engine.active or engine.queue):
             return
-        width = min(engine.slots, len(engine.active) + len(engine.queue))
+        with self._cv:  # interactive critiques first: background ones keep their slots but sit this step out
+            interactive = any(x.task.lane == INTERACTIVE for x in self._live.values())
+            engine.paused = {h for h, x in self._live.items() if x.task.lane == BACKGROUND} if interactive else set()
+        width = min(engine.slots, len(engine.active) + len(engine.queue)) - len(engine.paused)
         t0 = time.perf_counter()
         try:
             engine.step()

@@ -144,6 +144,24 @@ def test_cancel_frees_slot_and_reuse_is_clean(tiny):
     assert engine.run()[h2].tokens == fresh.run()[h3].tokens
 
 
+def test_paused_request_sits_out_the_steps_and_resumes_exactly(tiny):
+    a, b = _prompt(tiny, 9, 22), _prompt(tiny, 5, 23)
+    engine = DecodeEngine(tiny, slots=2, max_len=256, eos_token_id=-1)  # no stop token: lengths are exact
+    ha = engine.submit(Request(*a, max_new_tokens=12))
+    engine.step()
+    engine.paused = {ha}  # a background request, while an interactive one decodes
+    hb = engine.submit(Request(*b, max_new_tokens=6))
+    held = list(engine.active[0].tokens)
+    while hb not in engine.finished:
+        engine.step()
+    assert engine.active[0].tokens == held  # it did not advance
+    engine.paused = set()
+    while ha not in engine.finished:
+        engine.step()
+    want = _check(tiny, [a], 12, eos_token_id=-1)[0]
+    assert engine.finished[ha].tokens == want
+
+
 def test_stream_order_and_max_new_tokens(tiny):
     seen = []
     engine = DecodeEngine(tiny, slots=2, max_len=256)

@@ -107,6 +107,9 @@ class DecodeEngine:
         self.active: dict[int, Request] = {}  # slot -> request
         self.queue: list[Request] = []
         self.finished: dict[int, Request] = {}
+        # handles whose requests keep their slot but sit out the decode steps (a worker puts its background
+        # critiques here while an interactive one decodes: the step is then as short as the interactive alone)
+        self.paused: set[int] = set()
         self.last = torch.zeros(slots, dtype=torch.long, device=p.device)
         self._arange = torch.arange(max(slots, max_len), device=p.device)
         self._pending: list[tuple[list[Request], torch.Tensor]] = []  # tokens not yet read back, in step order
@@ -149,7 +152,8 @@ class DecodeEngine:
                 self._free(slot)
 
     def run(self) -> dict[int, Request]:
-        """Step until every submitted request has finished; returns finished requests by handle."""
+        """Step until every submitted request has finished (paused ones resumed); returns them by handle."""
+        self.paused.clear()
         while self.queue or self.active:
             self.step()
         return self.finished
@@ -293,9 +297,9 @@ class DecodeEngine:
         self._admit()
         if self._flush_due():
             self._flush()
-        if not self.active:
+        slots = sorted(s for s, r in self.active.items() if r.handle not in self.paused)
+        if not slots:
             return
-        slots = sorted(self.active)
         reqs = [self.active[s] for s in slots]
         nxt = self._decode(slots, reqs)
         if self.static is not None or slots[-1] != len(slots) - 1:
