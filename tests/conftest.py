@@ -239,10 +239,3 @@ authorized_keys = "{curve_keys / 'authorized_clients'}"
     yield d
     d.stop()
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n`, pyproject's addopts): each test file runs whole on one worker (module fixtures are
-    built once), and every darktable test on the same worker (one darktable/Xvfb at a time)."""
-    for item in items:
-        group = "darktable" if item.get_closest_marker("darktable") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -65,6 +65,13 @@ def _darktable_once(cmd: list, env: dict, log: Path, started: Path, timeout: int
     return proc.returncode, outcome
 
 
+def display_base() -> int:
+    """Where xvfb-run's search for a free X display starts: apart for each pytest-xdist worker, so that two workers
+    starting darktable at the same moment never pick the same display (`-a` alone races)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 99 + 20 * int(worker.removeprefix("gw") or 0)
+
+
 def run_darktable(work: Path, cfg: Path, driver: Path, env: dict, conf: dict | None = None,
                   timeout: int = 150, lua_errors_ok: bool = False) -> tuple[dict, str]:
     """darktable with config dir `cfg` running `driver`; returns (the driver's report, the log) once it has
@@ -72,7 +79,8 @@ def run_darktable(work: Path, cfg: Path, driver: Path, env: dict, conf: dict | N
     errors itself) the log has no LUA ERROR."""
     result, started, log = work / "result.txt", work / "result.txt.started", work / "darktable.log"
     full_env = {**daemon_env(work), "ASE_DT_RESULT": str(result), "ASE_DT_DRIVER": str(driver), **env}
-    cmd = ["timeout", "-k", "5", str(timeout), "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24",
+    cmd = ["timeout", "-k", "5", str(timeout), "xvfb-run", "-a", "-n", str(display_base()),
+           "-s", "-screen 0 1600x1000x24",
            "darktable", "--configdir", str(cfg), "--cachedir", str(work / "cache"), "--library", ":memory:",
            "--disable-opencl", "-d", "lua"]
     for key, value in (conf or {}).items():

@@ -38,7 +38,8 @@ def run_darktable_with_library(work: Path, library: Path, env: dict) -> dict:
     result, started, log = work / "result.txt", work / "result.txt.started", work / "darktable.log"
     full_env = {**daemon_env(work), "ASE_DT_RESULT": str(result), "ASE_DT_HARNESS": str(DRIVERS / "harness.lua"),
                 "ASE_DT_DRIVER": str(DRIVERS / "personal_library.lua"), **env}
-    cmd = ["timeout", "-k", "5", str(DT_TIMEOUT), "xvfb-run", "-a", "-s", "-screen 0 1600x1000x24",
+    cmd = ["timeout", "-k", "5", str(DT_TIMEOUT), "xvfb-run", "-a", "-n", str(dt_runner.display_base()),
+           "-s", "-screen 0 1600x1000x24",
            "darktable", "--configdir", str(cfg), "--cachedir", str(work / "cache"), "--library", str(library),
            "--disable-opencl", "-d", "lua", "--luacmd", "dofile(os.getenv('ASE_DT_DRIVER'))"]
     t0 = time.monotonic()
