@@ -87,7 +87,9 @@ class Config:
     devices: str | list | None = None  # "all" | [ids]: one worker replica per device (replicas.py); None = `device`
     dtype: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = one per worker on CPU, torch's default on a GPU
-    engine: bool = True  # decode through ase_model's DecodeEngine (continuous batching) instead of generate
+    # decode through ase_model's DecodeEngine (continuous batching) instead of generate: true | false | "auto"
+    # (on CPU; on CUDA generate's compiled static cache until bench/gpu_check.py has measured the engine there)
+    engine: bool | str = "auto"
     endpoints: list[str] = field(default_factory=list)  # [] = the default ipc socket + tcp://127.0.0.1:<tcp_port>
     tcp_port: int = DEFAULT_TCP_PORT
     db: str | None = None  # None = $XDG_DATA_HOME/ase-mllm/store.sqlite3
@@ -391,8 +393,8 @@ def _validate(cfg: Config) -> None:
             _check_ipc(ep)
     if not isinstance(cfg.trust_loopback, bool):
         raise ConfigError("trust_loopback must be true or false")
-    if not isinstance(cfg.engine, bool):
-        raise ConfigError("engine must be true or false")
+    if not isinstance(cfg.engine, bool) and cfg.engine != "auto":
+        raise ConfigError(f'engine must be true, false or "auto", not {cfg.engine!r}')
     cfg.devices = parse_devices(cfg.devices)
     if not isinstance(cfg.tcp_port, int) or not 0 < cfg.tcp_port < 65536:
         raise ConfigError(f"tcp_port must be 1..65535, not {cfg.tcp_port!r}")

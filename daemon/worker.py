@@ -52,7 +52,7 @@ class Worker(_Intake, _Stream, _Batches, _ModelLife):
                  batch_window_ms: float = 20.0, max_new_tokens: int = 160, decode_threads: int = 2,
                  idle_unload_s: float = 0.0, warmup_batch_sizes: list[int] | None = None,
                  critic_factory: Callable[[], object] | None = None, max_file_mb: float = 1024.0,
-                 decode_budget_mb: float = 2048.0, personal: PersonalScores | None = None, engine: bool = True,
+                 decode_budget_mb: float = 2048.0, personal: PersonalScores | None = None, engine: bool | str = "auto",
                  slots: int = 0):
         self.model_path = Path(model).expanduser() if model else None
         self.critic_factory = critic_factory  # builds the Critic instead of loading `model` (benchmarks)

@@ -45,9 +45,10 @@ class _ModelLife:
             hf_logging.set_verbosity_error()
             from ase_model.critic import Critic, default_model_dir, fingerprint, pick_device
 
+            device = pick_device(self.device)
             if self.threads:
                 torch.set_num_threads(self.threads)
-            elif pick_device(self.device).type == "cpu":
+            elif device.type == "cpu":
                 # one thread per worker: torch's default (all cores) made a critique 4.7x slower when other work
                 # used the cores, and was no faster on an idle machine (issue 17)
                 torch.set_num_threads(1)
@@ -58,8 +59,11 @@ class _ModelLife:
                 model_dir = self.model_path or default_model_dir()
                 if (model_dir / "config.json").exists():
                     self.model_id = fingerprint(model_dir)  # cache hits can be answered while the weights load
+                # "auto": the engine on CPU; on CUDA its graphs are unmeasured (bench/gpu_check.py), so generate's
+                # compiled static cache stays until they are
+                engine = self.engine if isinstance(self.engine, bool) else device.type != "cuda"
                 critic = Critic.from_pretrained(model_dir, device=self.device, dtype=self.dtype, tag_root=self.tag_root,
-                                                engine=self.engine, engine_slots=self.slots)
+                                                engine=engine, engine_slots=self.slots)
             cuda = critic.device.type == "cuda"
             sizes = self.warmup_batch_sizes or ([1, self.max_batch] if cuda else [1])
             warm = critic.warmup(sorted(set(sizes)), max_new_tokens=self.max_new_tokens if cuda else 8)

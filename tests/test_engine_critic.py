@@ -119,8 +119,11 @@ def test_daemon_config_engine_reaches_the_critic(tiny_model_dir, tmp_path):
     worker = make_worker(load_config(conf), Store(tmp_path / "w2.db"))
     worker._load()
     assert worker.critic.engine is None  # turned off
-    conf.write_text(f'model = "{tiny_model_dir}"\n')
-    assert load_config(conf).engine is True  # the default: on
+    conf.write_text(f'model = "{tiny_model_dir}"\ndevice = "cpu"\n')
+    assert load_config(conf).engine == "auto"  # the default: on CPU, the engine
+    worker = make_worker(load_config(conf), Store(tmp_path / "w3.db"))
+    worker._load()
+    assert worker.critic.engine is not None
     conf.write_text('engine = "yes"\n')
     with pytest.raises(ConfigError, match="engine"):
         load_config(conf)
