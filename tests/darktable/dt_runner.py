@@ -33,6 +33,21 @@ def unescape(s: str) -> str:
     return "".join(out)
 
 
+@contextlib.contextmanager
+def one_darktable():
+    """Held while a test's darktable runs: one darktable at a time on the machine, whatever pytest-xdist worker
+    runs the test (two at once made darktable 4.2's start-up hang more likely)."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "ase-mllm-darktable-tests.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, 0)  # anyone left in the run's process group (darktable outlives xvfb-run on a timeout)?
@@ -86,16 +101,17 @@ def run_darktable(work: Path, cfg: Path, driver: Path, env: dict, conf: dict | N
     for key, value in (conf or {}).items():
         cmd += ["--conf", f"{key}={value}"]
     cmd += ["--luacmd", "dofile(os.getenv('ASE_DT_DRIVER'))"]
-    t0 = time.monotonic()
-    for attempt in (1, 2):
-        for f in (result, started):
-            f.unlink(missing_ok=True)
-        for stale in cfg.glob("data.db*"):
-            stale.unlink()
-        rc, outcome = _darktable_once(cmd, full_env, log, started, timeout)
-        if outcome != "startup-hang":
-            break
-        shutil.copy(log, work / f"darktable-startup-hang-{attempt}.log")
+    with one_darktable():
+        t0 = time.monotonic()
+        for attempt in (1, 2):
+            for f in (result, started):
+                f.unlink(missing_ok=True)
+            for stale in cfg.glob("data.db*"):
+                stale.unlink()
+            rc, outcome = _darktable_once(cmd, full_env, log, started, timeout)
+            if outcome != "startup-hang":
+                break
+            shutil.copy(log, work / f"darktable-startup-hang-{attempt}.log")
     text = log.read_text(errors="replace")
     report = {}
     if result.exists():

@@ -42,16 +42,18 @@ def run_darktable_with_library(work: Path, library: Path, env: dict) -> dict:
            "-s", "-screen 0 1600x1000x24",
            "darktable", "--configdir", str(cfg), "--cachedir", str(work / "cache"), "--library", str(library),
            "--disable-opencl", "-d", "lua", "--luacmd", "dofile(os.getenv('ASE_DT_DRIVER'))"]
-    t0 = time.monotonic()
-    for attempt in (1, 2):  # darktable 4.2 may hang before running any Lua: one retry on a fresh library
-        for f in (result, started, library):
-            f.unlink(missing_ok=True)
-        for stale in cfg.glob("data.db*"):
-            stale.unlink()
-        rc, outcome = dt_runner._darktable_once(cmd, full_env, log, started, DT_TIMEOUT)
-        if outcome != "startup-hang":
-            break
-        shutil.copy(log, work / f"darktable-startup-hang-{attempt}.log")
+    with dt_runner.one_darktable():
+        t0 = time.monotonic()
+        for attempt in (1, 2):  # darktable 4.2 may hang before running any Lua: one retry on a fresh library
+            # (its lock file too: the hung darktable, killed, can linger as a zombie whose pid looks alive)
+            for f in (result, started, library, library.with_name(library.name + ".lock")):
+                f.unlink(missing_ok=True)
+            for stale in cfg.glob("data.db*"):
+                stale.unlink()
+            rc, outcome = dt_runner._darktable_once(cmd, full_env, log, started, DT_TIMEOUT)
+            if outcome != "startup-hang":
+                break
+            shutil.copy(log, work / f"darktable-startup-hang-{attempt}.log")
     text = log.read_text(errors="replace")
     report = {}
     if result.exists():
