@@ -33,6 +33,15 @@ def unescape(s: str) -> str:
     return "".join(out)
 
 
+SEGFAULT = (139, -11)  # darktable killed by SIGSEGV (through `timeout`: 128 + 11)
+
+
+def worth_a_retry(outcome: str, rc: int | None) -> bool:
+    """darktable 4.2 itself failed, not the test: it hung before running any Lua, or it crashed (a segfault in its
+    own signal handling, seen once in dt_collection_new under a loaded machine). One more run on a fresh config."""
+    return outcome == "startup-hang" or rc in SEGFAULT
+
+
 @contextlib.contextmanager
 def one_darktable():
     """Held while a test's darktable runs: one darktable at a time on the machine, whatever pytest-xdist worker
@@ -109,9 +118,9 @@ def run_darktable(work: Path, cfg: Path, driver: Path, env: dict, conf: dict | N
             for stale in cfg.glob("data.db*"):
                 stale.unlink()
             rc, outcome = _darktable_once(cmd, full_env, log, started, timeout)
-            if outcome != "startup-hang":
+            if not worth_a_retry(outcome, rc):
                 break
-            shutil.copy(log, work / f"darktable-startup-hang-{attempt}.log")
+            shutil.copy(log, work / f"darktable-{outcome}-rc{rc}-{attempt}.log")
     text = log.read_text(errors="replace")
     report = {}
     if result.exists():

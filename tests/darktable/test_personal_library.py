@@ -51,9 +51,9 @@ def run_darktable_with_library(work: Path, library: Path, env: dict) -> dict:
             for stale in cfg.glob("data.db*"):
                 stale.unlink()
             rc, outcome = dt_runner._darktable_once(cmd, full_env, log, started, DT_TIMEOUT)
-            if outcome != "startup-hang":
+            if not dt_runner.worth_a_retry(outcome, rc):
                 break
-            shutil.copy(log, work / f"darktable-startup-hang-{attempt}.log")
+            shutil.copy(log, work / f"darktable-{outcome}-rc{rc}-{attempt}.log")
     text = log.read_text(errors="replace")
     report = {}
     if result.exists():
