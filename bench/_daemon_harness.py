@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["SIZES", "build_model", "make_photos", "start_daemon"]
+__all__ = ["SIZES", "build_model", "items_per_second", "make_photos", "start_daemon"]
 
 SIZES = {
     "tiny": {},
@@ -71,3 +73,21 @@ def start_daemon(model: Path, tmp: Path, args, env: dict, extra: tuple[str, ...]
             assert proc.poll() is None, (tmp / "daemon.log").read_text()
             time.sleep(0.1)
     raise RuntimeError("daemon not ready")
+
+
+def items_per_second(items: list, clients: int, work: Callable[[Callable[[], object]], None]) -> float:
+    """Items per second when `clients` threads share `items`: each runs work(take), where take() hands out the next
+    item (None when all are taken), so a client sends its next request only once its last one is answered."""
+    queue, lock = list(items), threading.Lock()
+
+    def take():
+        with lock:
+            return queue.pop() if queue else None
+
+    threads = [threading.Thread(target=work, args=(take,)) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(items) / (time.perf_counter() - t0)

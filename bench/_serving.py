@@ -61,23 +61,13 @@ def critique_one(worker, data: bytes) -> float:
 
 def clients(worker, data: list[bytes], n: int) -> float:
     """Images per second with n clients, each sending its next photo when the last one is answered."""
-    queue, lock = list(data), threading.Lock()
+    from _daemon_harness import items_per_second  # bench/ is sys.path[0] (run through bench/daemon.py)
 
-    def run():
-        while True:
-            with lock:
-                if not queue:
-                    return
-                item = queue.pop()
+    def work(take):
+        for item in iter(take, None):
             critique_one(worker, item)
 
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(data) / (time.perf_counter() - t0)
+    return items_per_second(data, n, work)
 
 
 def burst(worker, store, data: list[bytes], tag: str) -> tuple[list[str], threading.Event, list[float]]:

@@ -32,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _daemon_harness import SIZES, build_model, make_photos, start_daemon  # noqa: E402  (bench/ is sys.path[0])
+from _daemon_harness import SIZES, build_model, items_per_second, make_photos, start_daemon  # noqa: E402  (bench/ is sys.path[0])
 
 
 def mean_batch(before: dict, after: dict) -> float:
@@ -59,25 +59,12 @@ def throughput(endpoint: str, photos: list[Path], clients: int) -> float:
     """Images per second critiquing `photos` (cache bypassed) with `clients` concurrent clients."""
     from ase_daemon.client import Client
 
-    queue = list(photos)
-    lock = threading.Lock()
-
-    def run():
+    def work(take):
         with Client(endpoint, timeout=60) as c:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    p = queue.pop()
+            for p in iter(take, None):
                 c.critique(path=p, force=True, saliency=True)
 
-    threads = [threading.Thread(target=run) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(photos) / (time.perf_counter() - t0)
+    return items_per_second(photos, clients, work)
 
 
 def daemon_mode(args) -> None:

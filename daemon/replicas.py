@@ -58,7 +58,7 @@ def resolve_devices(devices: str | list[str] | None, device: str | None) -> list
 
 
 class _Replica(Worker):
-    """A Worker whose decodes reserve from the budget all replicas share (not one budget each)."""
+    """A Worker whose decodes reserve from the first replica's budget (one for the daemon, not one each)."""
 
     def __init__(self, *args, shared_budget: Callable[[], object], **kwargs):
         super().__init__(*args, **kwargs)
@@ -89,12 +89,10 @@ class Replicas:
         self.store = store
         self.devices = list(devices)
         self.personal = personal or PersonalScores()
-        self._budget = None
-        self._budget_lock = threading.Lock()
-        self.replicas: list[Worker] = [
-            _Replica(model, store, device=d, personal=self.personal, shared_budget=self.decode_budget, **settings)
-            for d in self.devices]
-        first = self.replicas[0]
+        first = Worker(model, store, device=self.devices[0], personal=self.personal, **settings)
+        self.replicas: list[Worker] = [first] + [
+            _Replica(model, store, device=d, personal=self.personal, shared_budget=first.decode_budget, **settings)
+            for d in self.devices[1:]]
         # settings the server, watcher and culler read (the same on every replica)
         self.model_path, self.tag_root = first.model_path, first.tag_root
         self.max_queue, self.max_batch, self.max_new_tokens = first.max_queue, first.max_batch, first.max_new_tokens
@@ -164,13 +162,8 @@ class Replicas:
             w.notify_jobs()
 
     def decode_budget(self):
-        """The MemoryBudget every decode of this daemon reserves from, shared by all replicas."""
-        from ase_model.imagesafety import MemoryBudget  # outside the lock: the first import of ase_model is slow
-
-        with self._budget_lock:
-            if self._budget is None:
-                self._budget = MemoryBudget(self.decode_budget_bytes)
-            return self._budget
+        """The MemoryBudget every decode of this daemon reserves from: the first replica's, shared by all."""
+        return self.replicas[0].decode_budget()
 
     # ---- requests --------------------------------------------------------------------------------------------
     def submit(self, task: Task) -> Task:
@@ -275,8 +268,8 @@ class Replicas:
             "jobs_done": s["jobs_done"], "jobs_failed": s["jobs_failed"],
             "load_seconds": max((x["load_seconds"] for x in snaps if x["load_seconds"] is not None), default=None),
         }
-        if self._budget is not None:
-            out["decode_memory"] = self._budget.snapshot()
+        if "decode_memory" in snaps[0]:  # the first replica's budget is everyone's
+            out["decode_memory"] = snaps[0]["decode_memory"]
         if self.load_error:
             out["load_error"] = self.load_error
         cuda = [x["cuda_allocated_mb"] for x in snaps if "cuda_allocated_mb" in x]

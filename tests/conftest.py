@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -99,6 +100,13 @@ def scripted_model():
 def random_image(seed: int, size=(48, 32)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def random_jpeg(seed: int, size=(64, 48)) -> bytes:
+    """random_image's pixels as JPEG bytes (quality 90): a distinct photo per seed for the daemon's tests."""
+    buf = io.BytesIO()
+    random_image(seed, size).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
 
 
 # ---- ase-daemon: real daemon processes on the tiny model ---------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import sqlite3
@@ -17,14 +16,8 @@ import zmq
 from ase_daemon import protocol as P
 from ase_daemon.client import Client, DaemonError, DaemonUnavailable
 from conftest import DaemonProcess, daemon_env, free_port
+from conftest import random_jpeg as jpeg
 from PIL import Image
-
-
-def jpeg(seed: int, size=(64, 48)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,19 @@ requests go to the less-loaded replica; stopping puts back each claimed job once
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections import Counter
 
-import numpy as np
 import pytest
 from ase_daemon import protocol as P
-from PIL import Image
+from conftest import random_jpeg
 
 pytest.importorskip("torch")
 
 
 def jpeg(seed: int, size=(48, 40)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return random_jpeg(seed, size)
 
 
 def _start(model_dir, store):
@@ -105,6 +100,12 @@ def test_a_full_replica_passes_the_request_on(running):
     finally:
         first.max_queue = second.max_queue = replicas.max_queue
     assert done.acquire(timeout=60)
+
+
+def test_replicas_share_one_decode_budget(running):
+    replicas, *_ = running
+    first, second = replicas.replicas
+    assert first.decode_budget() is second.decode_budget() is replicas.decode_budget()
 
 
 def test_status_reply_with_replicas(running):

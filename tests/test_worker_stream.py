@@ -3,7 +3,6 @@ Store on the tiny model, no zmq. One worker (2 slots) for the module."""
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
@@ -12,18 +11,13 @@ import pytest
 from ase_daemon.contract import decode_saliency
 from ase_daemon.store import Store
 from ase_daemon.worker import Task, Worker
-from PIL import Image
+from conftest import random_jpeg as jpeg
 
 SHORT = 8  # the worker's default critique length
 LONG = 64  # seed 0 and 10 photos run past this without the stop token (checked against the reference below)
 JOB_LONG = 48  # seeds 11, 13, 15 run past this
 
 
-def jpeg(seed: int, size=(64, 48)) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
