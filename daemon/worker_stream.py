@@ -72,9 +72,8 @@ class _Stream:
 
     def _stream_fail_all(self, error) -> None:
         with self._cv:
-            lost = [x for x in self._live.values()] + [x for x, _ in self._held]
             handles = list(self._live)
-            lost_tasks = [x.task for x in lost] + list(self._admitting)
+            lost_tasks = [x.task for x in self._live.values()] + [x.task for x, _ in self._held] + list(self._admitting)
             self._live.clear()
             self._held.clear()
             self._admitting.clear()
