@@ -52,7 +52,8 @@ class ASEConfig(PreTrainedConfig):
         features: measurable qualities of the photo carry over to photos the model never saw, where the patch
         features of a small encoder recall its training photos. Needs `attribute_labels`.
     score_head_hidden (`int`):
-        Hidden width of the aesthetic score regression head.
+        Hidden width of the aesthetic score regression head; with `score_from_attributes`, 0 makes the score
+        linear in the attribute head's inputs (before squashing into [0, score_max]).
     score_max (`float`):
         Scores are predicted in [0, score_max].
     score_calibration (`list[list[float]]`, *optional*):

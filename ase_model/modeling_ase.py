@@ -243,15 +243,20 @@ class ASEScoreHead(nn.Module):
 
 class ASEAttributeScoreHead(nn.Module):
     """Aesthetic score from the attribute head's standardised inputs (config `score_from_attributes`): the photo's
-    measurable qualities, which carry over to photos the model never saw."""
+    measurable qualities, which carry over to photos the model never saw. `score_head_hidden = 0` makes it
+    linear in them (before the squashing): a defect edit moves the same measurements the same way on any photo,
+    so a linear read ranks an unseen photo's edits as it ranks the training photos' (an MLP learns interactions
+    that hold only near its training photos)."""
 
     def __init__(self, config: ASEConfig):
         super().__init__()
         self.score_max = config.score_max
-        n_in = attribute_input_size(config)
-        self.mlp = nn.Sequential(nn.Linear(n_in, config.score_head_hidden), nn.GELU(),
-                                 nn.Linear(config.score_head_hidden, config.score_head_hidden), nn.GELU(),
-                                 nn.Linear(config.score_head_hidden, 1))
+        n_in, hidden = attribute_input_size(config), config.score_head_hidden
+        if hidden:
+            self.mlp = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                     nn.Linear(hidden, 1))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(n_in, 1))
 
     def forward(self, standardized: torch.Tensor) -> torch.Tensor:
         x = standardized.to(self.mlp[0].weight.dtype)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from ase_model.starter.known import EDIT_VERDICTS, MIN_TILT_DEG  # noqa: E402  (after the path insert)
 
-PREVIOUS_COMMIT = "f41a30e"  # the starter shipped before this one
+PREVIOUS_COMMIT = "4668fc6"  # the starter shipped before this one
 SIZE = 512
 # Edit kind -> (attribute, the labels that name it): the same map the training labels are corrected by.
 EXPECTED = {kind: (attribute, set(labels)) for kind, (attribute, labels) in EDIT_VERDICTS.items()}

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from ase_model.configuration_ase import ASEConfig
 from ase_model.critic import Critic
+from ase_model.modeling_ase import attribute_input_size
 from ase_model.starter import recipe
 
 TOY = ["--n", "12", "--synthetic", "4", "--batch-size", "4", "--vision-epochs", "1", "--saliency-epochs", "0.5",
@@ -61,10 +63,11 @@ def test_vision_pretraining_trains_the_tower_and_the_caption_stages_keep_it(buil
     assert not (attributes["model.attribute_head.input_std"] == 1).all()  # standardised on the training data
     key = "model.attribute_head.embeddings.weight"
     assert not (attributes[key] == final[key]).all()  # the caption stages teach the LLM the verdict tokens
-    scored = load_file(str(work / "stage1d-score" / "model.safetensors"))
-    score_head = [k for k in scored if k.startswith("model.score_head.")]
-    assert score_head and any(not (scored[k] == attributes[k]).all() for k in score_head)  # its own stage
-    assert all((scored[k] == final[k]).all() for k in score_head)  # and the caption stages leave it alone
+    captioned = [k for k in final if k.startswith(("model.attribute_head.mlp.", "model.score_head."))]
+    assert all((attributes[k] == final[k]).all() for k in captioned)  # the caption stages leave both heads alone
+    scored = load_file(str(work / "stage4-score" / "model.safetensors"))
+    assert scored["model.score_head.mlp.0.weight"].shape[0] == 1  # linear: one layer to the score
+    assert all((scored[k] == final[k]).all() for k in final if not k.startswith("model.score_head."))  # only it
 
 
 def test_the_score_reads_the_attribute_inputs_and_is_calibrated(built):
@@ -76,6 +79,25 @@ def test_the_score_reads_the_attribute_inputs_and_is_calibrated(built):
     assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(knots, knots[1:]))
     summary = json.loads((work / "data" / "summary.json").read_text())
     assert summary["n_pairs"] > 0 and summary["size"] == 160
+
+
+def test_the_calibration_reads_scores_of_sources_each_head_never_saw():
+    """Two sources whose measurements rank their twins in opposite directions: a record's out-of-source score
+    comes from the head trained on the other source, so it ranks its own source's pairs the other way."""
+    torch.manual_seed(0)
+    n = 40
+    x = torch.randn(n, 3).repeat_interleave(2, dim=0)  # a photo and its twin alike but for the second input
+    x[:, 1] += torch.tensor([0.5, -0.5]).repeat(n)
+    # (photo, twin): in source a the twin has the smaller second input, in source b the larger.
+    pairs = torch.tensor([(i, i + 1) for i in range(0, n, 2)] + [(i + 1, i) for i in range(n, 2 * n, 2)])
+    target = torch.full((2 * n,), 5.0)
+    config = ASEConfig(attribute_labels={"a": ["x", "y"]}, score_from_attributes=True, score_head_hidden=0)
+    head_inputs = x.new_zeros(2 * n, attribute_input_size(config))
+    head_inputs[:, :3] = x
+    raw = recipe.out_of_source_scores(config, head_inputs, target, pairs, ["a"] * n + ["b"] * n, seed=0, epochs=400)
+    a, b = pairs[: n // 2], pairs[n // 2:]
+    # Each source scored by the other's head: its twins rank above their photos (in-sample they would not).
+    assert (raw[a[:, 1]] > raw[a[:, 0]]).all() and (raw[b[:, 1]] > raw[b[:, 0]]).all()
 
 
 def test_an_interrupted_recipe_reuses_finished_stages(built, capsys):
