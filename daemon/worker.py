@@ -91,7 +91,12 @@ class Worker(_Intake, _Stream, _Batches, _ModelLife):
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="ase-decode")
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="ase-finish")  # results off the model thread
         self._live: dict = {}  # engine handle -> worker_stream._Live (model thread; read under _cv)
-        self._admitting: set[Task] = set()  # taken from a lane, image side running
+        self._admitting: set[Task] = set()  # taken from a lane, image side running (or prepared, not yet in)
+        # newcomers' image side on a thread per lane while the model thread decodes (worker_stream.py)
+        self._preparers = [ThreadPoolExecutor(1, thread_name_prefix=f"ase-prepare-{name}")
+                           for name in ("interactive", "background")]  # indexed by lane
+        self._preparing = [False, False]  # a group of that lane is on its preparer
+        self._ready: list = []  # prepared groups (tasks, prepared, started) waiting to enter the engine
         self._held: list = []  # (live, need): too long for the busy engine's cache, waiting for it to drain
         self._thread = threading.Thread(target=self._run, name="ase-model", daemon=True)
         # batches = model steps (static batches, or engine steps), slot_steps = images summed over them,
@@ -139,6 +144,8 @@ class Worker(_Intake, _Stream, _Batches, _ModelLife):
             if self._thread.is_alive():
                 log.warning("the model did not finish its batch within %.0f s; its jobs stay queued", timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for preparer in self._preparers:
+            preparer.shutdown(wait=True)
         self._finisher.shutdown(wait=True)  # results of what the model finished are delivered
         with self._cv:
             left = list(self._tasks)

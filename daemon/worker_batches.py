@@ -63,7 +63,15 @@ class _Batches:
         log.debug("model thread exits")
 
     def _has_work(self) -> bool:
-        if self._want_load or self._want_unload or any(self._lanes) or self._live or self._held:
+        queued, ready = any(self._lanes), bool(self._ready)
+        if self._streaming() and (queued or ready):
+            # work that cannot start now (its lane's preparer busy; background work while an interactive critique
+            # is in flight) waits for the notify that ends it, not in a spinning loop
+            fg = self._interactive_in_flight()
+            queued = (bool(self._lanes[INTERACTIVE]) and not self._preparing[INTERACTIVE]) or (
+                bool(self._lanes[BACKGROUND]) and not self._preparing[BACKGROUND] and not fg)
+            ready = any(tasks[0].lane == INTERACTIVE or not fg for tasks, _, _ in self._ready)
+        if self._want_load or self._want_unload or queued or self._live or self._held or ready:
             return True
         return self.state == READY and self._jobs_hint and not self._paused and self._room_for_jobs() > 0
 

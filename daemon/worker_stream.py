@@ -1,17 +1,18 @@
 """The worker's model thread with continuous batching through the Critic's DecodeEngine (issue 17).
 
-    lanes (interactive first) ──> free slots, at the next step: ONE image-side forward for the newcomers together
-    (Critic.prepare) ──> engine.submit per task ──> loop: one engine step over every active slot, tokens streamed
-    per task ──> a finished request leaves its slot at once ──> finisher thread: Critic.finish, CritiqueResult,
-    saliency PNG, personal score, the store (one transaction per group that finished in the same step), on_done
+    lanes (interactive first) ──> free slots: ONE image-side forward for a lane's newcomers together (Critic.prepare,
+    on that lane's preparer thread while the model thread keeps stepping the engine) ──> engine.submit per task at
+    the model thread's next turn ──> loop: one engine step over every active slot, tokens streamed per task ──> a
+    finished request leaves its slot at once ──> finisher thread: Critic.finish, CritiqueResult, saliency PNG,
+    personal score, the store (one transaction per group that finished in the same step), on_done
 
 No batch window: a lone request on an idle worker starts at the next loop turn; requests with different
 `max_new_tokens` share the engine. Background jobs never take the last free slot (one is kept for interactive
 requests, no preemption), so an interactive critique never waits for a background one to end; while an interactive
-critique is in flight (decode pool, lane or engine), no background newcomer is admitted, so its steps are not stalled
-by their image side and prefill; and while it decodes, the background critiques in the engine keep their slots but
-sit the steps out (engine.paused), so each step costs what the interactive ones alone cost. A cancelled task that
-is decoding leaves its slot at the next step (engine.cancel).
+critique is in flight (decode pool, lane or engine), no background newcomer is admitted or enters the engine, so
+its steps are not stalled by their prefill; and while it decodes, the background critiques in the engine keep
+their slots but sit the steps out (engine.paused), so each step costs what the interactive ones alone cost. A
+cancelled task that is decoding leaves its slot at the next step (engine.cancel).
 
 `_Stream` is a part of `Worker` (worker.py), used when the Critic decodes through the engine; without an engine
 (the `generate` fallback) the static batches of worker_batches.py run instead. The engine is not thread-safe: only
@@ -62,9 +63,10 @@ class _Stream:
         try:
             with torch.inference_mode():  # the engine's tensors are inference tensors (cancel writes to them)
                 self._stream_drop_cancelled()
-                tasks = self._stream_take()
-                if tasks:
-                    self._stream_admit(tasks)
+                for lane, tasks in enumerate(self._stream_take()):
+                    if tasks:
+                        self._preparers[lane].submit(self._stream_prepare_apart, lane, tasks)
+                self._stream_enter_ready()
                 self._stream_step()
         except Exception as e:  # a bug here must not kill the model thread: fail what is in flight
             log.exception("the streaming loop failed; failing the requests in the engine")
@@ -77,6 +79,7 @@ class _Stream:
             self._live.clear()
             self._held.clear()
             self._admitting.clear()
+            self._ready.clear()  # their tasks are in _admitting
         engine = self.critic.engine.engine if self._streaming() else None
         if engine is not None:
             import torch
@@ -89,38 +92,46 @@ class _Stream:
             self._finish(t, Outcome(error=error))
 
     # ---- admission -------------------------------------------------------------------------------------------
-    def _stream_take(self) -> list[Task]:
-        """Queued tasks for the free slots: interactive first; background ones leave one slot free."""
+    def _stream_take(self) -> tuple[list[Task], list[Task]]:
+        """Queued tasks for the free slots, (interactive, background): interactive first; background ones leave one
+        slot free. A lane's tasks are taken only when its preparer is free: they go there together."""
         with self._cv:
             if self._held:  # a request too long for the engine's cache waits until it drains
-                return []
+                return [], []
             slots = self._slot_count()
             free = slots - len(self._live) - len(self._admitting)
-            background = sum(1 for x in self._live.values() if x.task.lane == BACKGROUND)
+            background = sum(1 for x in self._live.values() if x.task.lane == BACKGROUND) + sum(
+                1 for t in self._admitting if t.lane == BACKGROUND)
             reserve = 1 if slots > 1 else 0
-            taken: list[Task] = []
-            bg_room = slots - reserve - background
-            if any(t.lane == INTERACTIVE and not t.finished for t in self._tasks):
+            taken: dict[int, list[Task]] = {INTERACTIVE: [], BACKGROUND: []}
+            bg_room = 0 if self._preparing[BACKGROUND] else slots - reserve - background
+            if self._interactive_in_flight():
                 # an interactive critique is in flight (in the decode pool, queued or decoding): no background
-                # newcomer joins until it ends (each one's image side and prefill would stall every slot's step;
-                # the running ones finish as usual)
+                # newcomer joins until it ends (each one's prefill would stall every slot's step; the running
+                # ones finish as usual)
                 bg_room = 0
-            for lane, room in ((INTERACTIVE, free), (BACKGROUND, bg_room)):
+            for lane, room in ((INTERACTIVE, 0 if self._preparing[INTERACTIVE] else free), (BACKGROUND, bg_room)):
                 queue = self._lanes[lane]
-                while queue and len(taken) < free and room > 0:
+                while queue and free > 0 and room > 0:
                     t = queue.popleft()
                     if t.cancelled:
                         continue
                     t.stage = "running"
-                    taken.append(t)
+                    taken[lane].append(t)
                     room -= 1
-            self._admitting.update(taken)
-            return taken
+                    free -= 1
+            self._admitting.update(taken[INTERACTIVE] + taken[BACKGROUND])
+            for lane, tasks in taken.items():
+                self._preparing[lane] = self._preparing[lane] or bool(tasks)
+            return taken[INTERACTIVE], taken[BACKGROUND]
 
-    def _stream_admit(self, tasks: list[Task]) -> None:
-        """One image-side forward for the newcomers, then their requests into the engine."""
-        from ase_model.critic_stream import BatchStreamer
+    def _interactive_in_flight(self) -> bool:
+        """An interactive critique is admitted and not finished (in the decode pool, queued or decoding)."""
+        return any(t.lane == INTERACTIVE and not t.finished for t in self._tasks)
 
+    def _stream_prepare(self, tasks: list[Task]) -> list[tuple]:
+        """The image side for newcomers, in one forward: [(tasks, prepared, started)] groups to enter. One bad
+        image must not fail its companions: after a failed group, each runs alone and only the culprit fails."""
         for t in tasks:
             if t.on_stage:
                 t.on_stage("running", {"batch": len(tasks)})
@@ -128,23 +139,59 @@ class _Stream:
         try:
             prepared = self.critic.prepare([t.image for t in tasks], names=[t.name or t.path for t in tasks])
         except Exception as e:
-            with self._cv:
-                self._admitting.difference_update(tasks)
-            if len(tasks) > 1:  # one bad image must not fail its companions: each alone finds the culprit
+            if len(tasks) > 1:
                 log.warning("the image side failed on %d images (%s: %s); running them one by one", len(tasks),
                             type(e).__name__, e)
-                for t in tasks:
-                    with self._cv:
-                        self._admitting.add(t)
-                    self._stream_admit([t])
-                return
+                return [group for t in tasks for group in self._stream_prepare([t])]
             log.exception("the model failed on %s", tasks[0].name or tasks[0].path)
+            with self._cv:
+                self._admitting.discard(tasks[0])
             self._finish(tasks[0], Outcome(error=ModelFailure(f"model failure: {type(e).__name__}: {e}")))
-            return
+            return []
         with self._cv:
             s = self.stats
             s["groups"] += 1
             s["group_images"] += len(tasks)
+        return [(tasks, prepared, started)]
+
+    def _stream_prepare_apart(self, lane: int, tasks: list[Task]) -> None:
+        """On the lane's preparer thread: the newcomers' image side while the model thread decodes."""
+        import torch
+
+        groups: list[tuple] = []
+        try:
+            with torch.inference_mode():
+                groups = self._stream_prepare(tasks)
+        except Exception as e:  # a bug here must not leave their slots taken
+            log.exception("preparing %d critiques failed", len(tasks))
+            with self._cv:
+                self._admitting.difference_update(tasks)
+            for t in tasks:
+                self._finish(t, Outcome(error=ModelFailure(f"model failure: {type(e).__name__}: {e}")))
+        finally:
+            with self._cv:
+                self._ready.extend(groups)
+                self._preparing[lane] = False
+                self._cv.notify_all()
+
+    def _stream_enter_ready(self) -> None:
+        """Prepared groups into the engine: interactive ones at once; background ones unless an interactive
+        critique is in flight (their prefill would stall its steps: they wait, keeping their slots)."""
+        with self._cv:
+            interactive = [g for g in self._ready if g[0][0].lane == INTERACTIVE]
+            background = [g for g in self._ready if g[0][0].lane != INTERACTIVE]
+            if interactive or self._interactive_in_flight():
+                self._ready = background  # they wait
+                background = []
+            else:
+                self._ready = []
+        for group in interactive + background:
+            self._stream_enter(*group)
+
+    def _stream_enter(self, tasks: list[Task], prepared: list, started: float) -> None:
+        """Prepared requests into the engine, with their token streams."""
+        from ase_model.critic_stream import BatchStreamer
+
         streams = {i: t.on_token for i, t in enumerate(tasks) if t.on_token is not None}
 
         def route(i: int, text: str) -> None:
@@ -250,7 +297,13 @@ class _Stream:
         import torch
 
         while self._streaming():
+            with self._cv:  # groups on the preparers enter first
+                while any(self._preparing):
+                    self._cv.wait(1.0)
+                groups, self._ready = self._ready, []
             with torch.inference_mode():
+                for group in groups:
+                    self._stream_enter(*group)
                 self._stream_drop_cancelled()
                 with self._cv:
                     if not self._live:

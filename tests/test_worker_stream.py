@@ -177,3 +177,56 @@ def test_a_failure_in_finish_fails_only_its_task(worker):
         assert good.wait().ok
     finally:
         del critic.finish
+
+
+def test_background_image_side_runs_beside_the_decoding(tiny_model_dir, tmp_path):
+    """With room for several background critiques, a newcomer's image side runs on its lane's preparer thread while
+    the model thread keeps stepping the engine (one core decodes, the other prepares)."""
+    store = Store(tmp_path / "s.db")
+    w = Worker(tiny_model_dir, store, max_new_tokens=SHORT, max_batch=4, slots=4).start()
+    try:
+        deadline = time.monotonic() + 120
+        while w.state != "ready":
+            assert w.state != "error" and time.monotonic() < deadline, w.load_error
+            time.sleep(0.05)
+        prepares, steps = [], []
+        original_prepare, original_step = w.critic.prepare, w._stream_step
+
+        def prepare(images, names=None):
+            t0 = time.perf_counter()
+            out = original_prepare(images, names=names)
+            prepares.append((threading.current_thread().name, list(names), t0, time.perf_counter()))
+            return out
+
+        def step():
+            t0 = time.perf_counter()
+            original_step()
+            steps.append((t0, time.perf_counter()))
+
+        w.critic.prepare, w._stream_step = prepare, step
+        jobs = [store.add_job(data=jpeg(s), name=f"bg{s}.jpg", max_new_tokens=JOB_LONG)[0].id
+                for s in (11, 13, 15, 17, 19, 21)]
+        done = threading.Event()
+        ended = set()
+
+        def job_done(job, outcome):
+            ended.add(job.id)
+            if ended >= set(jobs):
+                done.set()
+
+        w.on_job_done(job_done)
+        w.notify_jobs()
+        assert done.wait(180)
+        assert all(store.get_job(j).state == "done" for j in jobs)
+        fg = Waiter("fg-prepared.jpg", data=jpeg(12), force=True)
+        w.submit(fg.task)
+        assert fg.wait().ok
+        background = [p for p in prepares if p[1][0].startswith("bg")]
+        assert sum(len(p[1]) for p in background) == len(jobs)  # each job's image side once
+        assert all(p[0].startswith("ase-prepare-background") for p in background)
+        assert [p[0][:23] for p in prepares if p[1] == ["fg-prepared.jpg"]] == ["ase-prepare-interactive"]
+        # the overlap: engine steps ran on the model thread while a background group was being prepared
+        assert any(t0 < s0 < t1 for _, names, t0, t1 in background for s0, _ in steps)
+    finally:
+        w.stop()
+        store.close()
