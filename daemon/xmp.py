@@ -498,8 +498,11 @@ def _open_xmp(data: bytes, path: Path):
     return img
 
 
-def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Path) -> bytes:
-    """The new sidecar's bytes: the old packet (or an empty one) modified through pyexiv2."""
+def _modified_packet(old: bytes | None, target: Path, make_changes, passthrough=(ValueError, TypeError)):
+    """The sidecar's new bytes: the old packet (or an empty one) with `make_changes(current XMP) -> (changes,
+    extra)` applied through pyexiv2, then read back — every foreign value unchanged and ours exact, else
+    SidecarError. Returns (bytes, extra). Errors of the types in `passthrough` (the caller's own validation) go
+    up as they are; any other failure inside exiv2 is a SidecarError."""
     # A missing or empty file holds nothing of the user's (darktable writes in place, so a crash can
     # leave 0 bytes): start from an empty packet. Anything else must parse or we stop.
     base = old if old is not None and old.strip() else _EMPTY_PACKET
@@ -507,7 +510,7 @@ def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Pat
         img = _open_xmp(base, target)
         try:
             cur = img.read_xmp()
-            changes = _merge(cur, result, options)
+            changes, extra = make_changes(cur)
             expected = _expected_after(cur, changes)
             # exiv2 mirrors XMP into Exif/IPTC when it reads a sidecar and copies those back when it
             # writes, which would resurrect keys we delete (dc:subject, xmp:Rating ...). Dropping the
@@ -518,7 +521,7 @@ def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Pat
             data = img.get_bytes()
         except SidecarError:
             raise
-        except (ValueError, TypeError):
+        except passthrough:
             raise
         except Exception as e:
             raise SidecarError(target, f"exiv2 could not update the XMP: {str(e).strip()}", errno.EIO) from e
@@ -534,7 +537,12 @@ def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Pat
         moved = sorted(k for k in set(after) | set(expected) if after.get(k) != expected.get(k))
         raise SidecarError(target, f"exiv2 would change more than asked ({', '.join(moved[:8])}); not written",
                            errno.EIO)
-    return data
+    return data, extra
+
+
+def _build(old: bytes | None, result: dict, options: SidecarOptions, target: Path) -> bytes:
+    """The new sidecar's bytes: the old packet (or an empty one) modified through pyexiv2."""
+    return _modified_packet(old, target, lambda cur: (_merge(cur, result, options), None))[0]
 
 
 # ---------------------------------------------------------------------------------- public API

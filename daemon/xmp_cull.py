@@ -30,7 +30,6 @@ from pathlib import Path
 
 from .sidecar_files import SidecarError, commit, read_existing
 from .xmp import (
-    _EMPTY_PACKET,
     _NS,
     _REPLACE_TRIES,
     _WRITE_LOCK,
@@ -39,8 +38,8 @@ from .xmp import (
     PYEXIV2_LOCK,
     _as_text,
     _clean_text,
-    _expected_after,
     _lang_alt,
+    _modified_packet,
     _open_xmp,
     sidecar_path,
 )
@@ -104,44 +103,22 @@ def _rating_changes(cur: dict, decision: str, options: CullSidecarOptions) -> tu
 
 
 def _build(old: bytes | None, d: dict, options: CullSidecarOptions, target: Path) -> tuple[bytes, dict]:
-    base = old if old is not None and old.strip() else _EMPTY_PACKET
-    with PYEXIV2_LOCK:
-        img = _open_xmp(base, target)
-        try:
-            cur = img.read_xmp()
-            changes, report = _rating_changes(cur, d["decision"], options)
-            changes = {k: v for k, v in changes.items() if v is not None or k in cur}
-            changes.update({
-                K_DECISION: d["decision"], K_GROUP: str(int(d["group"])), K_LEADER: _clean_text(d.get("leader") or ""),
-                K_SIZE: str(int(d.get("group_size", 1))), K_RANK: str(int(d.get("rank", 1))),
-                K_REASON: _lang_alt(_clean_text(d.get("reason") or "")),
-                K_DATE: datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
-            if not changes[K_LEADER]:
-                del changes[K_LEADER]
-                if K_LEADER in cur:
-                    changes[K_LEADER] = None
-            expected = _expected_after(cur, changes)
-            img.clear_exif()  # see xmp._build: the Exif/IPTC mirrors would bring deleted keys back
-            img.clear_iptc()
-            img.modify_xmp(changes)
-            data = img.get_bytes()
-        except SidecarError:
-            raise
-        except Exception as e:
-            raise SidecarError(target, f"exiv2 could not update the XMP: {str(e).strip()}", errno.EIO) from e
-        finally:
-            img.close()
-        check = _open_xmp(data, target)
-        try:
-            after = check.read_xmp()
-        finally:
-            check.close()
-    if after != expected:
-        moved = sorted(k for k in set(after) | set(expected) if after.get(k) != expected.get(k))
-        raise SidecarError(target, f"exiv2 would change more than asked ({', '.join(moved[:8])}); not written",
-                           errno.EIO)
-    return data, report
+    def make_changes(cur: dict) -> tuple[dict, dict]:
+        changes, report = _rating_changes(cur, d["decision"], options)
+        changes = {k: v for k, v in changes.items() if v is not None or k in cur}
+        changes.update({
+            K_DECISION: d["decision"], K_GROUP: str(int(d["group"])), K_LEADER: _clean_text(d.get("leader") or ""),
+            K_SIZE: str(int(d.get("group_size", 1))), K_RANK: str(int(d.get("rank", 1))),
+            K_REASON: _lang_alt(_clean_text(d.get("reason") or "")),
+            K_DATE: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        if not changes[K_LEADER]:
+            del changes[K_LEADER]
+            if K_LEADER in cur:
+                changes[K_LEADER] = None
+        return changes, report
+
+    return _modified_packet(old, target, make_changes, passthrough=())
 
 
 def write_cull(image_path, decision: dict, options: CullSidecarOptions | None = None) -> dict:
