@@ -39,6 +39,7 @@ from .critique_shards import (
     DONE_KINDS,
     KIND_CRITIQUE,
     KIND_ERROR,
+    KIND_PERSONAL,
     KIND_SAME,
     KIND_STORED,
     ShardIndex,
@@ -130,18 +131,26 @@ def run_distributed(args, db_path: Path, model_id: str, mnt: int, options, prog:
     Returns the exit status: rank 0's says what the whole run did (0, 1 when a photo or sidecar failed, 130 when
     interrupted); the other ranks return 0 unless interrupted.
     """
-    if args.profile:
-        print(f"{prog}: --profile is not supported with --distributed yet", file=sys.stderr)
-        return 2
+    profile = None
+    if args.profile:  # checked before any rank starts work: no such profile, or learnt with another model
+        from ase_model.personal import ProfileError, load_profile
+
+        try:
+            profile = load_profile(args.profile, model=model_id)
+        except ProfileError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
+        digest = hashlib.sha256(repr(sorted(profile.meta.items())).encode()).hexdigest()[:16]
+        profile = f"{profile.name}@{digest}"
     state = _state(args)
     try:
-        return _run(args, state, db_path, model_id, mnt, options, prog)
+        return _run(args, state, db_path, model_id, mnt, options, prog, profile)
     finally:
         if state.use_distributed:
             state.destroy_process_group()
 
 
-def _run(args, state, db_path: Path, model_id: str, mnt: int, options, prog: str) -> int:
+def _run(args, state, db_path: Path, model_id: str, mnt: int, options, prog: str, profile: str | None) -> int:
     """run_distributed inside accelerate's state: list, critique this rank's share, wait, merge on rank 0."""
     from ase_model.folders import list_photos, pair_frames
 
@@ -170,7 +179,7 @@ def _run(args, state, db_path: Path, model_id: str, mnt: int, options, prog: str
         shard = ShardWriter(folder, rank, run_id)
         try:
             run = _critique_share(args, state, frames[rank::world], ShardIndex(read_shards(folder), model_id, mnt),
-                                  shard, store, model_id, mnt)
+                                  shard, store, model_id, mnt, profile)
         finally:
             shard.close()
         print(f"{prog}: rank {rank} of {world}: {len(frames[rank::world])} frames, {run.counts['critiqued']} "
@@ -188,7 +197,7 @@ def _run(args, state, db_path: Path, model_id: str, mnt: int, options, prog: str
             print(f"{prog}: rank 0 cannot see the shard files of ranks {absent} in {folder}: on several machines "
                   "give --shards a folder they all share", file=sys.stderr)
             return 1
-        status = _merge(args, folder, frames, missing, run_id, store, model_id, mnt, options, prog)
+        status = _merge(args, folder, frames, missing, run_id, store, model_id, mnt, options, prog, profile)
         if store is not None and not args.shards and status in (0, 1):  # all of it is in the store now
             shutil.rmtree(folder, ignore_errors=True)
         return status
@@ -198,8 +207,9 @@ def _run(args, state, db_path: Path, model_id: str, mnt: int, options, prog: str
 
 
 def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, store, model_id: str,
-                    mnt: int) -> FolderRun:
-    """Critiques this rank's frames into its shard: what a shard line or the store holds is not done again."""
+                    mnt: int, profile: str | None) -> FolderRun:
+    """Critiques this rank's frames into its shard: what a shard line or the store holds is not done again. With
+    `profile` (its key), each frame's personal score too, in a line of its own unless a shard has it."""
     from tqdm import tqdm
 
     from ase_model.critic import Critic
@@ -213,12 +223,22 @@ def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, 
             loaded["critic"] = Critic.from_pretrained(args.model, device=_device(args, state), tag_root=args.tag_root)
         return loaded["critic"]
 
+    def personal(pending):  # [(name, image)] -> personal scores; features cached by content, as `learn`'s
+        if "personal" not in loaded:
+            from ase_model.cli import _personal_scorer
+
+            loaded["personal"] = _personal_scorer(critic(), args.profile)
+        return loaded["personal"](pending)
+
     def critique(items):
         results = critic().critique([im for _, _, im in items], max_new_tokens=mnt,
                                     names=[str(f.master) for f, _, _ in items])
+        mine = personal([(str(f.master), im) for f, _, im in items]) if profile else [None] * len(results)
         out = []
-        for (_, data, _), c in zip(items, results):
+        for (_, data, _), c, personal_score in zip(items, results, mine):
             record = c.to_dict()
+            if personal_score is not None:
+                record["_personal"] = personal_score
             record.update(model=model_id, hash=hashlib.sha256(data).hexdigest(), cached=False,
                           saliency_summary=summary(c.saliency))
             out.append({**record, "_line": {"kind": KIND_CRITIQUE, "score": c.score, "png": encode_png(
@@ -226,6 +246,14 @@ def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, 
         return out
 
     def lookup(frame, data):
+        record = _lookup(frame, data)
+        if record is not None and profile and (record["hash"], profile) not in index.personal:
+            from ase_model.imageio import load_image
+
+            record["_personal"] = personal([(str(frame.master), load_image(data, name=str(frame.master)))])[0]
+        return record
+
+    def _lookup(frame, data):
         h = hashlib.sha256(data).hexdigest()
         line = index.done(h)
         if line is not None:  # in a shard: a line for this name too unless the one there is it
@@ -238,17 +266,20 @@ def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, 
         record = stored.result.to_dict()
         record["saliency_summary"] = record.pop("saliency", None)
         record["cached"] = True
-        return {**record, "_line": {"kind": KIND_STORED, "score": stored.result.score,
-                                    "png": encode_png(stored.saliency_png)}}
+        return {**record, "hash": h, "_line": {"kind": KIND_STORED, "score": stored.result.score,
+                                               "png": encode_png(stored.saliency_png)}}
 
     def on_record(record):
+        personal_score = record.pop("_personal", None)
         extra = record.pop("_line", None) if "error" not in record else {"kind": KIND_ERROR}
-        if extra is None:
-            return
-        line = {**key, "image": record["image"], "hash": record.get("hash"), **extra}
-        if extra["kind"] != KIND_SAME:
-            line["record"] = record
-        shard.add(line)
+        if extra is not None:
+            line = {**key, "image": record["image"], "hash": record.get("hash"), **extra}
+            if extra["kind"] != KIND_SAME:
+                line["record"] = record
+            shard.add(line)
+        if personal_score is not None:
+            shard.add({**key, "kind": KIND_PERSONAL, "image": record["image"], "hash": record["hash"],
+                       "profile": profile, "personal_score": personal_score})
 
     with tqdm(total=len(frames), desc=f"critiquing (rank 0 of {state.num_processes})", unit="photo",
               file=sys.stderr, disable=True if args.no_progress or not state.is_main_process else None) as bar:
@@ -261,8 +292,9 @@ def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, 
 
 
 def _merge(args, folder: Path, frames, missing: dict, run_id: str, store, model_id: str, mnt: int, options,
-           prog: str) -> int:
-    """Rank 0: the shards into the store, then the records printed in frame order, sidecars and saliency maps."""
+           prog: str, profile: str | None = None) -> int:
+    """Rank 0: the shards into the store, then the records printed in frame order (with `profile`, each one's
+    personal score), sidecars and saliency maps."""
     index = ShardIndex(read_shards(folder), model_id, mnt)
     run = FolderRun(total=len(frames) + len(missing))
     gone = [{"image": t, "error": {"code": P.NOT_FOUND, "message": m}} for t, m in missing.items()]
@@ -283,6 +315,8 @@ def _merge(args, folder: Path, frames, missing: dict, run_id: str, store, model_
             h = line["hash"]
             if store is not None and h not in to_store and (new or store.get_critique(h, model_id, mnt) is None):
                 to_store[h] = (None, h, model_id, mnt, _result(record, line, model_id), decode_png(line.get("png")))
+        if profile and "error" not in record:
+            record["personal_score"] = index.personal.get((line["hash"], profile))
         record.pop("companions", None)
         if frame.companions:
             record["companions"] = [str(c) for c in frame.companions]

@@ -8,7 +8,9 @@ and fsync'ed), so a killed run loses at most the batch it was in. A line is one 
 * `"kind": "stored"`: answered by the rank's store, carried whole (record, score, png) so that rank 0 can merge it
   even when it does not see that store (another machine's);
 * `"kind": "same"`: the content (`hash`) is already in a shard line under another name (a copy, a moved file);
-* `"kind": "error"`: `record` is the error record; not done, a rerun tries the frame again.
+* `"kind": "error"`: `record` is the error record; not done, a rerun tries the frame again;
+* `"kind": "personal"`: the `personal_score` of the content (`hash`) under `profile` (its name and a digest of
+  its profile.json: a profile learnt again scores afresh), for `--profile`.
 
 Every line carries the frame's `image`, its content `hash` (not for some errors), the `model` fingerprint and
 `max_new_tokens` (lines of another model or length are ignored), the `rank`, the `run` id and a time `t` (the
@@ -24,10 +26,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["DONE_KINDS", "KIND_CRITIQUE", "KIND_ERROR", "KIND_SAME", "KIND_STORED", "ShardIndex", "ShardWriter",
-           "decode_png", "encode_png", "read_shards", "shard_path"]
+__all__ = ["DONE_KINDS", "KIND_CRITIQUE", "KIND_ERROR", "KIND_PERSONAL", "KIND_SAME", "KIND_STORED", "ShardIndex",
+           "ShardWriter", "decode_png", "encode_png", "read_shards", "shard_path"]
 
 KIND_CRITIQUE, KIND_STORED, KIND_SAME, KIND_ERROR = "made", "stored", "same", "error"
+KIND_PERSONAL = "personal"
 DONE_KINDS = (KIND_CRITIQUE, KIND_STORED)  # lines that hold a critique a rerun need not make again
 _GLOB = "rank-*.jsonl"
 
@@ -157,9 +160,13 @@ class ShardIndex:
 
     def __init__(self, lines: Iterable[dict], model: str, max_new_tokens: int):
         self.by_hash: dict[str, dict] = {}  # content hash -> the latest line that holds its critique
-        self.by_image: dict[str, dict] = {}  # image -> its latest line, of any kind
+        self.by_image: dict[str, dict] = {}  # image -> its latest line, of any kind but personal
+        self.personal: dict[tuple[str, str], float] = {}  # (content hash, profile key) -> personal score
         for line in lines:
             if line.get("model") != model or line.get("max_new_tokens") != max_new_tokens:
+                continue
+            if line["kind"] == KIND_PERSONAL:
+                self.personal[(line["hash"], line["profile"])] = line["personal_score"]
                 continue
             if line["kind"] in DONE_KINDS and _later(line, self.by_hash.get(line.get("hash"))):
                 self.by_hash[line["hash"]] = line

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import daemon_env
 from imageio_helpers import pidng_dng
-from PIL import ImageEnhance
+from PIL import Image, ImageEnhance
 
 N_JPEGS = 15  # frames: 15, one of them a JPEG+DNG pair; ranks 0 and 1 take 8 and 7
 MNT = 6
@@ -128,6 +128,56 @@ def test_one_process_without_a_launcher(shoot, tiny_model_dir, reference, capsys
     for r in again:
         for p in r["sidecars"]:
             os.remove(p)
+
+
+def test_one_process_with_a_profile_gives_the_plain_runs_personal_scores(shoot, tiny_model_dir, capsys,
+                                                                         tmp_path, monkeypatch):
+    """`--profile` under --distributed: each record's personal_score equals the plain CLI's; a rerun that finds
+    every critique in its shards (kept with --shards) reads the scores there too, and a profile learnt again
+    scores afresh."""
+    from ase_model.critic import Critic
+    from ase_model.personal import FeatureCache, learn, photo_features, save_profile
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    critic = Critic.from_pretrained(tiny_model_dir, device="cpu")
+    paths = sorted(shoot.glob("*.jpg"))
+    rated = []
+    for k, gain in enumerate((0.4, 0.8, 1.2, 1.6)):  # 15 frames x 4 exposures, rated by how bright they are
+        for p in paths:
+            out = tmp_path / "rated" / f"{p.stem}-{k}.jpg"
+            out.parent.mkdir(exist_ok=True)
+            ImageEnhance.Brightness(Image.open(p)).enhance(gain).save(out, quality=90)
+            rated.append((out, k + 1))
+    feats = photo_features(critic, [p for p, _ in rated], cache=FeatureCache(tmp_path / "cache", critic.model_id))
+    save_profile("me", learn(feats.vectors, feats.scores, np.array([r for _, r in rated])), model=critic.model_id)
+
+    plain = in_process(capsys, critique_args(shoot, tiny_model_dir, tmp_path / "plain.db", "--profile", "me"))
+    assert plain[0] == 0, plain[2]
+    shards, db = tmp_path / "shards", tmp_path / "dist.db"
+    status, records, err = in_process(capsys, critique_args(shoot, tiny_model_dir, db, "--distributed",
+                                                            "--shards", shards, "--profile", "me"))
+    assert status == 0, err
+    want = [(r["image"], r["personal_score"]) for r in plain[1]]
+    assert [(r["image"], r["personal_score"]) for r in records] == want
+    assert all(isinstance(s, float) for _, s in want) and len({s for _, s in want}) > 1
+    lines = [line for line in shard_lines(shards) if line["kind"] == "personal"]
+    assert len(lines) == N_JPEGS  # one a frame
+
+    status, again, err = in_process(capsys, critique_args(shoot, tiny_model_dir, db, "--distributed",
+                                                          "--shards", shards, "--profile", "me"))
+    assert status == 0 and [(r["image"], r["personal_score"]) for r in again] == want
+    assert len([line for line in shard_lines(shards) if line["kind"] == "personal"]) == N_JPEGS  # none again
+
+    save_profile("me", learn(feats.vectors, feats.scores, np.array([5 - r for _, r in rated])),
+                 model=critic.model_id)  # replaces the first
+    status, flipped, err = in_process(capsys, critique_args(shoot, tiny_model_dir, db, "--distributed",
+                                                            "--shards", shards, "--profile", "me"))
+    assert status == 0, err
+    assert len([line for line in shard_lines(shards) if line["kind"] == "personal"]) == 2 * N_JPEGS
+    assert [r["personal_score"] for r in flipped] != [s for _, s in want]
+    status, _, err = in_process(capsys, critique_args(shoot, tiny_model_dir, db, "--distributed",
+                                                      "--profile", "nobody"))
+    assert status == 2 and "nobody" in err
 
 
 def free_port() -> int:
