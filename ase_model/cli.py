@@ -71,16 +71,16 @@ def cmd_build(args) -> int:
 
 # ---- critique ------------------------------------------------------------------------------------------------
 def _personal_scorer(critic, name: str):
-    """A function (path, image) pairs -> personal scores with profile `name` (ProfileError, naming the fix, when it
-    was learnt with another model). Features are cached beside `ase-mllm learn`'s, by the file's content."""
-    from .personal import FeatureCache, content_hash, features_dir, load_profile, personal_score, photo_features
+    """A function (content hash, image) pairs -> personal scores with profile `name` (ProfileError, naming the fix,
+    when it was learnt with another model). Features are cached beside `ase-mllm learn`'s, by the file's content
+    (its sha256, `personal.content_hash`: the callers hold the bytes already, the file is not read again)."""
+    from .personal import FeatureCache, features_dir, load_profile, personal_score, photo_features
 
     profile = load_profile(name, model=critic.model_id)
     cache = FeatureCache(features_dir(), critic.model_id)
 
     def score(pending: list[tuple[str, object]]) -> list[float]:
-        feats = photo_features(critic, [im for _, im in pending], cache=cache,
-                               keys=[content_hash(path) for path, _ in pending])
+        feats = photo_features(critic, [im for _, im in pending], cache=cache, keys=[key for key, _ in pending])
         return [round(float(s), 3) for s in personal_score(profile, feats)]
 
     return score
@@ -130,7 +130,7 @@ def critique_targets(args, prog: str = "ase-mllm critique", lookup=None, on_new=
 
     personal = None
     if args.profile:
-        from .personal import ProfileError
+        from .personal import ProfileError, content_hash
 
         try:
             personal = _personal_scorer(critic(), args.profile)
@@ -144,7 +144,7 @@ def critique_targets(args, prog: str = "ase-mllm critique", lookup=None, on_new=
     def critique(items):
         results = critic().critique([im for _, _, im in items], max_new_tokens=args.max_new_tokens,
                                   names=[str(f.master) for f, _, _ in items])
-        mine = personal([(str(f.master), im) for f, _, im in items]) if personal else [None] * len(results)
+        mine = personal([(content_hash(data), im) for _, data, im in items]) if personal else [None] * len(results)
         out = []
         for (frame, data, _), c, personal_score in zip(items, results, mine):
             record = c.to_dict()
@@ -164,7 +164,8 @@ def critique_targets(args, prog: str = "ase-mllm critique", lookup=None, on_new=
         if record is not None and personal is not None:  # its features are cached by content: no model run
             from .imageio import load_image
 
-            record["personal_score"] = personal([(str(frame.master), load_image(data, name=str(frame.master)))])[0]
+            image = load_image(data, name=str(frame.master))
+            record["personal_score"] = personal([(content_hash(data), image)])[0]
         return record
 
     def emit(record):

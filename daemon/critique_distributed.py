@@ -223,7 +223,7 @@ def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, 
             loaded["critic"] = Critic.from_pretrained(args.model, device=_device(args, state), tag_root=args.tag_root)
         return loaded["critic"]
 
-    def personal(pending):  # [(name, image)] -> personal scores; features cached by content, as `learn`'s
+    def personal(pending):  # [(content hash, image)] -> personal scores; features cached by content
         if "personal" not in loaded:
             from ase_model.cli import _personal_scorer
 
@@ -233,14 +233,14 @@ def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, 
     def critique(items):
         results = critic().critique([im for _, _, im in items], max_new_tokens=mnt,
                                     names=[str(f.master) for f, _, _ in items])
-        mine = personal([(str(f.master), im) for f, _, im in items]) if profile else [None] * len(results)
+        hashes = [hashlib.sha256(data).hexdigest() for _, data, _ in items]
+        mine = personal([(h, im) for h, (_, _, im) in zip(hashes, items)]) if profile else [None] * len(results)
         out = []
-        for (_, data, _), c, personal_score in zip(items, results, mine):
+        for h, c, personal_score in zip(hashes, results, mine):
             record = c.to_dict()
             if personal_score is not None:
                 record["_personal"] = personal_score
-            record.update(model=model_id, hash=hashlib.sha256(data).hexdigest(), cached=False,
-                          saliency_summary=summary(c.saliency))
+            record.update(model=model_id, hash=h, cached=False, saliency_summary=summary(c.saliency))
             out.append({**record, "_line": {"kind": KIND_CRITIQUE, "score": c.score, "png": encode_png(
                 to_png(c.saliency))}})
         return out
@@ -250,7 +250,7 @@ def _critique_share(args, state, frames, index: ShardIndex, shard: ShardWriter, 
         if record is not None and profile and (record["hash"], profile) not in index.personal:
             from ase_model.imageio import load_image
 
-            record["_personal"] = personal([(str(frame.master), load_image(data, name=str(frame.master)))])[0]
+            record["_personal"] = personal([(record["hash"], load_image(data, name=str(frame.master)))])[0]
         return record
 
     def _lookup(frame, data):
