@@ -177,15 +177,11 @@ class _Stream:
     def _stream_enter_ready(self) -> None:
         """Prepared groups into the engine: interactive ones at once; background ones unless an interactive
         critique is in flight (their prefill would stall its steps: they wait, keeping their slots)."""
-        with self._cv:
-            interactive = [g for g in self._ready if g[0][0].lane == INTERACTIVE]
-            background = [g for g in self._ready if g[0][0].lane != INTERACTIVE]
-            if interactive or self._interactive_in_flight():
-                self._ready = background  # they wait
-                background = []
-            else:
-                self._ready = []
-        for group in interactive + background:
+        with self._cv:  # (an interactive group here is itself in flight)
+            waits = self._interactive_in_flight()
+            entering = [g for g in self._ready if g[0][0].lane == INTERACTIVE or not waits]
+            self._ready = [g for g in self._ready if g[0][0].lane != INTERACTIVE and waits]
+        for group in sorted(entering, key=lambda g: g[0][0].lane):  # interactive ones first
             self._stream_enter(*group)
 
     def _stream_enter(self, tasks: list[Task], prepared: list, started: float) -> None:
