@@ -399,6 +399,7 @@ def train_score_head(src: Path, data_dir: Path, inputs: Path, out: Path, seed: i
 
     model = ASEForConditionalGeneration.from_pretrained(src).eval()
     model.config.score_head_hidden = hidden
+    torch.manual_seed(seed)  # the head's initial weights too: the recipe is reproducible from its stages
     model.model.score_head = score_head = ASEAttributeScoreHead(model.config)
     records = read_split(data_dir, "train")
     x = model.model.attribute_head.standardize(torch.load(inputs))
@@ -406,7 +407,6 @@ def train_score_head(src: Path, data_dir: Path, inputs: Path, out: Path, seed: i
     pairs = torch.tensor(ranking_pairs(records), dtype=torch.long).reshape(-1, 2)
     log(f"score head: {len(records)} photos, {len(pairs)} ranking pairs, hidden {hidden or 'none (linear)'}")
     fit = dict(epochs=epochs)
-    torch.manual_seed(seed)
     fit_score_head(score_head, x, target, pairs, seed, **fit)
     with torch.no_grad():
         raw = score_head(x).numpy()
